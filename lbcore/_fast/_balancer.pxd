@@ -1,0 +1,18 @@
+# The compiled balancer base, cimported by every compiled scheduler (and by Affinity,
+# which calls _pick_index of the balancer it wraps without a Python call).
+
+from libc.stdint cimport uint64_t
+
+
+cdef class Balancer:
+    cdef tuple _endpoints       # every endpoint, in the order given
+    cdef frozenset _failed      # (ip, port) of endpoints marked failed
+    cdef bint _needs_key        # hash schedulers: pick() without a key is an error
+    cdef object __weakref__
+
+    # Build and publish the picker; raise before changing anything.
+    cdef int _rebuild(self, tuple endpoints, list pickable) except -1
+    # Index into _endpoints of the next pick, or -1 when nothing can be picked.
+    cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2
+    cdef uint64_t _hash_for_pick(self, object key) except? 0
+    cdef object _no_endpoints(self)

@@ -1,0 +1,81 @@
+# Round robin (rr).  Mirrors lbcore/_rr_py.py `RoundRobin`, pick for pick.
+#
+# IPVS rr walks the destination list from a cursor to the next one with weight > 0
+# (ip_vs_rr.c).  The walk is precomputed at update time: the picker is the cycle of
+# pickable endpoints, so a pick is one tuple read and a cursor step, with no division
+# on the hot path.
+
+cimport cython
+
+from lbcore._fast._balancer cimport Balancer
+from libc.stdint cimport uint64_t
+
+import random
+
+from lbcore._endpoint_set import pickable_indices
+
+
+@cython.final
+cdef class _Cycle:
+    """The immutable rr picker: pickable endpoints and their indices, in list order."""
+    cdef readonly tuple endpoints
+    cdef readonly tuple indices
+    cdef Py_ssize_t n
+
+    def __cinit__(self, tuple endpoints, tuple indices):
+        self.endpoints = endpoints
+        self.indices = indices
+        self.n = len(endpoints)
+
+
+@cython.final
+cdef class RoundRobin(Balancer):
+    """Round robin over endpoints with weight > 0 (ipvsadm rr); see lbcore._rr_py."""
+
+    scheduler = "rr"
+    cdef _Cycle _cycle
+    cdef Py_ssize_t _cursor
+
+    def __init__(self, endpoints=(), *, rng=None):
+        self._cycle = _Cycle((), ())
+        # A free-running position; reduced modulo the cycle length on each rebuild.
+        self._cursor = (rng if rng is not None else random.Random()).getrandbits(32)
+        Balancer.__init__(self, endpoints)
+
+    cdef int _rebuild(self, tuple endpoints, list pickable) except -1:
+        cdef _Cycle cycle = _Cycle(tuple([endpoints[i] for i in pickable]), tuple(pickable))
+        if cycle.n:
+            self._cursor %= cycle.n
+        self._cycle = cycle
+        return 0
+
+    @cython.cdivision(True)
+    cdef inline Py_ssize_t _advance(self, Py_ssize_t n) noexcept:
+        cdef Py_ssize_t i = self._cursor
+        if i >= n:  # an update shrank the cycle since the cursor last moved
+            i %= n
+        self._cursor = i + 1 if i + 1 < n else 0
+        return i
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def pick(self, key=None):
+        """The next endpoint in the cycle; O(1).  key is ignored."""
+        cdef _Cycle cycle = self._cycle
+        if cycle.n == 0:
+            raise self._no_endpoints()
+        return cycle.endpoints[self._advance(cycle.n)]
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2:
+        cdef _Cycle cycle = self._cycle
+        if cycle.n == 0:
+            return -1
+        return <Py_ssize_t>cycle.indices[self._advance(cycle.n)]
+
+    def _check(self):
+        Balancer._check(self)
+        assert list(self._cycle.indices) == pickable_indices(self._endpoints, self._failed)
+        assert self._cycle.endpoints == tuple([self._endpoints[i] for i in self._cycle.indices])
+        assert not self._cycle.n or 0 <= self._cursor < self._cycle.n

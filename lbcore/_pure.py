@@ -1,0 +1,6 @@
+"""The pure-Python twins, gathered under the names lbcore._fast exports."""
+
+from ._hashing_py import key_hash
+from ._rr_py import RoundRobin
+
+__all__ = ["key_hash", "RoundRobin"]
