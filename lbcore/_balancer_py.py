@@ -131,6 +131,12 @@ class Balancer:
         """Index into the endpoints of the next pick, or -1 if none can take it."""
         raise NotImplementedError
 
+    def _count(self, index: int) -> None:
+        """A connection was placed on ``endpoints[index]`` without a pick (an affinity hit).
+
+        lc/wlc count it, so that the `release` that follows balances; others ignore it.
+        """
+
     def _check(self) -> None:
         """Assert the invariants every balancer keeps (tests call this after each step)."""
         assert self._failed <= {endpoint_key(e) for e in self._endpoints}

@@ -14,5 +14,8 @@ cdef class Balancer:
     cdef int _rebuild(self, tuple endpoints, list pickable) except -1
     # Index into _endpoints of the next pick, or -1 when nothing can be picked.
     cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2
+    # A connection was placed on _endpoints[index] without a pick (an affinity hit):
+    # lc/wlc count it so that the release() that follows balances; others ignore it.
+    cdef int _count(self, Py_ssize_t index) except -1
     cdef uint64_t _hash_for_pick(self, object key) except? 0
     cdef object _no_endpoints(self)

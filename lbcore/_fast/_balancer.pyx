@@ -128,6 +128,9 @@ cdef class Balancer:
     cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2:
         raise NotImplementedError
 
+    cdef int _count(self, Py_ssize_t index) except -1:
+        return 0
+
     def _check(self):
         """Assert the invariants every balancer keeps (tests call this after each step)."""
         assert self._failed <= {endpoint_key(e) for e in self._endpoints}
