@@ -98,6 +98,7 @@ class Endpoint:
     ready: bool = True
     serving: bool | None = None
     terminating: bool = False
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ip", _check_ip("ip", self.ip))
@@ -109,6 +110,12 @@ class Endpoint:
             object.__setattr__(self, "serving", self.ready)
         else:
             _check_bool("serving", self.serving)
+        # Endpoints are dict keys on hot-ish paths (release, stats): hash once, not per lookup.
+        fields = (self.ip, self.port, self.weight, self.ready, self.serving, self.terminating)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def address(self) -> str:
