@@ -58,12 +58,13 @@ rendered; everything else in a Service maps one to one.
 
 from __future__ import annotations
 
+import operator
 import re
 import socket
 from typing import Iterable
 
 from ..errors import ConfigError
-from ..models import SCHED_FLAGS, Endpoint, Service
+from ..models import SCHED_FLAGS, Service
 
 __all__ = ["DEFAULT_INTERFACE", "render", "render_diff", "render_node_setup"]
 
@@ -79,22 +80,25 @@ _PROTOCOL_NUMBER = {"tcp": 6, "udp": 17, "sctp": 132}
 _INTERFACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 
 _ServiceKey = tuple[int, int, bytes, int]  # (family, protocol number, packed vip, port)
-_DestKey = tuple[bytes, int]  # (packed ip, port)
+_RealServer = tuple[bytes, int, str, int]  # (packed ip, port, "ip:port", weight)
+
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+# What makes a virtual service, as IPVS keys it.  The models hold canonical address
+# text, so equal addresses are equal strings.
+_IDENTITY = operator.attrgetter("protocol", "vip", "port")
+_KEY = operator.attrgetter("key")
 
 
-def _packed(ip: str) -> tuple[int, bytes]:
-    """(family, address as network-order bytes): bytes compare as the numbers do."""
-    if ":" in ip:
-        return 6, socket.inet_pton(socket.AF_INET6, ip)
-    return 4, socket.inet_pton(socket.AF_INET, ip)
+def _family(ip: str) -> int:
+    return 6 if ":" in ip else 4
 
 
-def _host(family: int, packed: bytes) -> str:
+def _address(family: int, ip: str, packed: bytes, port: int) -> str:
     # ipvsadm prints addresses with inet_ntop, which writes some IPv6 forms differently
-    # from Python (``::ffff:10.1.2.3``, not ``::ffff:a01:203``); IPv6 goes in brackets.
+    # from Python (``::ffff:10.1.2.3``, not ``::ffff:a01:203``); IPv4 text is the same.
     if family == 6:
-        return f"[{socket.inet_ntop(socket.AF_INET6, packed)}]"
-    return socket.inet_ntop(socket.AF_INET, packed)
+        return f"[{socket.inet_ntop(socket.AF_INET6, packed)}]:{port}"
+    return f"{ip}:{port}"
 
 
 class _Virtual:
@@ -102,10 +106,12 @@ class _Virtual:
 
     __slots__ = ("key", "spec", "options", "service")
 
-    def __init__(self, key: _ServiceKey, service: Service):
-        family, protocol, packed, port = key
-        self.key = key
-        self.spec = f"{_SWITCH[service.protocol]} {_host(family, packed)}:{port}"
+    def __init__(self, service: Service):
+        family = _family(service.vip)
+        packed = socket.inet_pton(_AF[family], service.vip)
+        # ipvsadm's listing order: family, protocol number, address, port
+        self.key: _ServiceKey = (family, _PROTOCOL_NUMBER[service.protocol], packed, service.port)
+        self.spec = f"{_SWITCH[service.protocol]} {_address(family, service.vip, packed, service.port)}"
         options = f"-s {service.scheduler}"
         if service.affinity_timeout is not None:
             options += f" -p {service.affinity_timeout}"
@@ -117,8 +123,13 @@ class _Virtual:
         self.options = options
         self.service = service
 
-    def real_servers(self) -> dict[_DestKey, tuple[str, int]]:
-        """``{(packed ip, port): ("ip:port", weight)}`` in ipvsadm's order; O(n log n)."""
+    def real_servers(self) -> list[_RealServer]:
+        """``(packed ip, port, "ip:port", weight)`` per real server, in ipvsadm's order.
+
+        O(n log n) in the endpoints.
+        """
+        family = self.key[0]
+        af = _AF[family]
         usable = {id(e) for e in self.service.usable_endpoints}
         servers = []
         for endpoint in self.service.endpoints:
@@ -128,52 +139,46 @@ class _Virtual:
                 weight = 0  # draining: no new connections, existing ones stay
             else:
                 continue
-            servers.append((_dest_key(endpoint), weight))
+            ip, port = endpoint.ip, endpoint.port
+            packed = socket.inet_pton(af, ip)
+            servers.append((packed, port, _address(family, ip, packed, port), weight))
         servers.sort()
-        family = self.key[0]
-        return {
-            key: (f"{_host(family, key[0])}:{key[1]}", weight) for key, weight in servers
-        }
+        return servers
 
     def lines(self) -> list[str]:
         """The ``-A`` line and the ``-a`` lines that create this service."""
         spec = self.spec
         lines = [f"-A {spec} {self.options}"]
-        for address, weight in self.real_servers().values():
+        for _, _, address, weight in self.real_servers():
             lines.append(f"-a {spec} -r {address} -m -w {weight}")
         return lines
-
-
-def _dest_key(endpoint: Endpoint) -> _DestKey:
-    return (_packed(endpoint.ip)[1], endpoint.port)
-
-
-def _service_key(service: Service) -> _ServiceKey:
-    family, packed = _packed(service.vip)
-    return (family, _PROTOCOL_NUMBER[service.protocol], packed, service.port)
 
 
 def _index(services: Iterable[Service], field: str) -> dict[tuple[str, str, int], Service]:
     """Services by (protocol, vip, port), refusing what IPVS cannot hold twice; O(n)."""
     if isinstance(services, (str, bytes)) or not isinstance(services, Iterable):
         raise ConfigError(field, services, "must be a list of Service objects")
-    index: dict[tuple[str, str, int], Service] = {}
-    position: dict[tuple[str, str, int], int] = {}
+    services = tuple(services)
     for i, service in enumerate(services):
         if not isinstance(service, Service):
             raise ConfigError(f"{field}[{i}]", service, "is not a Service")
-        # The models hold canonical address text, so equal addresses are equal strings.
-        identity = (service.protocol, service.vip, service.port)
-        if identity in index:
-            first = index[identity]
-            raise ConfigError(
-                f"{field}[{i}]", f"{service.protocol} {service.address}",
-                f"is also {field}[{position[identity]}] ({first.name!r}); IPVS holds one "
-                "virtual service per protocol, address and port",
-            )
-        index[identity] = service
-        position[identity] = i
+    index = dict(zip(map(_IDENTITY, services), services))
+    if len(index) < len(services):
+        raise _duplicate(services, field)
     return index
+
+
+def _duplicate(services: tuple[Service, ...], field: str) -> ConfigError:
+    first: dict[tuple[str, str, int], int] = {}
+    for i, service in enumerate(services):
+        j = first.setdefault(_IDENTITY(service), i)
+        if j != i:
+            return ConfigError(
+                f"{field}[{i}]", f"{service.protocol} {service.address}",
+                f"is also {field}[{j}] ({services[j].name!r}); IPVS holds one virtual "
+                "service per protocol, address and port",
+            )
+    raise AssertionError("no duplicate found")
 
 
 def render(services: Iterable[Service]) -> str:
@@ -195,12 +200,10 @@ def render(services: Iterable[Service]) -> str:
     -a -t 10.96.0.10:80 -r 10.244.0.6:8080 -m -w 3
     -a -t 10.96.0.10:80 -r 10.244.0.7:8080 -m -w 0
     """
-    virtuals = sorted(
-        (_service_key(service), service) for service in _index(services, "services").values()
-    )
+    virtuals = sorted(map(_Virtual, _index(services, "services").values()), key=_KEY)
     lines = []
-    for key, service in virtuals:
-        lines.extend(_Virtual(key, service).lines())
+    for virtual in virtuals:
+        lines.extend(virtual.lines())
     return "".join(line + "\n" for line in lines)
 
 
@@ -231,41 +234,44 @@ def render_diff(old_services: Iterable[Service], new_services: Iterable[Service]
     """
     old = _index(old_services, "old_services")
     new = _index(new_services, "new_services")
-    changed = []
+    changed: list[tuple[_Virtual | None, _Virtual | None]] = []
     for identity, after in new.items():
         before = old.get(identity)
         if before is not after and before != after:
-            changed.append((_service_key(after), before, after))
+            changed.append((before and _Virtual(before), _Virtual(after)))
     for identity, before in old.items():
         if identity not in new:
-            changed.append((_service_key(before), before, None))
-    changed.sort(key=lambda item: item[0])
+            changed.append((_Virtual(before), None))
+    changed.sort(key=lambda pair: (pair[1] or pair[0]).key)
     lines: list[str] = []
-    for key, before, after in changed:
+    for before, after in changed:
         if after is None:
-            lines.append(f"-D {_Virtual(key, before).spec}")
+            lines.append(f"-D {before.spec}")
         elif before is None:
-            lines.extend(_Virtual(key, after).lines())
+            lines.extend(after.lines())
         else:
-            lines.extend(_changes(_Virtual(key, before), _Virtual(key, after)))
+            lines.extend(_changes(before, after))
     return "".join(line + "\n" for line in lines)
 
 
 def _changes(before: _Virtual, after: _Virtual) -> list[str]:
+    """The lines that turn one version of a virtual service into the other."""
     spec = after.spec
     lines = []
     if before.options != after.options:
         lines.append(f"-E {spec} {after.options}")
-    old_servers = before.real_servers()
-    new_servers = after.real_servers()
-    for key, (address, weight) in new_servers.items():
-        if key not in old_servers:
+    old = before.real_servers()
+    new = after.real_servers()
+    old_weights = {(packed, port): weight for packed, port, _, weight in old}
+    new_keys = {(packed, port) for packed, port, _, _ in new}
+    for packed, port, address, weight in new:
+        if (packed, port) not in old_weights:
             lines.append(f"-a {spec} -r {address} -m -w {weight}")
-    for key, (address, weight) in new_servers.items():
-        if key in old_servers and old_servers[key][1] != weight:
+    for packed, port, address, weight in new:
+        if old_weights.get((packed, port), weight) != weight:
             lines.append(f"-e {spec} -r {address} -m -w {weight}")
-    for key, (address, _) in old_servers.items():
-        if key not in new_servers:
+    for packed, port, address, _ in old:
+        if (packed, port) not in new_keys:
             lines.append(f"-d {spec} -r {address}")
     return lines
 
@@ -300,10 +306,13 @@ def render_node_setup(services: Iterable[Service], *, interface: str = DEFAULT_I
             "is not a usable interface name; use 1..15 of A-Z a-z 0-9 _ . - "
             "starting with a letter or digit",
         )
-    vips = sorted({_packed(service.vip) for service in _index(services, "services").values()})
+    vips = set()
+    for service in _index(services, "services").values():
+        family = _family(service.vip)
+        vips.add((family, socket.inet_pton(_AF[family], service.vip)))
     listed = "".join(
-        f"{_host(family, packed).strip('[]')}/{32 if family == 4 else 128}\n"
-        for family, packed in vips
+        f"{socket.inet_ntop(_AF[family], packed)}/{32 if family == 4 else 128}\n"
+        for family, packed in sorted(vips)
     )
     return _NODE_SETUP.format(interface=interface, listed=listed)
 
