@@ -35,6 +35,12 @@ Which real servers a service gets (kube-proxy's graceful termination)
       still own buckets in the ``sh``/``dh`` tables (``ip_vs_sh_reassign`` gives every
       destination at least one) whose clients would then find no destination.
 
+    A draining real server keeps its buckets in the ``sh``, ``dh`` and ``mh`` tables, so
+    with ``sh``/``mh`` and no ``-fallback`` flag (and always with ``dh``) the clients that
+    hash to it find no destination until it is deleted: IPVS's rule, which kube-proxy
+    meets with ``mh`` (kubernetes issue #139497).  ``sh-fallback``/``mh-fallback`` send
+    them to the next real server instead.
+
     "Weight 0 now, delete later" is sequenced by the models, as Kubernetes does it: when
     an endpoint turns terminating, the diff says ``-e ... -w 0``; when it leaves the
     endpoint list (the pod is gone, or the caller saw ``ActiveConn`` and ``InActConn``
@@ -109,7 +115,8 @@ class _Virtual:
     def __init__(self, service: Service):
         family = _family(service.vip)
         packed = socket.inet_pton(_AF[family], service.vip)
-        # ipvsadm's listing order: family, protocol number, address, port
+        # ipvsadm's listing order: family, protocol number, address, port (network-order
+        # bytes compare as the numbers do)
         self.key: _ServiceKey = (family, _PROTOCOL_NUMBER[service.protocol], packed, service.port)
         self.spec = f"{_SWITCH[service.protocol]} {_address(family, service.vip, packed, service.port)}"
         options = f"-s {service.scheduler}"
@@ -130,7 +137,7 @@ class _Virtual:
         """
         family = self.key[0]
         af = _AF[family]
-        usable = {id(e) for e in self.service.usable_endpoints}
+        usable = {id(e) for e in self.service.usable_endpoints}  # a subset of the same objects
         servers = []
         for endpoint in self.service.endpoints:
             if id(endpoint) in usable:
@@ -163,22 +170,17 @@ def _index(services: Iterable[Service], field: str) -> dict[tuple[str, str, int]
         if not isinstance(service, Service):
             raise ConfigError(f"{field}[{i}]", service, "is not a Service")
     index = dict(zip(map(_IDENTITY, services), services))
-    if len(index) < len(services):
-        raise _duplicate(services, field)
+    if len(index) < len(services):  # the slow path only names the two entries
+        first: dict[tuple[str, str, int], int] = {}
+        for i, identity in enumerate(map(_IDENTITY, services)):
+            j = first.setdefault(identity, i)
+            if j != i:
+                raise ConfigError(
+                    f"{field}[{i}]", f"{services[i].protocol} {services[i].address}",
+                    f"is also {field}[{j}] ({services[j].name!r}); IPVS holds one virtual "
+                    "service per protocol, address and port",
+                )
     return index
-
-
-def _duplicate(services: tuple[Service, ...], field: str) -> ConfigError:
-    first: dict[tuple[str, str, int], int] = {}
-    for i, service in enumerate(services):
-        j = first.setdefault(_IDENTITY(service), i)
-        if j != i:
-            return ConfigError(
-                f"{field}[{i}]", f"{service.protocol} {service.address}",
-                f"is also {field}[{j}] ({services[j].name!r}); IPVS holds one virtual "
-                "service per protocol, address and port",
-            )
-    raise AssertionError("no duplicate found")
 
 
 def render(services: Iterable[Service]) -> str:
