@@ -217,10 +217,12 @@ def render_diff(old_services: Iterable[Service], new_services: Iterable[Service]
     scheduler, persistence or flags changed (``-E`` resets what it does not repeat),
     then ``-a`` for new real servers, ``-e`` for new weights (0 for one that started
     draining), ``-d`` for real servers that went away: new capacity is in place before
-    any is taken away.  Services in
-    ipvsadm's order, unchanged ones skipped.  O(n) to find the changed services
-    (identical objects are skipped without comparing them; a sync loop that keeps its
-    unchanged models pays nothing for them), O(m log m) to render the m changed ones.
+    any is taken away.  Services in ipvsadm's order, unchanged ones skipped.
+
+    O(n) to find the changed services (identical objects are skipped without comparing
+    them, so a sync loop that keeps its unchanged models pays little for them; equal
+    but distinct ones are compared field by field), O(m log m) to render the m changed
+    ones.
 
     >>> from lbcore import Endpoint, Service
     >>> a, b = Endpoint("10.244.0.5", 8080), Endpoint("10.244.0.6", 8080)
@@ -240,7 +242,7 @@ def render_diff(old_services: Iterable[Service], new_services: Iterable[Service]
     for identity, after in new.items():
         before = old.get(identity)
         if before is not after and before != after:
-            changed.append((before and _Virtual(before), _Virtual(after)))
+            changed.append((None if before is None else _Virtual(before), _Virtual(after)))
     for identity, before in old.items():
         if identity not in new:
             changed.append((_Virtual(before), None))

@@ -72,7 +72,8 @@ WIDE_AS_IPVSADM_PRINTS_IT = """\
 
 
 def _missing_prerequisites() -> str | None:
-    tools = ("qemu-system-x86_64", "ipvsadm", "busybox", "ip", "dash", "apt-get")
+    # The runner apt-get installs what is missing, which needs root and apt-get.
+    tools = ("qemu-system-x86_64", "ipvsadm", "busybox", "ip", "dash")
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing and (os.geteuid() != 0 or shutil.which("apt-get") is None):
         return f"the QEMU IPVS guest needs {', '.join(missing)}, and apt-get as root cannot install them here"
@@ -101,7 +102,7 @@ section back-stderr; ipvsadm -R < /tmp/back 2>&1
 section after-back; ipvsadm -S -n
 section node-old; dash -eu /tmp/node-old; echo "rc=$?"
 ip -o address show dev lbcore-ipvs0 scope global
-section node-new; dash -eu /tmp/node-new; echo "rc=$?"; dash -eu /tmp/node-new; echo "rc=$?"
+section node-new; dash -eu /tmp/node-new; echo "rc=$?"; dash -eu < /tmp/node-new; echo "rc=$?"
 ip -o address show dev lbcore-ipvs0 scope global
 section node-none; dash -eu /tmp/node-none; echo "rc=$?"
 ip -o address show dev lbcore-ipvs0 scope global
