@@ -27,11 +27,20 @@ CHANGED = 5_000
 
 def _service(i: int, first_weight: int = 1) -> Service:
     endpoints = [
-        Endpoint(f"10.{128 + i // 256 % 64}.{i % 256}.{j + 1}", 8080, weight=first_weight if j == 0 else 1)
+        Endpoint(
+            f"10.{128 + i // 256 % 64}.{i % 256}.{j + 1}",
+            8080,
+            weight=first_weight if j == 0 else 1,
+        )
         for j in range(ENDPOINTS)
     ]
-    return Service(f"ns{i % 50}/svc{i}:http", f"10.{96 + i // 65536}.{i // 256 % 256}.{i % 256}", 80,
-                   endpoints=endpoints, scheduler="wrr")
+    return Service(
+        f"ns{i % 50}/svc{i}:http",
+        f"10.{96 + i // 65536}.{i // 256 % 256}.{i % 256}",
+        80,
+        endpoints=endpoints,
+        scheduler="wrr",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +62,9 @@ def parsed() -> list[Service]:
     return new
 
 
-EXPECTED = f"-e -t {_service(CHANGED).address} -r {_service(CHANGED).endpoints[0].address} -m -w 2\n"
+EXPECTED = (
+    f"-e -t {_service(CHANGED).address} -r {_service(CHANGED).endpoints[0].address} -m -w 2\n"
+)
 
 
 @pytest.mark.benchmark(group="ipvs diff, 1 endpoint of 10,000 services (target 50 ms)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 import re
 import shutil
 import subprocess
@@ -58,8 +59,7 @@ def test_output_does_not_depend_on_input_order():
     for _ in range(5):
         rng.shuffle(old)
         rng.shuffle(new)
-        shuffled = [Service(s.name, s.vip, s.port, s.protocol, tuple(rng.sample(s.endpoints, len(s.endpoints))),
-                            s.scheduler, s.affinity_timeout, sched_flags=s.sched_flags) for s in new]
+        shuffled = [replace(s, endpoints=rng.sample(s.endpoints, len(s.endpoints))) for s in new]
         assert render(shuffled) == (GOLDEN / "ipvs-new.txt").read_text()
         assert render_diff(old, shuffled) == (GOLDEN / "ipvs-diff.txt").read_text()
         assert render_node_setup(shuffled) == (GOLDEN / "ipvs-node-setup.txt").read_text()
@@ -70,21 +70,31 @@ def test_output_does_not_depend_on_input_order():
 
 def test_service_line_carries_scheduler_persistence_and_flags_in_ipvsadm_order():
     # ipvsadm -S prints -p before -b, and the flags in bit order (fallback, then port)
-    s = svc("10.96.0.10", 80, scheduler="mh", affinity_timeout=10800,
-            sched_flags=["mh-port", "mh-fallback"])
+    s = svc(
+        "10.96.0.10",
+        80,
+        scheduler="mh",
+        affinity_timeout=10800,
+        sched_flags=["mh-port", "mh-fallback"],
+    )
     assert render([s]) == "-A -t 10.96.0.10:80 -s mh -p 10800 -b mh-fallback,mh-port\n"
 
 
-@pytest.mark.parametrize("protocol,switch", [("tcp", "-t"), ("udp", "-u"), ("sctp", "--sctp-service")])
+@pytest.mark.parametrize(
+    "protocol,switch", [("tcp", "-t"), ("udp", "-u"), ("sctp", "--sctp-service")]
+)
 def test_protocol_switches(protocol, switch):
     s = svc("10.96.0.10", 53, ep("10.244.0.5", 53), protocol=protocol)
-    assert render([s]) == (f"-A {switch} 10.96.0.10:53 -s rr\n"
-                           f"-a {switch} 10.96.0.10:53 -r 10.244.0.5:53 -m -w 1\n")
+    assert render([s]) == (
+        f"-A {switch} 10.96.0.10:53 -s rr\n" f"-a {switch} 10.96.0.10:53 -r 10.244.0.5:53 -m -w 1\n"
+    )
 
 
 def test_ipv6_in_brackets_written_as_inet_ntop_writes_them():
     # inet_ntop (ipvsadm, ip) keeps an embedded IPv4 where Python's ipaddress does not
-    s = svc("::ffff:10.96.0.10", 443, ep("::ffff:10.244.0.5", 8443), ep("2001:db8:0:0:1:0:0:1", 8443))
+    s = svc(
+        "::ffff:10.96.0.10", 443, ep("::ffff:10.244.0.5", 8443), ep("2001:db8:0:0:1:0:0:1", 8443)
+    )
     assert render([s]) == (
         "-A -t [::ffff:10.96.0.10]:443 -s rr\n"
         "-a -t [::ffff:10.96.0.10]:443 -r [::ffff:10.244.0.5]:8443 -m -w 1\n"
@@ -102,11 +112,19 @@ def test_order_is_family_protocol_address_port_by_number():
         svc("10.96.0.100", 1, name="f"),
     ]
     assert [line.split()[2] for line in render(s).splitlines()] == [
-        "10.96.0.100:1", "10.96.0.9:80", "10.96.0.10:9", "10.96.0.10:80", "10.96.0.10:80", "[fd00::1]:80",
+        "10.96.0.100:1",
+        "10.96.0.9:80",
+        "10.96.0.10:9",
+        "10.96.0.10:80",
+        "10.96.0.10:80",
+        "[fd00::1]:80",
     ]
     real = svc("10.96.0.10", 80, ep("10.244.0.10", 80), ep("10.244.0.9", 81), ep("10.244.0.9", 80))
     assert [line.split()[4] for line in render([real]).splitlines()[1:]] == [
-        "10.244.0.9:80", "10.244.0.9:81", "10.244.0.10:80"]
+        "10.244.0.9:80",
+        "10.244.0.9:81",
+        "10.244.0.10:80",
+    ]
 
 
 def _weights(service: Service) -> dict[str, int]:
@@ -114,22 +132,32 @@ def _weights(service: Service) -> dict[str, int]:
 
 
 def test_ready_endpoints_take_their_weight_terminating_ones_drain_at_zero():
-    s = svc("10.96.0.10", 80,
-            ep("10.244.0.1", weight=3),
-            ep("10.244.0.2", weight=0),                                  # quiesced by the model
-            ep("10.244.0.3", ready=False, serving=True, terminating=True),  # draining
-            ep("10.244.0.4", ready=False, serving=False, terminating=True),  # draining, failing
-            ep("10.244.0.5", ready=False))                                 # not ready: left out
-    assert _weights(s) == {"10.244.0.1:8080": 3, "10.244.0.2:8080": 0,
-                           "10.244.0.3:8080": 0, "10.244.0.4:8080": 0}
+    s = svc(
+        "10.96.0.10",
+        80,
+        ep("10.244.0.1", weight=3),
+        ep("10.244.0.2", weight=0),  # quiesced by the model
+        ep("10.244.0.3", ready=False, serving=True, terminating=True),  # draining
+        ep("10.244.0.4", ready=False, serving=False, terminating=True),  # draining, failing
+        ep("10.244.0.5", ready=False),
+    )  # not ready: left out
+    assert _weights(s) == {
+        "10.244.0.1:8080": 3,
+        "10.244.0.2:8080": 0,
+        "10.244.0.3:8080": 0,
+        "10.244.0.4:8080": 0,
+    }
 
 
 def test_without_ready_endpoints_serving_terminating_ones_take_traffic():
     # kube-proxy's fallback: serving-and-terminating endpoints keep the service alive
-    s = svc("10.96.0.10", 80,
-            ep("10.244.0.3", weight=2, ready=False, serving=True, terminating=True),
-            ep("10.244.0.4", ready=False, serving=False, terminating=True),
-            ep("10.244.0.5", ready=False))
+    s = svc(
+        "10.96.0.10",
+        80,
+        ep("10.244.0.3", weight=2, ready=False, serving=True, terminating=True),
+        ep("10.244.0.4", ready=False, serving=False, terminating=True),
+        ep("10.244.0.5", ready=False),
+    )
     assert _weights(s) == {"10.244.0.3:8080": 2, "10.244.0.4:8080": 0}
 
 
@@ -139,8 +167,11 @@ def test_service_without_endpoints_is_a_virtual_service_without_real_servers():
 
 
 def test_same_vip_on_other_ports_and_protocols_are_separate_services():
-    s = [svc("10.96.0.10", 53, name="a", protocol="udp"), svc("10.96.0.10", 53, name="b"),
-         svc("10.96.0.10", 5353, name="c", protocol="udp")]
+    s = [
+        svc("10.96.0.10", 53, name="a", protocol="udp"),
+        svc("10.96.0.10", 53, name="b"),
+        svc("10.96.0.10", 5353, name="c", protocol="udp"),
+    ]
     assert len(render(s).splitlines()) == 3
 
 
@@ -164,8 +195,10 @@ def test_a_name_change_alone_changes_nothing_in_ipvs():
 def test_added_and_removed_services():
     a = svc("10.96.0.1", 80, ep("10.244.0.5"), name="a")
     b = svc("10.96.0.2", 80, ep("10.244.0.6"), name="b", protocol="udp")
-    assert diff([a], [a, b]) == ["-A -u 10.96.0.2:80 -s rr",
-                                 "-a -u 10.96.0.2:80 -r 10.244.0.6:8080 -m -w 1"]
+    assert diff([a], [a, b]) == [
+        "-A -u 10.96.0.2:80 -s rr",
+        "-a -u 10.96.0.2:80 -r 10.244.0.6:8080 -m -w 1",
+    ]
     # -D drops the real servers with the service
     assert diff([a, b], [a]) == ["-D -u 10.96.0.2:80"]
 
@@ -177,21 +210,31 @@ def test_added_and_removed_services():
         ({}, {"affinity_timeout": 10800}, "-E -t 10.96.0.10:80 -s rr -p 10800"),
         ({"affinity_timeout": 60}, {}, "-E -t 10.96.0.10:80 -s rr"),  # -E without -p clears it
         ({"affinity_timeout": 60}, {"affinity_timeout": 61}, "-E -t 10.96.0.10:80 -s rr -p 61"),
-        ({"scheduler": "sh"}, {"scheduler": "sh", "sched_flags": ["sh-port"]},
-         "-E -t 10.96.0.10:80 -s sh -b sh-port"),
-        ({"scheduler": "mh", "sched_flags": ["mh-port"], "affinity_timeout": 5},
-         {"scheduler": "mh", "affinity_timeout": 5}, "-E -t 10.96.0.10:80 -s mh -p 5"),
+        (
+            {"scheduler": "sh"},
+            {"scheduler": "sh", "sched_flags": ["sh-port"]},
+            "-E -t 10.96.0.10:80 -s sh -b sh-port",
+        ),
+        (
+            {"scheduler": "mh", "sched_flags": ["mh-port"], "affinity_timeout": 5},
+            {"scheduler": "mh", "affinity_timeout": 5},
+            "-E -t 10.96.0.10:80 -s mh -p 5",
+        ),
     ],
 )
 def test_service_option_changes_are_edits_with_every_option(before, after, edit):
     endpoint = ep()
-    assert diff([svc("10.96.0.10", 80, endpoint, **before)], [svc("10.96.0.10", 80, endpoint, **after)]) == [edit]
+    assert diff(
+        [svc("10.96.0.10", 80, endpoint, **before)], [svc("10.96.0.10", 80, endpoint, **after)]
+    ) == [edit]
 
 
 def test_endpoint_added_removed_and_reweighted():
     keep, drop, add = ep("10.244.0.1"), ep("10.244.0.2"), ep("10.244.0.3")
-    assert diff([svc("10.96.0.10", 80, keep, drop)],
-                [svc("10.96.0.10", 80, Endpoint("10.244.0.1", 8080, weight=4), add)]) == [
+    assert diff(
+        [svc("10.96.0.10", 80, keep, drop)],
+        [svc("10.96.0.10", 80, Endpoint("10.244.0.1", 8080, weight=4), add)],
+    ) == [
         "-a -t 10.96.0.10:80 -r 10.244.0.3:8080 -m -w 1",
         "-e -t 10.96.0.10:80 -r 10.244.0.1:8080 -m -w 4",
         "-d -t 10.96.0.10:80 -r 10.244.0.2:8080",
@@ -202,7 +245,9 @@ def test_weight_zero_now_delete_later():
     # The endpoint turns terminating: drained at weight 0.  Once it leaves the list
     # (the pod is gone, or its connections are): deleted.
     running = svc("10.96.0.10", 80, ep("10.244.0.1"), ep("10.244.0.2"))
-    draining = svc("10.96.0.10", 80, ep("10.244.0.1"), ep("10.244.0.2", ready=False, terminating=True))
+    draining = svc(
+        "10.96.0.10", 80, ep("10.244.0.1"), ep("10.244.0.2", ready=False, terminating=True)
+    )
     gone = svc("10.96.0.10", 80, ep("10.244.0.1"))
     assert diff([running], [draining]) == ["-e -t 10.96.0.10:80 -r 10.244.0.2:8080 -m -w 0"]
     assert diff([draining], [gone]) == ["-d -t 10.96.0.10:80 -r 10.244.0.2:8080"]
@@ -222,18 +267,25 @@ def test_fallback_ends_when_a_ready_endpoint_appears():
     before = svc("10.96.0.10", 80, fallback)
     after = svc("10.96.0.10", 80, fallback, ep("10.244.0.2"))
     # the new endpoint is added before the fallback one is drained
-    assert diff([before], [after]) == ["-a -t 10.96.0.10:80 -r 10.244.0.2:8080 -m -w 1",
-                                       "-e -t 10.96.0.10:80 -r 10.244.0.1:8080 -m -w 0"]
+    assert diff([before], [after]) == [
+        "-a -t 10.96.0.10:80 -r 10.244.0.2:8080 -m -w 1",
+        "-e -t 10.96.0.10:80 -r 10.244.0.1:8080 -m -w 0",
+    ]
 
 
 def test_moving_a_service_is_a_delete_and_an_add_in_service_order():
     assert diff([svc("10.96.0.10", 80, ep())], [svc("10.96.0.10", 81, ep())]) == [
-        "-D -t 10.96.0.10:80", "-A -t 10.96.0.10:81 -s rr", "-a -t 10.96.0.10:81 -r 10.244.0.5:8080 -m -w 1"]
+        "-D -t 10.96.0.10:80",
+        "-A -t 10.96.0.10:81 -s rr",
+        "-a -t 10.96.0.10:81 -r 10.244.0.5:8080 -m -w 1",
+    ]
 
 
 def test_ipv6_diff_lines_use_brackets():
     old = svc("fd00::10", 80, ep("fd00:244::1"))
-    new = svc("fd00::10", 80, ep("fd00:244::2", weight=2), scheduler="sh", sched_flags=["sh-fallback"])
+    new = svc(
+        "fd00::10", 80, ep("fd00:244::2", weight=2), scheduler="sh", sched_flags=["sh-fallback"]
+    )
     assert diff([old], [new]) == [
         "-E -t [fd00::10]:80 -s sh -b sh-fallback",
         "-a -t [fd00::10]:80 -r [fd00:244::2]:8080 -m -w 2",
@@ -244,6 +296,7 @@ def test_ipv6_diff_lines_use_brackets():
 # What ipvsadm does with each line, as the guest showed it: -A/-a of something present
 # and -E/-e/-d/-D of something absent are errors.  Applying a diff to the parsed table of
 # render(old) must give the parsed table of render(new).
+
 
 def _table(text: str) -> dict[str, tuple[str, dict[str, str]]]:
     table: dict[str, tuple[str, dict[str, str]]] = {}
@@ -276,14 +329,34 @@ def _random_services(rng: random.Random) -> list[Service]:
     for vip in rng.sample(range(1, 12), rng.randint(0, 8)):
         protocol = rng.choice(["tcp", "udp", "sctp"])
         scheduler = rng.choice(["rr", "wrr", "lc", "wlc", "dh", "sh", "mh"])
-        flags = [f for f in (f"{scheduler}-fallback", f"{scheduler}-port") if scheduler in ("sh", "mh") and rng.random() < 0.5]
+        flags = [
+            f
+            for f in (f"{scheduler}-fallback", f"{scheduler}-port")
+            if scheduler in ("sh", "mh") and rng.random() < 0.5
+        ]
         endpoints = [
-            Endpoint(f"10.244.0.{host}", 8080, weight=rng.choice([0, 1, 1, 3]),
-                     ready=rng.random() < 0.7, serving=rng.random() < 0.8, terminating=rng.random() < 0.3)
+            Endpoint(
+                f"10.244.0.{host}",
+                8080,
+                weight=rng.choice([0, 1, 1, 3]),
+                ready=rng.random() < 0.7,
+                serving=rng.random() < 0.8,
+                terminating=rng.random() < 0.3,
+            )
             for host in rng.sample(range(1, 9), rng.randint(0, 5))
         ]
-        result.append(Service(f"ns/s{vip}", f"10.96.0.{vip}", 80, protocol, endpoints, scheduler,
-                              rng.choice([None, 60, 10800]), sched_flags=flags))
+        result.append(
+            Service(
+                f"ns/s{vip}",
+                f"10.96.0.{vip}",
+                80,
+                protocol,
+                endpoints,
+                scheduler,
+                rng.choice([None, 60, 10800]),
+                sched_flags=flags,
+            )
+        )
     return result
 
 
@@ -301,8 +374,14 @@ def test_random_diffs_turn_one_table_into_the_other():
 
 
 def test_node_setup_lists_each_vip_once_in_order():
-    script = render_node_setup([svc("fd00::1", 80, name="a"), svc("10.96.0.10", 53, name="b", protocol="udp"),
-                                svc("10.96.0.10", 53, name="c"), svc("10.96.0.9", 80, name="d")])
+    script = render_node_setup(
+        [
+            svc("fd00::1", 80, name="a"),
+            svc("10.96.0.10", 53, name="b", protocol="udp"),
+            svc("10.96.0.10", 53, name="c"),
+            svc("10.96.0.9", 80, name="d"),
+        ]
+    )
     listed = script.split("<<'VIPS'\n")[1].split("VIPS\n")[0]
     assert listed == "10.96.0.9/32\n10.96.0.10/32\nfd00::1/128\n"
     assert f"dev={DEFAULT_INTERFACE}\n" in script
@@ -312,7 +391,9 @@ def test_node_setup_on_another_interface():
     assert "dev=kube-ipvs0\n" in render_node_setup([], interface="kube-ipvs0")
 
 
-@pytest.mark.parametrize("name", ["", "a" * 16, "-x", "eth0;reboot", "a b", "$(id)", "a/b", "ipvs0\n", 7])
+@pytest.mark.parametrize(
+    "name", ["", "a" * 16, "-x", "eth0;reboot", "a b", "$(id)", "a/b", "ipvs0\n", 7]
+)
 def test_node_setup_refuses_bad_interface_names(name):
     with pytest.raises(ConfigError, match=r"^interface: .* is not a usable interface name"):
         render_node_setup([], interface=name)
@@ -341,8 +422,17 @@ def test_service_names_never_reach_the_output():
     # write names at all, so even the oddest valid one leaves no trace.
     name = "x-j.ACCEPT/COMMIT:-A_-t"
     old = [svc("10.96.0.10", 80, ep(), name=name)]
-    new = [svc("10.96.0.10", 80, ep(weight=2), name=name, scheduler="wlc"), svc("10.96.0.11", 80, name=name + "2")]
-    for text in (render(old), render(new), render_diff(old, new), render_diff(new, old), render_node_setup(new)):
+    new = [
+        svc("10.96.0.10", 80, ep(weight=2), name=name, scheduler="wlc"),
+        svc("10.96.0.11", 80, name=name + "2"),
+    ]
+    for text in (
+        render(old),
+        render(new),
+        render_diff(old, new),
+        render_diff(new, old),
+        render_node_setup(new),
+    ):
         assert "ACCEPT" not in text and "COMMIT" not in text
     for line in (render(new) + render_diff(old, new) + render_diff(new, old)).splitlines():
         assert LINE.fullmatch(line), line
@@ -352,16 +442,25 @@ def test_service_names_never_reach_the_output():
 
 
 def test_every_golden_line_is_an_ipvsadm_command():
-    text = "".join((GOLDEN / f).read_text() for f in ("ipvs-old.txt", "ipvs-new.txt", "ipvs-diff.txt", "ipvs-diff-back.txt"))
+    text = "".join(
+        (GOLDEN / f).read_text()
+        for f in ("ipvs-old.txt", "ipvs-new.txt", "ipvs-diff.txt", "ipvs-diff-back.txt")
+    )
     assert all(LINE.fullmatch(line) for line in text.splitlines())
 
 
 def test_two_services_on_one_ipvs_key_are_refused():
-    first, second = svc("10.96.0.10", 80, name="ns/a"), svc("10.96.0.10", 80, name="ns/b", scheduler="wlc")
-    message = r"^services\[2\]: 'tcp 10.96.0.10:80' is also services\[0\] \('ns/a'\); IPVS holds one"
+    first, second = svc("10.96.0.10", 80, name="ns/a"), svc(
+        "10.96.0.10", 80, name="ns/b", scheduler="wlc"
+    )
+    message = (
+        r"^services\[2\]: 'tcp 10.96.0.10:80' is also services\[0\] \('ns/a'\); IPVS holds one"
+    )
     with pytest.raises(ConfigError, match=message):
         render([first, svc("10.96.0.11", 80, name="ns/c"), second])
-    with pytest.raises(ConfigError, match=r"^new_services\[1\]: 'tcp 10.96.0.10:80' is also new_services\[0\]"):
+    with pytest.raises(
+        ConfigError, match=r"^new_services\[1\]: 'tcp 10.96.0.10:80' is also new_services\[0\]"
+    ):
         render_diff([], [first, second])
     with pytest.raises(ConfigError, match=r"^old_services\[1\]: "):
         render_diff([first, second], [])
@@ -372,8 +471,16 @@ def test_two_services_on_one_ipvs_key_are_refused():
         render([svc("fd00::1", 80, name="a"), svc("FD00:0::1", 80, name="b")])
 
 
-@pytest.mark.parametrize("bad,field", [("10.96.0.10", "services"), (None, "services"), (42, "services"),
-                                       ([object()], r"services\[0\]"), ([{"name": "x"}], r"services\[0\]")])
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        ("10.96.0.10", "services"),
+        (None, "services"),
+        (42, "services"),
+        ([object()], r"services\[0\]"),
+        ([{"name": "x"}], r"services\[0\]"),
+    ],
+)
 def test_anything_but_a_list_of_services_is_refused(bad, field):
     with pytest.raises(ConfigError, match=rf"^{field}: "):
         render(bad)
@@ -381,7 +488,9 @@ def test_anything_but_a_list_of_services_is_refused(bad, field):
 
 def test_what_the_models_refuse_never_reaches_a_renderer():
     # IPVS would also refuse these; the models name the field first.
-    with pytest.raises(ConfigError, match=r"^sched_flags: 'mh-port' does not apply to scheduler 'sh'"):
+    with pytest.raises(
+        ConfigError, match=r"^sched_flags: 'mh-port' does not apply to scheduler 'sh'"
+    ):
         svc(scheduler="sh", sched_flags=["mh-port"])
     with pytest.raises(ConfigError, match=r"^endpoints\[0\]\.ip: 'fd00::1' is IPv6 but vip"):
         svc("10.96.0.10", 80, ep("fd00::1"))
@@ -392,6 +501,11 @@ def test_what_the_models_refuse_never_reaches_a_renderer():
 
 
 def test_importing_lbcore_does_not_import_the_renderer():
-    code = "import sys, lbcore; print('lbcore.render.ipvs' in sys.modules, 'lbcore.render' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = (
+        "import sys, lbcore; "
+        "print('lbcore.render.ipvs' in sys.modules, 'lbcore.render' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["False", "False"]

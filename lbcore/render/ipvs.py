@@ -118,7 +118,8 @@ class _Virtual:
         # ipvsadm's listing order: family, protocol number, address, port (network-order
         # bytes compare as the numbers do)
         self.key: _ServiceKey = (family, _PROTOCOL_NUMBER[service.protocol], packed, service.port)
-        self.spec = f"{_SWITCH[service.protocol]} {_address(family, service.vip, packed, service.port)}"
+        address = _address(family, service.vip, packed, service.port)
+        self.spec = f"{_SWITCH[service.protocol]} {address}"
         options = f"-s {service.scheduler}"
         if service.affinity_timeout is not None:
             options += f" -p {service.affinity_timeout}"

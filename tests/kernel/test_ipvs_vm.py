@@ -55,8 +55,12 @@ OLD, NEW = services("old"), services("new")
 # comparator subtracts unsigned words into an int), plus IPv6 forms Python's ipaddress
 # writes differently from inet_ntop.
 WIDE = [
-    Service("wide/low", "10.0.0.1", 80,
-            endpoints=[Endpoint("10.244.0.1", 80), Endpoint("192.168.1.1", 80)]),
+    Service(
+        "wide/low",
+        "10.0.0.1",
+        80,
+        endpoints=[Endpoint("10.244.0.1", 80), Endpoint("192.168.1.1", 80)],
+    ),
     Service("wide/high", "192.168.0.1", 80),
     Service("wide/mapped", "::ffff:10.1.2.3", 53, protocol="udp"),
     Service("wide/compat", "2001:db8:0:0:1:0:0:1", 53, protocol="udp"),
@@ -76,7 +80,10 @@ def _missing_prerequisites() -> str | None:
     tools = ("qemu-system-x86_64", "ipvsadm", "busybox", "ip", "dash")
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing and (os.geteuid() != 0 or shutil.which("apt-get") is None):
-        return f"the QEMU IPVS guest needs {', '.join(missing)}, and apt-get as root cannot install them here"
+        return (
+            f"the QEMU IPVS guest needs {', '.join(missing)}, "
+            "and apt-get as root cannot install them here"
+        )
     return None
 
 
@@ -114,13 +121,24 @@ section wide; ipvsadm -S -n
 """
 
 
-def _boot(workdir: Path, name: str, *, traffic: bool, node_setup: str | None = None,
-          test_sh: str | None = None) -> subprocess.Popen:
+def _boot(
+    workdir: Path,
+    name: str,
+    *,
+    traffic: bool,
+    node_setup: str | None = None,
+    test_sh: str | None = None,
+) -> subprocess.Popen:
     out = workdir / name
     out.mkdir()
     (out / "rules.ipvs").write_text(render(OLD))
-    env = dict(os.environ, IPVS_TRAFFIC="1" if traffic else "0", TRIES=str(TRIES),
-               SCHEDS="rr,wrr,lc,wlc,dh,sh,mh", QEMU_TIMEOUT=str(BOOT_TIMEOUT - 30))
+    env = dict(
+        os.environ,
+        IPVS_TRAFFIC="1" if traffic else "0",
+        TRIES=str(TRIES),
+        SCHEDS="rr,wrr,lc,wlc,dh,sh,mh",
+        QEMU_TIMEOUT=str(BOOT_TIMEOUT - 30),
+    )
     for variable, text in (("NODE_SETUP", node_setup), ("TEST_SH", test_sh)):
         if text is not None:
             path = workdir / f"{name}.{variable.lower()}"
@@ -129,7 +147,10 @@ def _boot(workdir: Path, name: str, *, traffic: bool, node_setup: str | None = N
             env[variable] = str(path)
     return subprocess.Popen(
         ["bash", str(TOOL), str(out / "rules.ipvs"), str(out / "run")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -169,7 +190,8 @@ def _section(text: str, name: str) -> str:
     """The lines after ``=== name`` up to the next section or the tool's status line."""
     match = re.search(
         rf"^=== {re.escape(name)}\n(.*?)(?=^=== |^restore-rc=|^test\.sh-rc=|^IPVSVM-DONE)",
-        text, re.S | re.M,
+        text,
+        re.S | re.M,
     )
     assert match, f"no section {name!r} in the guest output:\n{text[-3000:]}"
     return match.group(1)
@@ -212,8 +234,11 @@ def _weights(service: Service) -> dict[str, int]:
 
 
 def _loopback_tcp_services() -> list[Service]:
-    return [s for s in OLD if s.protocol == "tcp"
-            and any(e.ip in ("127.0.0.1", "::1") for e in s.endpoints)]
+    return [
+        s
+        for s in OLD
+        if s.protocol == "tcp" and any(e.ip in ("127.0.0.1", "::1") for e in s.endpoints)
+    ]
 
 
 def test_every_connection_landed(guests):
@@ -233,7 +258,8 @@ def test_tcp_traffic_follows_the_scheduler(guests, service):
     live = {server: w for server, w in weights.items() if w > 0}
     assert all(counts[server] == 0 for server in weights if server not in live), counts
     one_key = service.scheduler == "dh" or (
-        service.scheduler in ("sh", "mh") and not any(f.endswith("-port") for f in service.sched_flags)
+        service.scheduler in ("sh", "mh")
+        and not any(f.endswith("-port") for f in service.sched_flags)
     )
     if service.affinity_timeout is not None or one_key:
         # Persistence, or a hash of what one client keeps (its address, the VIP): one
@@ -324,11 +350,13 @@ def _address_key(text: str) -> tuple[int, bytes, int]:
 
 def _numeric_order(save: str) -> str:
     """``ipvsadm -S`` lines put in numeric order: services, then each one's real servers."""
+
     def key(line: str) -> tuple:
         fields = line.split()
         family, packed, port = _address_key(fields[2])
         service = (family, _PROTOCOL_NUMBER[fields[1]], packed, port)
         return (service, ()) if fields[0] == "-A" else (service, _address_key(fields[4]))
+
     return "".join(line + "\n" for line in sorted(save.splitlines(), key=key))
 
 
