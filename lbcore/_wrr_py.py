@@ -114,14 +114,19 @@ class _Deadlines:
         self.endpoints = endpoints
         self.indices = indices
         self.weights = weights
-        # Start where the cursor stands: the picks due before time position / period
-        # are taken, i.e. k counts the deadlines (2k' + 1) / (2w) < position / period.
+        # Start exactly ``position`` picks into the period.  The picks due before
+        # (position - n/2) / period number at most ``position`` (each endpoint's count
+        # is within 1/2 of its share), so take those at once, k of each endpoint being
+        # its deadlines (2k' + 1) / (2w) before that time, then pop the rest in order.
         period = sum(weights)
+        ahead = max(0, 2 * position - len(weights))
         self.heap = []
         for leaf, weight in enumerate(weights):
-            k = (2 * position * weight + period - 1) // (2 * period)
+            k = (ahead * weight + period - 1) // (2 * period)
             self.heap.append((Fraction(2 * k + 1, 2 * weight), leaf, k))
         heapq.heapify(self.heap)
+        for _ in range(position - sum(k for _, _, k in self.heap)):
+            self.pop()
 
     def pop(self) -> int:
         """The leaf (pickable endpoint) due first; it moves to its next deadline."""
@@ -213,6 +218,7 @@ class WeightedRoundRobin(Balancer):
             return
         weights = reduced_weights([self._endpoints[i].weight for i in pickable])
         if deadlines is None:
+            assert sum(weights) <= MAX_CYCLE and len(set(weights)) * sum(weights) <= MAX_CYCLE_WORK
             assert cycle.indices == tuple(pickable[p] for p in swrr_cycle(weights))
             assert cycle.endpoints == tuple(self._endpoints[i] for i in cycle.indices)
             assert 0 <= self._cursor < len(cycle.indices)

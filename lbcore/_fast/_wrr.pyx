@@ -142,7 +142,8 @@ cdef class _Deadlines:
         PyMem_Free(self.node)
 
     cdef int build(self, tuple endpoints, tuple indices, list weights, object position) except -1:
-        # Mirrors _Deadlines.__init__ of the pure twin: start where the cursor stands.
+        # Mirrors _Deadlines.__init__ of the pure twin: start exactly `position` picks
+        # into the period (take the picks due before (position - n/2) / period, then pop).
         cdef Py_ssize_t leaf
         cdef Turn* t
         self.endpoints = endpoints
@@ -156,14 +157,18 @@ cdef class _Deadlines:
             raise MemoryError()
         for leaf in range(self.size):
             self.node[self.size + leaf] = ~(<key_t>0)
+        ahead = max(0, 2 * position - self.n)
+        taken = 0
         for leaf, weight in enumerate(weights):
             t = &self.turn[leaf]
-            k = (2 * position * weight + self.period - 1) // (2 * self.period)
             t.weight = weight
             t.step = (TWO_64 // weight) & (TWO_64 - 1)  # unused (and 2**64) for weight 1
             t.step_rem = TWO_64 % weight
             t.first = TWO_63 // weight
             t.first_rem = TWO_63 % weight
+            k = (ahead * weight + self.period - 1) // (2 * self.period)
+            taken += k
+            # k == weight: done with this period (never all of them: taken <= position).
             t.picks = k if k < weight else 0
             scaled = (2 * t.picks + 1) * TWO_63
             t.rem = scaled % weight
@@ -173,8 +178,8 @@ cdef class _Deadlines:
                 | <key_t>leaf
             )
         tree_build(self.node, self.size)
-        if self.node[1] & NEXT_PERIOD:
-            self.next_period()
+        for _ in range(position - taken):
+            self.pop()
         return 0
 
     cdef void next_period(self) noexcept:
@@ -322,6 +327,7 @@ cdef class WeightedRoundRobin(Balancer):
             return
         weights = _reduced_weights([self._endpoints[i].weight for i in pickable])
         if self._deadlines is None:
+            assert sum(weights) <= MAX_CYCLE and len(set(weights)) * sum(weights) <= MAX_CYCLE_WORK
             assert self._cycle.indices == tuple([pickable[p] for p in swrr_cycle(weights)])
             assert self._cycle.endpoints == tuple([self._endpoints[i] for i in self._cycle.indices])
             assert 0 <= self._cursor < self._cycle.n
