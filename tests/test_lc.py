@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import lbcore
 from lbcore import ConfigError, Endpoint, NoEndpointsError
 from lbcore._endpoint_set import endpoint_key
+from twins import twin_modules
 
 
 def weighted(*weights: int) -> list[Endpoint]:
@@ -355,11 +356,7 @@ def test_property_wlc_spreads_by_weight(weights, picks):
     # After any number of picks from idle, no endpoint could take one more connection
     # and still be below another's load: active/weight differ by at most one connection.
     endpoints = weighted(*weights)
-    for twin in ("_pure", "_fast"):
-        try:
-            module = __import__(f"lbcore.{twin}", fromlist=["WeightedLeastConnection"])
-        except ImportError:
-            continue
+    for module in twin_modules():
         b = module.WeightedLeastConnection(endpoints)
         for _ in range(picks):
             b.pick()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import lbcore
 from lbcore import ConfigError, Endpoint, NoEndpointsError
 from lbcore import _wrr_py
+from twins import assert_twins_agree, twin_modules
 
 
 def module_of(impl):
@@ -105,12 +106,8 @@ def test_cycle_is_nginx_sequence(weights):
 
 
 def _cycle_modules():
-    yield _wrr_py
-    try:
-        from lbcore._fast import _wrr
-    except ImportError:
-        return
-    yield _wrr
+    for twin in twin_modules():
+        yield sys.modules[twin.WeightedRoundRobin.__module__]
 
 
 # ---- behaviour ---------------------------------------------------------------------------
@@ -263,36 +260,7 @@ def test_twins_pick_the_same_sequence(both, seed):
     endpoints = _random_endpoints(rng)
     a = pure.WeightedRoundRobin(endpoints, rng=random.Random(seed))
     b = fast.WeightedRoundRobin(endpoints, rng=random.Random(seed))
-    for _ in range(400):
-        op = rng.random()
-        if op < 0.06:
-            endpoints = _random_endpoints(rng)
-            a.update(endpoints)
-            b.update(endpoints)
-        elif op < 0.12 and endpoints:
-            target = rng.choice(endpoints)
-            mark = rng.choice(["mark_failed", "mark_healthy"])
-            getattr(a, mark)(target)
-            getattr(b, mark)(target)
-        elif op < 0.2:
-            keys = list(range(rng.randrange(5)))
-            results = []
-            for twin in (a, b):
-                try:
-                    results.append(list(twin.pick_many(keys)))
-                except NoEndpointsError:
-                    results.append("none")
-            assert results[0] == results[1]
-        else:
-            results = []
-            for twin in (a, b):
-                try:
-                    results.append(twin.pick())
-                except NoEndpointsError as error:
-                    results.append(str(error))
-            assert results[0] == results[1]
-        a._check()
-        b._check()
+    assert_twins_agree(a, b, rng, _random_endpoints, 400)
 
 
 def test_twins_agree_across_deadline_periods(both):
@@ -315,11 +283,7 @@ def test_twins_agree_across_deadline_periods(both):
 )
 def test_property_every_window_holds_the_weights(weights, seed, rounds):
     endpoints = weighted(*weights)
-    for twin in ("_pure", "_fast"):
-        try:
-            module = __import__(f"lbcore.{twin}", fromlist=["WeightedRoundRobin"])
-        except ImportError:
-            continue
+    for module in twin_modules():
         b = module.WeightedRoundRobin(endpoints, rng=random.Random(seed))
         if not any(weights):
             with pytest.raises(NoEndpointsError):

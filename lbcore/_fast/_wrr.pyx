@@ -24,7 +24,14 @@ from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from lbcore._fast._balancer cimport Balancer
-from lbcore._fast._tournament cimport key_t, key_to_int, tree_build, tree_replay, tree_size
+from lbcore._fast._tournament cimport (
+    EMPTY_KEY,
+    key_t,
+    key_to_int,
+    tree_build,
+    tree_replay,
+    tree_size,
+)
 
 import math
 import random
@@ -156,13 +163,14 @@ cdef class _Deadlines:
         if self.turn == NULL or self.node == NULL:
             raise MemoryError()
         for leaf in range(self.size):
-            self.node[self.size + leaf] = ~(<key_t>0)
+            self.node[self.size + leaf] = EMPTY_KEY
         ahead = max(0, 2 * position - self.n)
         taken = 0
         for leaf, weight in enumerate(weights):
             t = &self.turn[leaf]
             t.weight = weight
-            t.step = (TWO_64 // weight) & (TWO_64 - 1)  # unused (and 2**64) for weight 1
+            # Weight 1 never steps (each pick starts a period): its 2**64 is kept as 0.
+            t.step = (TWO_64 // weight) & (TWO_64 - 1)
             t.step_rem = TWO_64 % weight
             t.first = TWO_63 // weight
             t.first_rem = TWO_63 % weight
