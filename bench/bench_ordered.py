@@ -149,3 +149,34 @@ def test_pick_release_pair(benchmark, scheduler, n):
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     _record(benchmark, f"{scheduler} pick+release pair, {n} endpoints", "<= 6x floor", ratio <= 6,
             ns_per_pair=ns, floor_abs_ns=floor, ratio=ratio)
+
+
+# ---- update(): building the picker (no target; recorded for the record) ----------------
+
+def _update_ms(benchmark, b, weights) -> float:
+    # Alternate two endpoint lists (same addresses, weights shifted) so each update rebuilds.
+    lists = [endpoints(weights), endpoints(weights[1:] + weights[:1])]
+    state = {"turn": 0}
+
+    def update():
+        state["turn"] ^= 1
+        b.update(lists[state["turn"]])
+
+    benchmark.pedantic(update, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    return benchmark.stats.stats.median * 1e3
+
+
+def test_wrr_update_at_the_cycle_bound(benchmark):
+    # 16 distinct weights 640-655: a cycle of 64,726 picks, 1,035,616 steps to compute,
+    # just inside MAX_CYCLE and MAX_CYCLE_WORK.
+    weights = [640 + i % 16 for i in range(100)]
+    ms = _update_ms(benchmark, fast.WeightedRoundRobin(), weights)
+    _record(benchmark, "wrr update, 100 endpoints, cycle of 64,726", "reference", True, ms=ms)
+
+
+@pytest.mark.parametrize("scheduler", ["wrr", "wlc"])
+def test_update_10000_endpoints(benchmark, scheduler):
+    weights = [1 + i % 7 for i in range(10_000)]
+    b = fast.WeightedRoundRobin() if scheduler == "wrr" else fast.WeightedLeastConnection()
+    ms = _update_ms(benchmark, b, weights)
+    _record(benchmark, f"{scheduler} update, 10,000 endpoints, weights 1-7", "reference", True, ms=ms)
