@@ -35,7 +35,6 @@ from lbcore._fast._tournament cimport (
 
 import math
 import random
-from fractions import Fraction
 
 from lbcore._endpoint_set import pickable_indices
 
@@ -228,6 +227,8 @@ cdef class _Deadlines:
         return total % self.period
 
     def _check(self, list weights):
+        from fractions import Fraction  # here, not at the top: `import lbcore` stays lean
+
         cdef Py_ssize_t leaf, p
         cdef Turn* t
         assert [self.turn[leaf].weight for leaf in range(self.n)] == weights
