@@ -5,6 +5,8 @@ and lbcore.hashing choose between the two.
 """
 
 from ._hashing import key_hash
+from ._lc import LeastConnection, WeightedLeastConnection
 from ._rr import RoundRobin
+from ._wrr import WeightedRoundRobin
 
-__all__ = ["key_hash", "RoundRobin"]
+__all__ = ["key_hash", "RoundRobin", "WeightedRoundRobin", "LeastConnection", "WeightedLeastConnection"]
