@@ -11,7 +11,7 @@ cdef struct Session:
     double last_use     # clock seconds of the session's last pick
     int32_t endpoint    # index into the balancer's endpoints
     int32_t newer       # order of last use: a doubly linked list of session ids,
-    int32_t older       # -1 at either end
+    int32_t older       # -1 at either end; a free id's newer links the free list
 
 
 # The slot map: key hash -> session id.  Open addressing with linear probing over an
@@ -53,13 +53,15 @@ cdef inline void slot_delete(int32_t* slots, size_t mask, const Session* session
 
 @cython.final
 cdef class SessionTable:
-    cdef Session* sessions      # dense: ids 0..count-1
+    cdef Session* sessions      # ids 0..used-1: live sessions and free ids
     cdef int32_t* slots         # mask + 1 slots, at most half of them used
-    cdef Py_ssize_t count
+    cdef Py_ssize_t count       # live sessions
+    cdef Py_ssize_t used        # ids handed out so far
     cdef Py_ssize_t capacity    # sessions allocated
     cdef size_t mask
     cdef int32_t newest
     cdef int32_t oldest
+    cdef int32_t free           # a free id below used, or -1
     cdef readonly int timeout    # seconds (1..86400)
     cdef readonly Py_ssize_t max_entries
     cdef double reclaimed_at    # when add() last dropped the expired sessions

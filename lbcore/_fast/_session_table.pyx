@@ -4,8 +4,9 @@
 # twins of Affinity pick alike.
 #
 # Layout (the Python twin's OrderedDict, in C arrays):
-# - sessions: one dense array of 32-byte Session structs, ids 0..count-1; removing one
-#   moves the last session into the hole, so the array never has gaps;
+# - sessions: one array of 32-byte Session structs; a removed session's id goes on a
+#   free list and the next insertion takes it, so an eviction followed by an insertion
+#   (a miss in a full table) reuses the struct it just touched, and ids never move;
 # - order of last use: a doubly linked list through the sessions (newer/older ids),
 #   stalest at `oldest`, so a hit moves its session to `newest` in O(1) and eviction
 #   takes `oldest`;
@@ -39,7 +40,7 @@ cdef class SessionTable:
     def __cinit__(self, int timeout, Py_ssize_t max_entries):
         self.timeout = timeout
         self.max_entries = max_entries
-        self.newest = self.oldest = -1
+        self.newest = self.oldest = self.free = -1
         self.reclaimed_at = -INFINITY
         self.capacity = min(_INITIAL_CAPACITY, max_entries)
         self.sessions = <Session*>PyMem_Malloc(self.capacity * sizeof(Session))
@@ -79,7 +80,12 @@ cdef class SessionTable:
         if self.count >= self.max_entries:
             self._remove(self.oldest)
         self._reserve()
-        id = <int32_t>self.count
+        if self.free >= 0:
+            id = self.free
+            self.free = self.sessions[id].newer
+        else:
+            id = <int32_t>self.used
+            self.used += 1
         self.count += 1
         session = &self.sessions[id]
         session.key = key
@@ -97,16 +103,17 @@ cdef class SessionTable:
 
     cdef int retain(self, list remap) except -1:
         # SessionTable.retain: renumber endpoints by remap, drop sessions mapped to -1.
-        # Walking ids downwards, a removal moves in the last session, already visited.
         cdef int[::1] new_index = array("i", remap)
-        cdef Py_ssize_t id
+        cdef int32_t id = self.oldest, newer
         cdef int index
-        for id in range(self.count - 1, -1, -1):
+        while id >= 0:
+            newer = self.sessions[id].newer
             index = new_index[self.sessions[id].endpoint]
             if index < 0:
-                self._remove(<int32_t>id)
+                self._remove(id)
             else:
                 self.sessions[id].endpoint = index
+            id = newer
         return 0
 
     cdef void _make_newest(self, int32_t id) noexcept:
@@ -129,8 +136,6 @@ cdef class SessionTable:
     cdef void _remove(self, int32_t id) noexcept:
         cdef Session* sessions = self.sessions
         cdef Session* session = &sessions[id]
-        cdef int32_t last = <int32_t>(self.count - 1)
-        cdef Session* moved
         if session.older >= 0:
             sessions[session.older].newer = session.newer
         else:
@@ -140,20 +145,9 @@ cdef class SessionTable:
         else:
             self.newest = session.older
         slot_delete(self.slots, self.mask, sessions, slot_of(self.slots, self.mask, sessions, session.key))
-        if id != last:
-            # Fill the hole with the last session: repoint its slot and its neighbours.
-            moved = &sessions[last]
-            self.slots[slot_of(self.slots, self.mask, sessions, moved.key)] = id
-            if moved.older >= 0:
-                sessions[moved.older].newer = id
-            else:
-                self.oldest = id
-            if moved.newer >= 0:
-                sessions[moved.newer].older = id
-            else:
-                self.newest = id
-            session[0] = moved[0]
-        self.count = last
+        session.newer = self.free
+        self.free = id
+        self.count -= 1
 
     cdef int _reserve(self) except -1:
         # Room for one more session; on MemoryError the table is as it was.
@@ -162,7 +156,7 @@ cdef class SessionTable:
         cdef int32_t* slots
         cdef size_t mask
         cdef int32_t id
-        if self.count == self.capacity:
+        if self.free < 0 and self.used == self.capacity:
             capacity = min(2 * self.capacity, self.max_entries)
             grown = <Session*>PyMem_Realloc(self.sessions, capacity * sizeof(Session))
             if grown == NULL:
@@ -172,8 +166,10 @@ cdef class SessionTable:
         if 2 * (<size_t>self.count + 1) > self.mask + 1:
             mask = 2 * self.mask + 1
             slots = _empty_slots(mask + 1)
-            for id in range(<int32_t>self.count):
+            id = self.oldest
+            while id >= 0:
                 slots[slot_of(slots, mask, self.sessions, self.sessions[id].key)] = id
+                id = self.sessions[id].newer
             PyMem_Free(self.slots)
             self.slots = slots
             self.mask = mask
@@ -191,14 +187,14 @@ cdef class SessionTable:
     def _check(self, alive):
         """Assert the table's invariants; alive holds the pickable endpoint indices."""
         cdef int32_t id = self.oldest, previous = -1
-        cdef Py_ssize_t seen = 0, used = 0
+        cdef Py_ssize_t seen = 0, filled = 0, free = 0
         cdef double last_use = -INFINITY
         cdef Session* session
-        assert 0 <= self.count <= self.capacity <= self.max_entries
+        assert 0 <= self.count <= self.used <= self.capacity <= self.max_entries
         assert 2 * <size_t>self.count <= self.mask + 1 and (self.mask + 1) & self.mask == 0
         # The order of last use visits every session once, with consistent links.
         while id >= 0:
-            assert id < self.count and seen < self.count
+            assert id < self.used and seen < self.count
             session = &self.sessions[id]
             assert session.older == previous
             assert session.last_use >= last_use  # stalest first (the clock never goes back)
@@ -210,7 +206,14 @@ cdef class SessionTable:
             id = session.newer
             seen += 1
         assert seen == self.count and previous == self.newest
-        # ... and the slot map holds exactly those ids (so no key is in it twice).
+        # ... the slot map holds exactly those ids (so no key is in it twice) ...
         for i in range(self.mask + 1):
-            used += self.slots[i] >= 0
-        assert used == self.count
+            filled += self.slots[i] >= 0
+        assert filled == self.count
+        # ... and every other id handed out is on the free list.
+        id = self.free
+        while id >= 0:
+            assert id < self.used and free < self.used - self.count
+            free += 1
+            id = self.sessions[id].newer
+        assert free == self.used - self.count
