@@ -204,12 +204,27 @@ class Affinity(Balancer):
 
         Sessions of endpoints that stay (same ip:port) and can still take connections
         survive; the others die.  A bad list raises ConfigError and changes nothing.
+
+        >>> from lbcore import Affinity, Endpoint, RoundRobin
+        >>> sticky = Affinity(RoundRobin([Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)]))
+        >>> mine = sticky.pick("192.0.2.1")
+        >>> sticky.update([Endpoint("10.0.0.3", 80), mine])   # mine stays, so does the session
+        >>> sticky.pick("192.0.2.1") == mine
+        True
         """
         self._balancer.update(endpoints)
         self._follow()
 
     def mark_failed(self, endpoint: Endpoint) -> None:
-        """No new picks for ``endpoint`` until `mark_healthy`; its sessions die.  O(n + sessions)."""
+        """No new picks for ``endpoint`` until `mark_healthy`; its sessions die.  O(n + sessions).
+
+        >>> from lbcore import Affinity, Endpoint, RoundRobin
+        >>> sticky = Affinity(RoundRobin([Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)]))
+        >>> mine = sticky.pick("192.0.2.1")
+        >>> sticky.mark_failed(mine)
+        >>> sticky.pick("192.0.2.1") != mine
+        True
+        """
         self._balancer.mark_failed(endpoint)
         self._follow()
 
