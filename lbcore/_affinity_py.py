@@ -244,9 +244,9 @@ class Affinity(Balancer):
 
     def _pick_index(self, key_hash: int) -> int:
         balancer = self._balancer
+        now = float(self._clock())
         if balancer._endpoints is not self._endpoints or balancer._failed is not self._failed:
             self._follow()  # the wrapped balancer was changed directly
-        now = float(self._clock())
         index = self._table.lookup(key_hash, now)
         if index >= 0:
             balancer._count(index)

@@ -234,6 +234,25 @@ def test_inner_balancer_changed_directly_is_noticed_at_the_next_pick(impl):
     assert [e for _, e, _ in a._sessions()] == [endpoints[1]]
 
 
+def test_a_clock_that_changes_the_balancer_is_caught_up_with(impl):
+    # The clock is read before the catch-up: a pick never uses an index from one
+    # endpoint list with another (in C that read is not bounds-checked).
+    old, grown = eps(2), eps(6)
+    inner = impl.RoundRobin(old, rng=random.Random(0))
+    changes = iter([old[1:], grown])
+
+    def clock():
+        inner.update(next(changes, inner.endpoints))
+        return 0.0
+
+    a = impl.Affinity(inner, 60, clock=clock)
+    assert a.pick("k") == old[1]  # the clock shrank the set before the pick
+    picks = [a.pick(f"new-{i}") for i in range(12)]  # ... then grew it to six
+    assert set(picks) == set(grown)
+    assert a.pick("k") == old[1]  # old[1] stayed: so did its session
+    a._check()
+
+
 # ---- the wrapped balancer's counts ------------------------------------------------------
 
 @pytest.mark.parametrize("scheduler", ["lc", "wlc"])

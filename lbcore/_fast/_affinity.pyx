@@ -126,9 +126,11 @@ cdef class Affinity(Balancer):
         cdef Balancer balancer = self._balancer
         cdef double now
         cdef Py_ssize_t index
+        # The clock first: an injected one is Python code, and nothing but C may run
+        # between the catch-up below and the use of the index it vouches for.
+        now = session_clock() if self._clock is None else self._clock()
         if balancer._endpoints is not self._endpoints or balancer._failed is not self._failed:
             self._follow()  # the wrapped balancer was changed directly
-        now = session_clock() if self._clock is None else self._clock()
         index = self._table.lookup(key_hash, now)
         if index >= 0:
             balancer._count(index)
