@@ -7,6 +7,7 @@ is cheap: it loads no asyncio, no YAML and no renderer.
 
 from .balancers import (
     IMPLEMENTATION,
+    Affinity,
     LeastConnection,
     RoundRobin,
     WeightedLeastConnection,
@@ -29,6 +30,7 @@ __all__ = [
     "WeightedRoundRobin",
     "LeastConnection",
     "WeightedLeastConnection",
+    "Affinity",
     "make_balancer",
     "make_balancer_for",
     "key_hash",
