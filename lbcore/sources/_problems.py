@@ -48,10 +48,12 @@ class SourceError(LbcoreError, ValueError):
 
 
 class Problems:
-    """A collector of located problems, in the order found, each reported once.
+    """A collector of located problems, each reported once, grouped by object.
 
     The same bad value can surface more than once (a bad scheduler annotation reaches
-    every port of a Service): identical lines are kept once.
+    every port of a Service): identical lines are kept once.  Problems come out grouped
+    by object, objects in the order `locate` met them (else of their first problem):
+    a Service is checked again when its endpoints are joined, after every slice.
 
     >>> problems = Problems()
     >>> problems.add(ConfigError("port", 0, "is out of range"), "a.yaml: services[0]", "endpoints[1]")
@@ -65,12 +67,21 @@ class Problems:
 
     def __init__(self) -> None:
         self._errors: dict[str, ConfigError] = {}
+        #: where -> its rank among the objects with a problem, in order of first problem
+        self._objects: dict[str | None, int] = {}
+
+    def locate(self, where: str) -> None:
+        """Note that the object at ``where`` comes next in the input."""
+        self._objects.setdefault(where, len(self._objects))
 
     def add(self, error: ConfigError, where: str, within: str = "") -> None:
         """Record ``error`` located at ``where`` with ``within`` put before its field."""
         if within:
             error = error.within(within)
-        error = error.at(where)
+        self._keep(error.at(where))
+
+    def _keep(self, error: ConfigError) -> None:
+        self._objects.setdefault(error.where, len(self._objects))
         self._errors.setdefault(str(error), error)
 
     def report(self, where: str, field: str, value: object, reason: str) -> None:
@@ -80,7 +91,7 @@ class Problems:
     def extend(self, error: SourceError) -> None:
         """Record every problem an inner reader raised."""
         for problem in error.problems:
-            self._errors.setdefault(str(problem), problem)
+            self._keep(problem)
 
     def __bool__(self) -> bool:
         return bool(self._errors)
@@ -91,7 +102,8 @@ class Problems:
     def raise_if_any(self) -> None:
         """Raise `SourceError` with every recorded problem, if there is one."""
         if self._errors:
-            raise SourceError(self._errors.values())
+            # sorted() is stable: within one object, the order found.
+            raise SourceError(sorted(self._errors.values(), key=lambda error: self._objects[error.where]))
 
 
 _TYPE_NAMES = {dict: "a mapping", list: "a list", str: "a string", int: "an integer", bool: "true or false"}

@@ -200,6 +200,7 @@ def _visit(source: str, where: str, body: object, problems: Problems, found: lis
     namespace = reader.get(metadata, "namespace", "metadata.namespace", str, default="default")
     if not reader.failed:
         reader.where = f"{source}: {kind} {namespace}/{name}"
+        problems.locate(reader.where)
     if kind not in _API_VERSIONS:
         hint = " (read EndpointSlices instead: kubectl get svc,endpointslices -A -o yaml)" if kind == "Endpoints" else ""
         reader.report("kind", kind, f"is not a kind lbcore reads; valid: Service, EndpointSlice, List{hint}")
