@@ -16,7 +16,8 @@ about objects skipped on purpose (headless Services, ...) go to stderr.
 
 Each subcommand imports what it needs when it runs, so ``lbcore check`` loads no
 renderer and no asyncio.  A subcommand is one ``_add_*`` function that adds its parser
-and sets ``run``; `COMMANDS` lists them in help order.
+and sets ``run`` (`_add_command` does both for those that read FILE...); `COMMANDS`
+lists them in help order.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 from typing import Callable, Sequence
 
 from .errors import LbcoreError
-from .models import Service, usable_endpoints
+from .models import Endpoint, Service, usable_endpoints
 
 __all__ = ["main", "COMMANDS", "EXIT_BAD_INPUT", "check_table"]
 
@@ -37,15 +38,18 @@ EXIT_BAD_INPUT = 2
 _FILES_HELP = "lbcore YAML, or Kubernetes Services and EndpointSlices (kubectl get -o yaml|json)"
 
 
-def _add_files(parser: argparse.ArgumentParser) -> None:
+def _add_command(subparsers: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],
+                help_text: str, description: str, *, diff: bool = False) -> argparse.ArgumentParser:
+    """A subcommand that reads FILE... and runs ``run``; with ``diff``, also --diff OLD."""
+    parser = subparsers.add_parser(name, help=help_text, description=description)
     parser.add_argument("files", nargs="+", metavar="FILE", help=_FILES_HELP)
-
-
-def _add_diff(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--diff", action="append", metavar="OLD",
-        help="print only the changes from the services in OLD (repeat for several files)",
-    )
+    if diff:
+        parser.add_argument(
+            "--diff", action="append", metavar="OLD",
+            help="print only the changes from the services in OLD (repeat for several files)",
+        )
+    parser.set_defaults(run=run)
+    return parser
 
 
 def _load(*groups: Sequence[str]) -> list[list[Service]]:
@@ -73,20 +77,30 @@ def _load(*groups: Sequence[str]) -> list[list[Service]]:
 
 
 def _add_check(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "check", help="validate files and print their services and endpoints",
-        description="Validate the files and print a table of the services they describe: "
-        "address, scheduler, affinity, and each endpoint with its state, its weight and "
-        "whether it takes new connections.",
+    _add_command(
+        commands, "check", _check, "validate files and print their services and endpoints",
+        "Validate the files and print a table of the services they describe: address, "
+        "scheduler, affinity, and each endpoint with its state, its weight and whether it "
+        "takes new connections.",
     )
-    _add_files(parser)
-    parser.set_defaults(run=_check)
 
 
 def _endpoint_state(ready: bool, serving: bool, terminating: bool) -> str:
     if terminating:
         return "ready, terminating" if ready else ("serving, terminating" if serving else "terminating")
     return "ready" if ready else "not ready"
+
+
+def _takes_new(endpoint: Endpoint, usable: set[Endpoint], fallback: bool) -> str:
+    if endpoint not in usable:
+        return "no"
+    if endpoint.weight == 0:
+        return "no (weight 0)"
+    return "yes (fallback)" if fallback else "yes"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def check_table(services: Sequence[Service]) -> str:
@@ -110,23 +124,19 @@ def check_table(services: Sequence[Service]) -> str:
         scheduler = service.scheduler + "".join(f" +{flag}" for flag in service.sched_flags)
         affinity = f"{service.affinity_timeout}s" if service.affinity_timeout else "-"
         head = (service.name, service.address, service.protocol, scheduler, affinity)
-        usable = usable_endpoints(service.endpoints)
-        fallback = usable and not usable[0].ready
+        usable = set(usable_endpoints(service.endpoints))
+        fallback = not any(endpoint.ready for endpoint in usable)
         if not service.endpoints:
-            rows.append(head + ("(none)", "-", "-", "no: refused"))
+            rows.append(head + ("(none)", "-", "-", "connections refused"))
         for i, endpoint in enumerate(service.endpoints):
-            takes = endpoint in usable and endpoint.weight > 0
-            taking += takes
-            note = " (fallback)" if takes and fallback else (" (weight 0)" if endpoint in usable and not takes else "")
+            takes = _takes_new(endpoint, usable, fallback)
+            taking += takes.startswith("yes")
             state = _endpoint_state(endpoint.ready, bool(endpoint.serving), endpoint.terminating)
-            rows.append((head if i == 0 else ("",) * len(head)) + (
-                endpoint.address, state, str(endpoint.weight), ("yes" if takes else "no") + note,
-            ))
+            rows.append((head if i == 0 else ("",) * len(head)) + (endpoint.address, state, str(endpoint.weight), takes))
         endpoints += len(service.endpoints)
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    plural = "" if len(services) == 1 else "s"
-    lines.append(f"{len(services)} service{plural}, {endpoints} endpoints, {taking} taking new connections")
+    lines.append(f"{_count(len(services), 'service')}, {_count(endpoints, 'endpoint')}, {taking} taking new connections")
     return "\n".join(lines) + "\n"
 
 
@@ -147,47 +157,32 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
         "or sh.",
     )
     targets = render.add_subparsers(dest="target", required=True, metavar="TARGET")
-
-    parser = targets.add_parser(
-        "iptables", help="iptables-restore input (apply with iptables-restore --noflush)",
-        description="Print iptables-restore input in kube-proxy's layout under lbcore's "
-        "chains; apply it with iptables-restore --noflush (after the ipset payload, for "
-        "ClientIP affinity).",
+    iptables = _add_command(
+        targets, "iptables", _render_iptables, "iptables-restore input (apply with iptables-restore --noflush)",
+        "Print iptables-restore input in kube-proxy's layout under lbcore's chains; apply it "
+        "with iptables-restore --noflush (after the ipset payload, for ClientIP affinity).",
+        diff=True,
     )
-    _add_files(parser)
-    _add_diff(parser)
-    parser.add_argument(
+    iptables.add_argument(
         "--fallback", action="store_true",
         help="render schedulers iptables cannot express (lc, wlc, dh, sh, mh) by the "
         "documented fallback instead of refusing them",
     )
-    parser.set_defaults(run=_render_iptables)
-
-    parser = targets.add_parser(
-        "ipset", help="ipset restore input for ClientIP affinity (apply before iptables)",
-        description="Print the ipset restore input that the iptables rules' ClientIP "
-        "affinity needs; apply it with ipset restore before the iptables payload.",
+    _add_command(
+        targets, "ipset", _render_ipset, "ipset restore input for ClientIP affinity (apply before iptables)",
+        "Print the ipset restore input that the iptables rules' ClientIP affinity needs; "
+        "apply it with ipset restore before the iptables payload.",
     )
-    _add_files(parser)
-    parser.set_defaults(run=_render_ipset)
-
-    parser = targets.add_parser(
-        "ipvs", help="ipvsadm-restore input (apply with ipvsadm -R)",
-        description="Print ipvsadm-restore input: one virtual service per service, one "
-        "real server per endpoint.",
+    _add_command(
+        targets, "ipvs", _render_ipvs, "ipvsadm-restore input (apply with ipvsadm -R)",
+        "Print ipvsadm-restore input: one virtual service per service, one real server per endpoint.",
+        diff=True,
     )
-    _add_files(parser)
-    _add_diff(parser)
-    parser.set_defaults(run=_render_ipvs)
-
-    parser = targets.add_parser(
-        "ipvs-node", help="shell commands that put the VIPs on a dummy interface",
-        description="Print the node set-up IPVS needs around the rules: the services' "
-        "VIPs on a dummy interface.",
+    node = _add_command(
+        targets, "ipvs-node", _render_ipvs_node, "shell commands that put the VIPs on a dummy interface",
+        "Print the node set-up IPVS needs around the rules: the services' VIPs on a dummy interface.",
     )
-    _add_files(parser)
-    parser.add_argument("--interface", metavar="NAME", help="the dummy interface (default: the renderer's)")
-    parser.set_defaults(run=_render_ipvs_node)
+    node.add_argument("--interface", metavar="NAME", help="the dummy interface (default: the renderer's)")
 
 
 def _render_iptables(args: argparse.Namespace) -> int:
@@ -258,16 +253,14 @@ _FORWARD_OPTIONS = (
 
 
 def _add_forward(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "forward", help="run the userspace forwarder for the services",
-        description="Listen on each service's listen address (default vip:port) and "
-        "forward connections to its endpoints.  SIGHUP reloads the files (a bad file is "
-        "refused and the old services keep serving); SIGTERM drains and exits.",
+    parser = _add_command(
+        commands, "forward", _forward, "run the userspace forwarder for the services",
+        "Listen on each service's listen address (default vip:port) and forward "
+        "connections to its endpoints.  SIGHUP reloads the files (a bad file is refused "
+        "and the old services keep serving); SIGTERM drains and exits.",
     )
-    _add_files(parser)
     for flag, keyword, convert, metavar, help_text in _FORWARD_OPTIONS:
         parser.add_argument(flag, dest=keyword, type=convert, metavar=metavar, help=help_text)
-    parser.set_defaults(run=_forward)
 
 
 def _forward(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -97,7 +98,7 @@ def test_check_table_shows_fallback_and_empty_services():
         SERVICE  ADDRESS       PROTO  SCHED  AFFINITY  ENDPOINT     STATE                 WEIGHT  TAKES NEW
         drain    10.96.0.1:80  tcp    rr     -         10.1.0.1:80  serving, terminating  1       yes (fallback)
                                                        10.1.0.2:80  terminating           1       no
-        empty    10.96.0.2:80  tcp    rr     -         (none)       -                     -       no: refused
+        empty    10.96.0.2:80  tcp    rr     -         (none)       -                     -       connections refused
         2 services, 2 endpoints, 1 taking new connections
     """)
 
@@ -108,15 +109,20 @@ def test_check_table_ready_and_terminating():
     assert line.split()[-4:] == ["ready,", "terminating", "1", "yes"]
 
 
-def test_check_loads_no_renderer_and_no_asyncio():
+def heavy_modules_after(*commands: list[str]) -> list:
+    """[exit statuses, asyncio/renderer/forwarder modules loaded] after the commands, in a fresh Python."""
     code = (
-        "import sys\nfrom lbcore.cli import main\n"
-        f"assert main(['check', {SERVICES_YAML!r}]) == 0\n"
+        "import json, sys\nfrom lbcore.cli import main\n"
+        f"codes = [main(command) for command in {list(commands)!r}]\n"
         "heavy = [m for m in sys.modules if m == 'asyncio' or m.startswith(('lbcore.render.', 'lbcore.forwarder'))]\n"
-        "print('heavy:', heavy, file=sys.stderr)\n"
+        "print(json.dumps([codes, heavy]), file=sys.stderr)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stderr.strip() == "heavy: []"
+    return json.loads(out.stderr.splitlines()[-1])
+
+
+def test_check_loads_no_renderer_and_no_asyncio():
+    assert heavy_modules_after(["check", SERVICES_YAML]) == [[0], []]
 
 
 def test_importing_the_cli_loads_no_yaml():
@@ -159,14 +165,8 @@ def test_render_diff_reports_problems_of_old_and_new_files(target, bad_file, tmp
 
 
 def test_bad_input_imports_neither_renderer_nor_forwarder(bad_file):
-    code = (
-        "import sys\nfrom lbcore.cli import main\n"
-        f"codes = [main(c + [{bad_file!r}]) for c in (['render', 'iptables'], ['render', 'ipvs'], ['forward'])]\n"
-        "heavy = [m for m in sys.modules if m == 'asyncio' or m.startswith(('lbcore.render.', 'lbcore.forwarder'))]\n"
-        "print(codes, heavy)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "[2, 2, 2] []"
+    commands = [["render", "iptables", bad_file], ["render", "ipvs", bad_file], ["forward", bad_file]]
+    assert heavy_modules_after(*commands) == [[2, 2, 2], []]
 
 
 def test_kubernetes_problems_name_file_object_and_field(tmp_path):

@@ -43,7 +43,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from ..errors import ConfigError
 from ..models import DEFAULT_AFFINITY_TIMEOUT, Endpoint, Service
@@ -121,12 +121,22 @@ class _Reader:
             return None
         return str(address)
 
-    def protocol(self, mapping: dict, path: str) -> str | None:
-        protocol = self.get(mapping, "protocol", path, str, default="TCP")
+    def mappings(self, mapping: dict, key: str, path: str, *, required: bool = False) -> Iterator[tuple[str, dict]]:
+        """(path, item) of each mapping in the list at ``key``; other items are reported."""
+        for i, item in enumerate(self.get(mapping, key, path, list, required=required, default=())):
+            if isinstance(item, dict):
+                yield f"{path}[{i}]", item
+            else:
+                self.report(f"{path}[{i}]", item, f"must be {type_name(dict)}")
+
+    def port_key(self, port: dict, path: str) -> tuple[str, str | None]:
+        """(name, protocol) of a Service or slice port: what kube-proxy matches them by."""
+        name = self.get(port, "name", f"{path}.name", str, default="")
+        protocol = self.get(port, "protocol", f"{path}.protocol", str, default="TCP")
         if protocol is not None and protocol not in _PROTOCOLS:
-            self.report(path, protocol, f"is not one of {', '.join(_PROTOCOLS)}")
-            return None
-        return protocol
+            self.report(f"{path}.protocol", protocol, f"is not one of {', '.join(_PROTOCOLS)}")
+            protocol = None
+        return name, protocol
 
 
 class _Object(NamedTuple):
@@ -213,7 +223,11 @@ def _visit(source: str, where: str, body: object, problems: Problems, found: lis
 
 
 def _service_object(obj: _Object, problems: Problems, notes: list[str]) -> _ServiceObject | None:
-    """The parts of a Service that map, or None (skipped with a note, or reported)."""
+    """The parts of a Service that map, or None if skipped (with a note) or it has no spec.
+
+    A Service with problems comes back ``failed``: its models are still built, so that
+    the model reports the rest of its bad fields, but none is used.
+    """
     where = obj.where
     reader = _Reader(problems, where)
     service = _ServiceObject(where, obj.namespace, obj.name)
@@ -284,17 +298,11 @@ def _read_vips(spec: dict, cluster_ip: object, reader: _Reader, service: _Servic
 
 
 def _read_ports(spec: dict, reader: _Reader, service: _ServiceObject) -> None:
-    ports = reader.get(spec, "ports", "spec.ports", list, required=True)
-    if ports == []:
-        reader.report("spec.ports", ports, "must list at least one port")
+    if spec.get("ports") == []:
+        reader.report("spec.ports", [], "must list at least one port")
     seen: dict[str, str] = {}
-    for i, port in enumerate(ports or ()):
-        path = f"spec.ports[{i}]"
-        if not isinstance(port, dict):
-            reader.report(path, port, f"must be {type_name(dict)}")
-            continue
-        name = reader.get(port, "name", f"{path}.name", str, default="")
-        protocol = reader.protocol(port, f"{path}.protocol")
+    for path, port in reader.mappings(spec, "ports", "spec.ports", required=True):
+        name, protocol = reader.port_key(port, path)
         number = reader.get(port, "port", f"{path}.port", int, required=True)
         if name in seen:
             reader.report(f"{path}.name", name, f"is already the name of {seen[name]}; each port needs its own")
@@ -341,14 +349,8 @@ def _slice(obj: _Object, problems: Problems, notes: list[str]) -> _Slice | None:
         reader.report("addressType", address_type, "is not one of IPv4, IPv6, FQDN")
     addresses = _slice_addresses(body, family, reader, where, notes)
     result = _Slice(where, obj.namespace, obj.name, service, family)
-    ports = reader.get(body, "ports", "ports", list, default=[])
-    for i, port in enumerate(ports):
-        path = f"ports[{i}]"
-        if not isinstance(port, dict):
-            reader.report(path, port, f"must be {type_name(dict)}")
-            continue
-        name = reader.get(port, "name", f"{path}.name", str, default="")
-        protocol = reader.protocol(port, f"{path}.protocol")
+    for path, port in reader.mappings(body, "ports", "ports"):
+        name, protocol = reader.port_key(port, path)
         if port.get("port") is None:
             notes.append(f"{where}: {path} has no port number; skipped (kube-proxy ignores such a port too)")
             continue
@@ -373,12 +375,7 @@ def _slice_addresses(body: dict, family: int | None, reader: _Reader, where: str
     """(first address, ready, serving, terminating) of each endpoint in the slice."""
     result = []
     extra_addresses = False
-    endpoints = reader.get(body, "endpoints", "endpoints", list, default=[])
-    for i, endpoint in enumerate(endpoints):
-        path = f"endpoints[{i}]"
-        if not isinstance(endpoint, dict):
-            reader.report(path, endpoint, f"must be {type_name(dict)}")
-            continue
+    for path, endpoint in reader.mappings(body, "endpoints", "endpoints"):
         addresses = reader.get(endpoint, "addresses", f"{path}.addresses", list, required=True)
         if addresses == []:
             reader.report(f"{path}.addresses", addresses, "must hold at least one address")
@@ -399,8 +396,7 @@ def _slice_addresses(body: dict, family: int | None, reader: _Reader, where: str
     return result
 
 
-def _endpoints(service: _ServiceObject, family: int, port_name: str, protocol: str,
-               slices: list[_Slice]) -> list[Endpoint]:
+def _endpoints(family: int, port_name: str, protocol: str, slices: list[_Slice]) -> list[Endpoint]:
     """The endpoints of one service port in one family, deduplicated and sorted."""
     by_address: dict[tuple[str, int], Endpoint] = {}
     for slice_ in slices:
@@ -426,7 +422,7 @@ def _services(service: _ServiceObject, slices: list[_Slice], problems: Problems)
                 "name": name if rank == 0 else f"{name}.ipv{family}", "vip": vip, "port": number,
                 "protocol": protocol.lower(), "scheduler": service.scheduler,
                 "affinity_timeout": service.affinity_timeout,
-                "endpoints": _endpoints(service, family, port_name, protocol, slices),
+                "endpoints": _endpoints(family, port_name, protocol, slices),
             }
             # Where each model field came from, so a problem names the Kubernetes field.
             paths = {
