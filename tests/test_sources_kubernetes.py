@@ -408,9 +408,9 @@ def test_a_list_of_problems_in_one_run():
         "k8s.yaml: Service shop/web: spec.ports[0].port: 0 is out of range; valid: 1..65535",
         "k8s.yaml: Service shop/web: metadata.annotations[lbcore.io/scheduler]: 'fastest' is not one of rr, wrr, lc, wlc, dh, sh, mh",
         "k8s.yaml: Service shop/web: spec.sessionAffinityConfig.clientIP.timeoutSeconds: 0 is out of range; valid: 1..86400",
+        "k8s.yaml: EndpointSlice shop/web-abc12: ports[0].port: 99999 is out of range; valid: 1..65535",
         "k8s.yaml: EndpointSlice shop/web-abc12: endpoints[0].addresses[0]: 'fd00::1' is not an IPv4 address",
         "k8s.yaml: EndpointSlice shop/web-abc12: endpoints[1].conditions.ready: 'yes' must be true or false",
-        "k8s.yaml: EndpointSlice shop/web-abc12: ports[0].port: 99999 is out of range; valid: 1..65535",
     ]
 
 
@@ -494,6 +494,9 @@ def test_bad_service(change, expected):
         (lambda s: s["ports"].append({"name": "http", "port": 8081, "protocol": "TCP"}),
          "ports[1].name: 'http' is given twice for TCP; each slice port needs its own name"),
         (lambda s: s["ports"][0].update(port=0), "ports[0].port: 0 is out of range; valid: 1..65535"),
+        (lambda s: s["ports"][0].update(port="8080"), "ports[0].port: '8080' must be an integer in 1..65535"),
+        (lambda s: (s.update(ports=[]), s["endpoints"].append({"addresses": ["10.1.0.300"]})),
+         "endpoints[1].addresses[0]: '10.1.0.300' is not an IPv4 or IPv6 address"),
         (lambda s: s.update(apiVersion="discovery.k8s.io/v1beta1"),
          "apiVersion: 'discovery.k8s.io/v1beta1' is not supported for EndpointSlice; valid: discovery.k8s.io/v1"),
     ],

@@ -9,6 +9,7 @@ the rest.  Validation stays in one place, the model, in the model's own words.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, Mapping, TypeVar
 
@@ -24,8 +25,12 @@ _PLACEHOLDERS = {"name": "placeholder", "vip": "192.0.2.1", "ip": "192.0.2.1", "
 _TOP_FIELD = re.compile(r"[^.\[]*")
 
 
+@functools.lru_cache(maxsize=None)  # a dump builds a model per endpoint: read the fields once
 def model_keys(model: type) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """(every constructor keyword, the defaults of the optional ones) of a dataclass model."""
+    """(every constructor keyword, the defaults of the optional ones) of a dataclass model.
+
+    The defaults are shared: read them, never change them.
+    """
     keys, defaults = [], {}
     for f in dataclasses.fields(model):
         if f.init:

@@ -53,11 +53,10 @@ def _line(text: str, number: int) -> object:
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(key)
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):  # rare: find the culprit only then
+        keys = [key for key, _ in pairs]
+        raise ValueError(next(key for key in keys if keys.count(key) > 1))
     return result
 
 

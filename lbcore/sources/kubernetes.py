@@ -76,6 +76,8 @@ _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _FAMILIES = {"IPv4": 4, "IPv6": 6}
 _TIMEOUT_PATH = "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
 _SCHEDULER_PATH = f"metadata.annotations[{SCHEDULER_ANNOTATION}]"
+#: A valid address (TEST-NET-1) on which the model checks a port alone.
+_STAND_IN_IP = "192.0.2.1"
 
 
 class _Reader:
@@ -347,33 +349,8 @@ def _slice(obj: _Object, problems: Problems, notes: list[str]) -> _Slice | None:
     family = _FAMILIES.get(address_type)
     if family is None and address_type is not None:
         reader.report("addressType", address_type, "is not one of IPv4, IPv6, FQDN")
-    addresses = _slice_addresses(body, family, reader, where, notes)
-    result = _Slice(where, obj.namespace, obj.name, service, family)
-    for path, port in reader.mappings(body, "ports", "ports"):
-        name, protocol = reader.port_key(port, path)
-        if port.get("port") is None:
-            notes.append(f"{where}: {path} has no port number; skipped (kube-proxy ignores such a port too)")
-            continue
-        number = reader.get(port, "port", f"{path}.port", int)
-        if number is None:
-            continue
-        if (name, protocol) in result.ports:
-            reader.report(f"{path}.name", name, f"is given twice for {protocol}; each slice port needs its own name")
-            continue
-        endpoints = result.ports[(name, protocol)] = []
-        for ip, ready, serving, terminating in addresses:
-            try:
-                endpoints.append(Endpoint(ip, number, ready=ready, serving=serving, terminating=terminating))
-            except ConfigError as error:  # only the port can be wrong: the rest is checked
-                reader.report(f"{path}.port", error.value, error.reason)
-                break
-    return None if reader.failed else result
-
-
-def _slice_addresses(body: dict, family: int | None, reader: _Reader, where: str,
-                     notes: list[str]) -> list[tuple[str, bool, bool, bool]]:
-    """(first address, ready, serving, terminating) of each endpoint in the slice."""
-    result = []
+    ports = _slice_ports(body, reader, where, notes)
+    result = _Slice(where, obj.namespace, obj.name, service, family, {key: [] for key, _ in ports})
     extra_addresses = False
     for path, endpoint in reader.mappings(body, "endpoints", "endpoints"):
         addresses = reader.get(endpoint, "addresses", f"{path}.addresses", list, required=True)
@@ -388,12 +365,43 @@ def _slice_addresses(body: dict, family: int | None, reader: _Reader, where: str
         if not addresses:
             continue
         extra_addresses = extra_addresses or len(addresses) > 1
-        ip = reader.ip(addresses[0], f"{path}.addresses[0]", family)
-        if ip is not None:
-            result.append((ip, ready, serving, terminating))
+        # The model checks the address (once per port: an Endpoint is an ip:port); a
+        # slice without ports gets it checked on a stand-in port.
+        for key, number in ports or [(None, 1)]:
+            try:
+                built = Endpoint(addresses[0], number, ready=ready, serving=serving, terminating=terminating)
+            except ConfigError as error:  # only the address is left to check
+                reader.report(f"{path}.addresses[0]", error.value, error.reason)
+                break
+            if family is not None and built.family != family:
+                reader.report(f"{path}.addresses[0]", addresses[0], f"is not an IPv{family} address")
+                break
+            if key is not None:
+                result.ports[key].append(built)
     if extra_addresses:
         notes.append(f"{where}: only the first address of each endpoint is used (as kube-proxy does)")
-    return result
+    return None if reader.failed else result
+
+
+def _slice_ports(body: dict, reader: _Reader, where: str, notes: list[str]) -> list[tuple[tuple[str, str | None], int]]:
+    """((name, protocol), port number) of each usable port of a slice."""
+    ports: list[tuple[tuple[str, str | None], int]] = []
+    for path, port in reader.mappings(body, "ports", "ports"):
+        key = reader.port_key(port, path)
+        if port.get("port") is None:
+            notes.append(f"{where}: {path} has no port number; skipped (kube-proxy ignores such a port too)")
+            continue
+        number = port["port"]
+        try:
+            Endpoint(_STAND_IN_IP, number)  # the model checks the port once, not per endpoint
+        except ConfigError as error:
+            reader.report(f"{path}.port", error.value, error.reason)
+            continue
+        if any(key == seen for seen, _ in ports):
+            reader.report(f"{path}.name", key[0], f"is given twice for {key[1]}; each slice port needs its own name")
+            continue
+        ports.append((key, number))
+    return ports
 
 
 def _endpoints(family: int, port_name: str, protocol: str, slices: list[_Slice]) -> list[Endpoint]:
