@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 # Valid stand-ins for a bad required field, so the model goes on checking the others.
 _PLACEHOLDERS = {"name": "placeholder", "vip": "192.0.2.1", "ip": "192.0.2.1", "port": 1}
-_TOP_FIELD = re.compile(r"[^.\[]*")
+_TOP_FIELD = re.compile(r"[.\[]")
 
 
 @functools.lru_cache(maxsize=None)  # a dump builds a model per endpoint: read the fields once
@@ -73,7 +73,7 @@ def build(model: type[T], fields: Mapping[str, Any], problems: Problems, where: 
         try:
             result = model(**fields)
         except ConfigError as error:
-            top = _TOP_FIELD.match(error.field).group()  # type: ignore[union-attr]
+            top = _TOP_FIELD.split(error.field, maxsplit=1)[0]  # "endpoints[1].ip" -> "endpoints"
             if paths and top in paths:
                 error = ConfigError(paths[top] + error.field[len(top):], error.value, error.reason)
             problems.add(error, where, within)

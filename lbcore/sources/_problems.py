@@ -93,12 +93,6 @@ class Problems:
         for problem in error.problems:
             self._keep(problem)
 
-    def __bool__(self) -> bool:
-        return bool(self._errors)
-
-    def __len__(self) -> int:
-        return len(self._errors)
-
     def raise_if_any(self) -> None:
         """Raise `SourceError` with every recorded problem, if there is one."""
         if self._errors:

@@ -32,7 +32,7 @@ ENDPOINT_KEYS = model_keys(Endpoint)[0]
 
 def _known(mapping: dict, allowed: tuple[str, ...], what: str, problems: Problems, where: str,
            within: str = "") -> dict:
-    """The entries of ``mapping`` with known keys; each unknown key is reported."""
+    """The entries of ``mapping`` with known keys (all, if as long); each unknown key is reported."""
     for key in mapping:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
@@ -47,7 +47,6 @@ def _endpoints(value: object, problems: Problems, where: str) -> tuple[Endpoint,
         problems.report(where, "endpoints", value, f"must be {type_name(list)} of endpoints")
         return None
     endpoints = []
-    before = len(problems)
     for i, entry in enumerate(value):
         within = f"endpoints[{i}]"
         if not isinstance(entry, dict):
@@ -55,9 +54,9 @@ def _endpoints(value: object, problems: Problems, where: str) -> tuple[Endpoint,
             continue
         fields = _known(entry, ENDPOINT_KEYS, "an endpoint", problems, where, within)
         endpoint = build(Endpoint, fields, problems, where, what="an endpoint", within=within)
-        if endpoint is not None:
+        if endpoint is not None and len(fields) == len(entry):
             endpoints.append(endpoint)
-    return tuple(endpoints) if len(problems) == before else None
+    return tuple(endpoints) if len(endpoints) == len(value) else None
 
 
 def _service(entry: object, index: int, problems: Problems, source: str) -> Located | None:
@@ -67,14 +66,14 @@ def _service(entry: object, index: int, problems: Problems, source: str) -> Loca
     if not isinstance(entry, dict):
         problems.report(where, "service", entry, f"must be {type_name(dict)} with name, vip and port")
         return None
-    before = len(problems)
     fields = _known(entry, SERVICE_KEYS, "a service", problems, where)
+    all_known = len(fields) == len(entry)
     endpoints = _endpoints(fields.get("endpoints", []), problems, where)
     # With a bad endpoint the service is still built, without endpoints, so its own bad
     # values are reported in the same run.
     fields["endpoints"] = endpoints or ()
     service = build(Service, fields, problems, where, what="a service")
-    if service is None or len(problems) != before:
+    if service is None or endpoints is None or not all_known:
         return None
     return Located(service, where, "name", "port")
 
