@@ -13,24 +13,35 @@ from .errors import ConfigError
 from .models import SCHEDULERS, Endpoint, Service
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._pure import RoundRobin
+    from ._pure import DestinationHash, Maglev, RoundRobin, SourceHash
 
     IMPLEMENTATION = "pure"
 else:
     try:
-        from ._fast import RoundRobin
+        from ._fast import DestinationHash, Maglev, RoundRobin, SourceHash
 
         IMPLEMENTATION = "compiled"
     except ImportError:  # not built: a pure install, or a checkout without build_ext
-        from ._pure import RoundRobin
+        from ._pure import DestinationHash, Maglev, RoundRobin, SourceHash
 
         IMPLEMENTATION = "pure"
 
-__all__ = ["IMPLEMENTATION", "RoundRobin", "make_balancer", "make_balancer_for"]
+__all__ = [
+    "IMPLEMENTATION",
+    "RoundRobin",
+    "DestinationHash",
+    "SourceHash",
+    "Maglev",
+    "make_balancer",
+    "make_balancer_for",
+]
 
 # scheduler name -> (class, the options its constructor takes)
 _REGISTRY: dict[str, tuple[Any, tuple[str, ...]]] = {
     "rr": (RoundRobin, ("rng",)),
+    "dh": (DestinationHash, ("table_size",)),
+    "sh": (SourceHash, ("table_size",)),
+    "mh": (Maglev, ("table_size",)),
 }
 
 
@@ -53,7 +64,9 @@ def make_balancer(
     if scheduler not in SCHEDULERS:
         raise ConfigError("scheduler", scheduler, f"is not one of {', '.join(SCHEDULERS)}")
     if scheduler not in _REGISTRY:
-        raise ConfigError("scheduler", scheduler, "is not implemented yet; available: rr")
+        raise ConfigError(
+            "scheduler", scheduler, f"is not implemented yet; available: {', '.join(_REGISTRY)}"
+        )
     cls, accepted = _REGISTRY[scheduler]
     for name in options:
         if name not in accepted:

@@ -4,7 +4,23 @@ Each module mirrors a pure-Python twin named in its header comment; lbcore.balan
 and lbcore.hashing choose between the two.
 """
 
+from ._buckets import tile_buckets
+from ._dh import DestinationHash
 from ._hashing import key_hash
+from ._maglev import Maglev
+from ._maglev_table import maglev_counts, maglev_permutation, maglev_populate, maglev_table
 from ._rr import RoundRobin
+from ._sh import SourceHash
 
-__all__ = ["key_hash", "RoundRobin"]
+__all__ = [
+    "key_hash",
+    "RoundRobin",
+    "DestinationHash",
+    "SourceHash",
+    "Maglev",
+    "tile_buckets",
+    "maglev_counts",
+    "maglev_permutation",
+    "maglev_populate",
+    "maglev_table",
+]
