@@ -121,7 +121,17 @@ class HashBalancer(Balancer):
         """The endpoint for ``key`` (str, bytes or int); O(1) after hashing the key.
 
         The same key gives the same endpoint in every process while the endpoint set
-        stays the same.  Raises TypeError without a key.
+        stays the same.  Raises TypeError without a key, NoEndpointsError when no
+        endpoint can take a new connection.
+
+        >>> from lbcore import Endpoint, Maglev
+        >>> b = Maglev([Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)], table_size=251)
+        >>> b.pick("198.51.100.7") == b.pick(b"198.51.100.7")
+        True
+        >>> b.pick()
+        Traceback (most recent call last):
+        ...
+        TypeError: mh needs a key (a client address, a cookie value)
         """
         key_hash = self._hash_for_pick(key)
         picker = self._picker

@@ -2,7 +2,6 @@
 # `BucketHash`; read that file for the rule (IPVS ip_vs_sh_reassign) and how it differs
 # from IPVS (weight-0 endpoints keep one bucket, a table too small is an error).
 
-cimport cython
 from cpython.array cimport array, clone
 from libc.stdint cimport int32_t
 
@@ -14,8 +13,6 @@ from lbcore._table_size import BUCKETS_DEFAULT, check_bucket_table_size, check_b
 cdef array _INDEX_ARRAY = array("i")
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def tile_buckets(tuple turns, Py_ssize_t size):
     """The entry owning each of size buckets: entry e takes turns[e] in a row, entries
     in order, cycling until full; O(size).  Empty when there are no entries."""

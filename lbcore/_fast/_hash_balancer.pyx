@@ -39,8 +39,6 @@ cdef class _HashPicker:
         self.slots = <const int32_t*>resolved.data.as_ints
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef array _resolve_fallback(array table, list entries, set usable):
     # lbcore._hash_balancer_py.resolve_fallback: an unusable owner hands its slot to
     # the owner of the next usable slot.  Two backward laps give every slot the first

@@ -32,8 +32,7 @@ def maglev_permutation(str address, uint64_t size):
             xxh64(<const char*>data, len(data), SKIP_SEED) % (size - 1) + 1)
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
+@cython.cdivision(True)  # top and every weight are at least 1
 cdef uint64_t _counts(uint64_t size, Py_ssize_t n, const uint64_t* weight,
                       uint64_t* count) noexcept nogil:
     # lbcore._maglev_table_py.maglev_counts; returns the last round that has claims.
@@ -60,8 +59,7 @@ cdef uint64_t _counts(uint64_t size, Py_ssize_t n, const uint64_t* weight,
     return low + 1
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
+@cython.cdivision(True)  # every weight is at least 1
 cdef void _order_claims(Py_ssize_t n, const uint64_t* weight, const uint64_t* count,
                         uint64_t top, uint64_t* start, int32_t* order,
                         bint place) noexcept nogil:
@@ -87,8 +85,6 @@ cdef void _order_claims(Py_ssize_t n, const uint64_t* weight, const uint64_t* co
                 whole += 1
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef void _claim(uint64_t size, const int32_t* order, uint64_t* preferred,
                  const uint64_t* skip, uint8_t* taken, int32_t* table) noexcept nogil:
     # Pseudocode 1: each claim takes the entry's next preferred free slot.  The probes
