@@ -11,6 +11,8 @@ with an error naming ``table_size``, raised by ``update()`` before anything chan
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .errors import ConfigError
 
 __all__ = [
@@ -28,9 +30,11 @@ MAGLEV_DEFAULT = 65537
 _MAGLEV_MAX = 5000011
 
 
-def _check_int(value: object, valid: str) -> int:
+def _checked(value: object, valid: str, ok: Callable[[int], bool]) -> int:
     if type(value) is not int:  # bool is an int subclass: refuse True as a size
         raise ConfigError("table_size", value, f"must be an integer: {valid}")
+    if not ok(value):
+        raise ConfigError("table_size", value, f"is not {valid}")
     return value
 
 
@@ -44,11 +48,8 @@ def check_bucket_table_size(value: object) -> int:
     ...
     lbcore.errors.ConfigError: table_size: 300 is not a power of two from 16 to 1048576 (IPVS: 2**4..2**20 buckets)
     """
-    valid = "a power of two from 16 to 1048576 (IPVS: 2**4..2**20 buckets)"
-    size = _check_int(value, valid)
-    if not _BUCKETS_MIN <= size <= _BUCKETS_MAX or size & (size - 1):
-        raise ConfigError("table_size", value, f"is not {valid}")
-    return size
+    return _checked(value, "a power of two from 16 to 1048576 (IPVS: 2**4..2**20 buckets)",
+                    lambda size: _BUCKETS_MIN <= size <= _BUCKETS_MAX and not size & (size - 1))
 
 
 def check_buckets_fit(scheduler: str, size: int, turns: tuple[int, ...]) -> None:
@@ -90,11 +91,8 @@ def check_maglev_table_size(value: object) -> int:
     ...
     lbcore.errors.ConfigError: table_size: 65536 is not a prime up to 5000011 (e.g. 65537, 655373)
     """
-    valid = "a prime up to 5000011 (e.g. 65537, 655373)"
-    size = _check_int(value, valid)
-    if not size <= _MAGLEV_MAX or not _is_prime(size):
-        raise ConfigError("table_size", value, f"is not {valid}")
-    return size
+    return _checked(value, "a prime up to 5000011 (e.g. 65537, 655373)",
+                    lambda size: size <= _MAGLEV_MAX and _is_prime(size))
 
 
 def check_maglev_fit(size: int, endpoints: int) -> None:

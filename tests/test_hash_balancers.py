@@ -201,15 +201,13 @@ def test_twins_agree_on_random_sequences(both, name, seed):
 
 # ---- properties ------------------------------------------------------------------------
 
+# Both families: Maglev hashes and sorts "ip:port" and "[ipv6]:port" alike.
+addresses = st.one_of(st.integers(1, 250).map(lambda i: f"10.1.0.{i}"),
+                      st.integers(1, 2**16 - 1).map(lambda i: f"2001:db8::{i:x}"))
 endpoint_lists = st.lists(
-    st.builds(
-        Endpoint,
-        ip=st.integers(1, 250).map(lambda i: f"10.1.0.{i}"),
-        port=st.integers(1, 65535),
-        weight=st.integers(0, 3),
-        ready=st.booleans(),
-        terminating=st.booleans(),
-    ),
+    st.builds(Endpoint, ip=addresses, port=st.sampled_from([80, 443, 8080]),
+              weight=st.sampled_from([0, 1, 1, 2, 5]), ready=st.booleans(),
+              terminating=st.booleans()),
     max_size=12,
     unique_by=lambda e: (e.ip, e.port),
 )
