@@ -10,14 +10,14 @@ endpoint.  The picker holds two layers:
   least 1.  So marking an endpoint failed, quiescing it or a ready flip never rebuilds it;
 - the *resolution*: per slot, the endpoint a pick returns — the owner if it may take a
   new connection, else the owner of the next slot (cyclically) that may.  This is IPVS's
-  ``sh-fallback``/``mh-fallback`` ("the next available bucket"), applied by dh as well,
-  and computed in O(size) at update time so a pick is O(1) however many endpoints are
+  ``sh-fallback``/``mh-fallback`` (loop around the table to the next available
+  destination), applied by dh as well, and computed in O(size) at update time so a pick is O(1) however many endpoints are
   down.  Keys of the endpoints that stay usable never move.
 
 The slot of a key is Lemire's multiply-shift reduction on the top 32 bits of its hash,
-``((h >> 32) * size) >> 32``: an unbiased-enough map onto ``range(size)`` without the
-64-bit division of ``h % size`` (D. Lemire, "A fast alternative to the modulo
-reduction", 2016).  For a power-of-two size it is simply the top bits of the hash.  The
+``((h >> 32) * size) >> 32``: each slot gets floor or ceil of 2**32 / size of the
+hash values (a relative bias below size / 2**32, 1.5e-5 at 65537), without the 64-bit
+division of ``h % size`` (D. Lemire, "A fast alternative to the modulo reduction", 2016).  For a power-of-two size it is simply the top bits of the hash.  The
 hash is lbcore's XXH64 key hash, not IPVS's ``hash_32`` of the address: keys are not only
 addresses, and every process of a fleet must agree.
 """

@@ -122,13 +122,13 @@ cdef class HashBalancer(Balancer):
             out = <int32_t*>result.data.as_ints
             for j, key in enumerate(keys):
                 key_hash = self._hash_for_pick(key)
-                if picker.size == 0:
+                if size == 0:
                     raise self._no_endpoints()
-                out[j] = picker.slots[_slot(key_hash, picker.size)]
+                out[j] = slots[_slot(key_hash, size)]
             return result
         int_keys = view
         n = int_keys.shape[0]
-        if n and picker.size == 0:
+        if n and size == 0:
             raise self._no_endpoints()
         result = clone(_INDEX_ARRAY, n, zero=False)
         out = <int32_t*>result.data.as_ints
