@@ -28,6 +28,8 @@ from typing import Sequence
 
 from xxhash import xxh64_intdigest
 
+from ._table_size import is_prime
+
 __all__ = ["maglev_permutation", "maglev_counts", "maglev_populate", "maglev_table"]
 
 #: Envoy's seeds: ``HashUtil::xxHash64(key)`` for the offset, ``xxHash64(key, 1)`` for the skip.
@@ -59,6 +61,8 @@ def maglev_counts(size: int, weights: Sequence[int]) -> list[int]:
     """
     if not weights:
         return []
+    if len(weights) >= size or min(weights) < 1:
+        raise ValueError(f"weights must be at least 1, fewer than the table size {size}")
     top = max(weights)
 
     def claims_through(r: int) -> int:
@@ -80,6 +84,20 @@ def maglev_counts(size: int, weights: Sequence[int]) -> list[int]:
     return counts
 
 
+def _check_entries(
+    size: int, offsets: Sequence[int], skips: Sequence[int], weights: Sequence[int]
+) -> None:
+    # A skip must walk all M slots (M prime), or a probe could circle a full cycle forever.
+    if not len(offsets) == len(skips) == len(weights):
+        raise ValueError("offsets, skips and weights must have one item per entry")
+    if offsets and (len(offsets) >= size or not is_prime(size)):
+        raise ValueError(f"table size {size} must be a prime above the {len(offsets)} entries")
+    for e, (offset, skip, weight) in enumerate(zip(offsets, skips, weights)):
+        if not (0 <= offset < size and 0 < skip < size and weight >= 1):
+            raise ValueError(f"entry {e}: offset {offset}, skip {skip}, weight {weight} "
+                             f"out of range for table size {size}")
+
+
 def maglev_populate(
     size: int, offsets: Sequence[int], skips: Sequence[int], weights: Sequence[int]
 ) -> array:
@@ -91,6 +109,7 @@ def maglev_populate(
     >>> list(maglev_populate(7, [3, 0, 3], [4, 2, 1], [1, 1, 1]))
     [1, 0, 1, 0, 2, 2, 0]
     """
+    _check_entries(size, offsets, skips, weights)
     table = array("i", [-1]) * size if offsets else array("i")
     top = max(weights, default=1)
     claims = sorted(

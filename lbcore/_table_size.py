@@ -22,6 +22,7 @@ __all__ = [
     "check_buckets_fit",
     "check_maglev_table_size",
     "check_maglev_fit",
+    "is_prime",
 ]
 
 BUCKETS_DEFAULT = 256
@@ -70,7 +71,8 @@ def check_buckets_fit(scheduler: str, size: int, turns: tuple[int, ...]) -> None
         )
 
 
-def _is_prime(n: int) -> bool:
+def is_prime(n: int) -> bool:
+    """Trial division; table sizes are at most 5000011."""
     if n < 2 or n % 2 == 0:
         return n == 2
     d = 3
@@ -92,7 +94,7 @@ def check_maglev_table_size(value: object) -> int:
     lbcore.errors.ConfigError: table_size: 65536 is not a prime up to 5000011 (e.g. 65537, 655373)
     """
     return _checked(value, "a prime up to 5000011 (e.g. 65537, 655373)",
-                    lambda size: size <= _MAGLEV_MAX and _is_prime(size))
+                    lambda size: size <= _MAGLEV_MAX and is_prime(size))
 
 
 def check_maglev_fit(size: int, endpoints: int) -> None:

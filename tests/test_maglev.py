@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from array import array
 from collections import Counter
 
@@ -75,6 +76,27 @@ def test_extreme_weights_still_give_every_entry_a_slot(impl):
     # IPVS's turns would cap 2**31-1 : 1; the rule here keeps both, to within a slot.
     counts = impl.maglev_counts(65537, [2**31 - 1, 1, 1])
     assert counts == [65535, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ((8, [0], [2], [1]), "table size 8 must be a prime above the 1 entries"),
+        ((7, [0] * 7, [1] * 7, [1] * 7), "table size 7 must be a prime above the 7 entries"),
+        ((7, [7], [1], [1]), "entry 0: offset 7, skip 1, weight 1 out of range for table size 7"),
+        ((7, [0, 1], [1, 7], [1, 1]), "entry 1: offset 1, skip 7, weight 1 out of range"),
+        ((7, [0], [0], [1]), "entry 0: offset 0, skip 0, weight 1 out of range"),
+        ((7, [0], [1], [0]), "entry 0: offset 0, skip 1, weight 0 out of range"),
+        ((7, [0, 1], [1], [1, 1]), "one item per entry"),
+    ],
+)
+def test_populate_refuses_entries_that_could_not_fill_the_table(impl, args, message):
+    # The compiled twin writes through raw pointers: a bad entry must be an error, never
+    # a write outside the table or a probe circling forever.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        impl.maglev_populate(*args)
+    with pytest.raises(ValueError, match="weights must be at least 1"):
+        impl.maglev_counts(7, [1, 0])
 
 
 def test_permutation_is_xxh64_of_the_address_with_envoys_seeds(impl):

@@ -2,7 +2,7 @@
 # `maglev_counts`, `maglev_populate` and `maglev_table`, slot for slot; read that file
 # for the rule (paper Pseudocode 1, Envoy's seeds and weight rule).
 #
-# Population is the cost of an update (M = 65537, N = 1000: about a millisecond).  The
+# Population is the cost of an update (M = 65537, N = 1000: under two milliseconds).  The
 # claims are put in (round, entry) order by a counting sort over rounds, which lists
 # each round's entries in entry order without comparing anything, and each round of an
 # entry's claims follows from the last by adding top // w with a carry (no division per
@@ -15,6 +15,8 @@ from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.string cimport memset
 
 from lbcore._fast._hashing cimport xxh64
+
+from lbcore._table_size import is_prime
 
 cdef array _INDEX_ARRAY = array("i")
 cdef array _U64_ARRAY = array("Q")
@@ -88,7 +90,7 @@ cdef void _order_claims(Py_ssize_t n, const uint64_t* weight, const uint64_t* co
 cdef void _claim(uint64_t size, const int32_t* order, uint64_t* preferred,
                  const uint64_t* skip, uint8_t* taken, int32_t* table) noexcept nogil:
     # Pseudocode 1: each claim takes the entry's next preferred free slot.  The probes
-    # read a byte map (64 KiB for M = 65537) rather than the 4-byte table.
+    # read a byte map (64 KiB for M = 65537), a quarter of the table's cache footprint.
     cdef uint64_t i, slot, step
     cdef int32_t e
     memset(taken, 0, size)
@@ -111,21 +113,41 @@ def maglev_counts(uint64_t size, weights):
     cdef Py_ssize_t n = len(weights)
     cdef array weight = array("Q", weights)
     cdef array count = clone(_U64_ARRAY, n, zero=False)
+    if n and (<uint64_t>n >= size or min(weights) < 1):
+        raise ValueError(f"weights must be at least 1, fewer than the table size {size}")
     if n:
         _counts(size, n, <uint64_t*>weight.data.as_ulonglongs,
                 <uint64_t*>count.data.as_ulonglongs)
     return count.tolist()
 
 
+cdef int _check_entries(uint64_t size, Py_ssize_t n, const uint64_t* offset,
+                        const uint64_t* skip, const uint64_t* weight) except -1:
+    # lbcore._maglev_table_py._check_entries: out-of-range entries would write outside
+    # the table, and a skip that does not walk all M slots could probe forever.
+    cdef Py_ssize_t e
+    if <uint64_t>n >= size or not is_prime(size):
+        raise ValueError(f"table size {size} must be a prime above the {n} entries")
+    for e in range(n):
+        if not (offset[e] < size and 0 < skip[e] < size and weight[e] >= 1):
+            raise ValueError(f"entry {e}: offset {offset[e]}, skip {skip[e]}, weight "
+                             f"{weight[e]} out of range for table size {size}")
+    return 0
+
+
 def maglev_populate(uint64_t size, offsets, skips, weights):
     """The entry owning each of size slots (size prime, > number of entries)."""
     cdef Py_ssize_t n = len(offsets)
+    if not n == len(skips) == len(weights):
+        raise ValueError("offsets, skips and weights must have one item per entry")
     cdef array table = clone(_INDEX_ARRAY, size if n else 0, zero=False)
     if n == 0:
         return table
     cdef array preferred = array("Q", offsets)
     cdef array skip = array("Q", skips)
     cdef array weight = array("Q", weights)
+    _check_entries(size, n, <uint64_t*>preferred.data.as_ulonglongs,
+                   <uint64_t*>skip.data.as_ulonglongs, <uint64_t*>weight.data.as_ulonglongs)
     cdef uint64_t top = max(weights)
     cdef array count = clone(_U64_ARRAY, n, zero=False)
     cdef array order = clone(_INDEX_ARRAY, size, zero=False)
