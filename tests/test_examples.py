@@ -32,3 +32,14 @@ def test_asyncio_proxy_spreads_over_live_backends_and_skips_the_dead_one(pure):
     assert set(names) == {"alpha", "beta"}
     # Round robin over the two live backends: they alternate.
     assert all(a != b for a, b in zip(names, names[1:]))
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["default", "pure"])
+def test_sticky_cookie_sessions_stay_and_only_the_removed_endpoints_move(pure):
+    out = run_example("sticky_cookie.py", **({"LBCORE_NO_EXTENSIONS": "1"} if pure else {}))
+    counts = [int(line.split()[1]) for line in out.splitlines() if line.startswith("    10.1.0.")]
+    assert len(counts) == 5 and sum(counts) == 1000 and min(counts) > 150  # Maglev spreads evenly
+    assert "came back to their endpoint: 1000 of 1000" in out
+    removed = re.search(r"removed: (\d+) sessions moved, all of them from \S+: (\w+)", out)
+    assert removed and 150 < int(removed.group(1)) < 250 and removed.group(2) == "True"
+    assert re.search(r"failed: none of its sessions stayed on it: True", out)
