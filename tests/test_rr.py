@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import lbcore
 from lbcore import ConfigError, Endpoint, NoEndpointsError
+from twins import assert_twins_agree
 
 
 def eps(n: int, **kw) -> list[Endpoint]:
@@ -159,36 +160,7 @@ def test_twins_pick_the_same_sequence(both, seed):
     endpoints = _random_endpoints(rng)
     a = pure.RoundRobin(endpoints, rng=random.Random(seed))
     b = fast.RoundRobin(endpoints, rng=random.Random(seed))
-    for _ in range(300):
-        op = rng.random()
-        if op < 0.1:
-            endpoints = _random_endpoints(rng)
-            a.update(endpoints)
-            b.update(endpoints)
-        elif op < 0.2 and endpoints:
-            target = rng.choice(endpoints)
-            mark = rng.choice(["mark_failed", "mark_healthy"])
-            getattr(a, mark)(target)
-            getattr(b, mark)(target)
-        elif op < 0.3:
-            keys = list(range(rng.randrange(5)))
-            results = []
-            for twin in (a, b):
-                try:
-                    results.append(list(twin.pick_many(keys)))
-                except NoEndpointsError:
-                    results.append("none")
-            assert results[0] == results[1]
-        else:
-            results = []
-            for twin in (a, b):
-                try:
-                    results.append(twin.pick())
-                except NoEndpointsError as error:
-                    results.append(str(error))
-            assert results[0] == results[1]
-        a._check()
-        b._check()
+    assert_twins_agree(a, b, rng, _random_endpoints, steps=300)
 
 
 # ---- properties ------------------------------------------------------------------------

@@ -18,9 +18,6 @@ from lbcore._endpoint_set import pickable_indices
 @cython.final
 cdef class _Cycle:
     """The immutable rr picker: pickable endpoints and their indices, in list order."""
-    cdef readonly tuple endpoints
-    cdef readonly tuple indices
-    cdef Py_ssize_t n
 
     def __cinit__(self, tuple endpoints, tuple indices):
         self.endpoints = endpoints

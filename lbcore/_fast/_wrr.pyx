@@ -24,6 +24,7 @@ from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from lbcore._fast._balancer cimport Balancer
+from lbcore._fast._rr cimport _Cycle
 from lbcore._fast._tournament cimport (
     EMPTY_KEY,
     key_t,
@@ -104,19 +105,6 @@ def swrr_cycle(list weights):
         PyMem_Free(turn)
         PyMem_Free(member)
         PyMem_Free(cycle)
-
-
-@cython.final
-cdef class _Cycle:
-    """The precomputed picker: one period of picks, as endpoints and their indices."""
-    cdef readonly tuple endpoints
-    cdef readonly tuple indices
-    cdef Py_ssize_t n
-
-    def __cinit__(self, tuple endpoints, tuple indices):
-        self.endpoints = endpoints
-        self.indices = indices
-        self.n = len(endpoints)
 
 
 cdef _Cycle _NO_CYCLE = _Cycle((), ())
