@@ -1,0 +1,279 @@
+"""The TCP relay: a client connection, its upstream connection, and the bytes between.
+
+Per connection (DESIGN.md "Forwarder"): admit under the service's limit → pick and
+connect with retries (`retry.place`) → copy both ways with backpressure both ways → pass
+half-closes through → `release()` the endpoint exactly once when both sides are gone.
+
+Backpressure: when one side's transport buffers more than its high-water mark, asyncio
+calls that side's ``pause_writing`` and the relay stops reading the *other* side, whose
+bytes were filling it; ``resume_writing`` undoes it.  So each direction holds at most
+one high-water mark plus one read of bytes in Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from typing import Any
+
+from ..errors import NoEndpointsError
+from . import splice
+from .retry import place
+
+__all__ = ["Relay", "reset"]
+
+log = logging.getLogger("lbcore.forwarder")
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Close with a TCP RST, as iptables ``-j REJECT --reject-with tcp-reset`` would.
+
+    A client told "reset" knows it was turned away; a FIN would read as a finished reply.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:  # already gone
+            pass
+    transport.abort()
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a relay; what it reads goes to ``peer``'s transport."""
+
+    __slots__ = ("relay", "transport", "peer", "bytes", "eof", "done", "pump")
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.transport: Any = None
+        self.peer: _Side | None = None
+        self.bytes = 0
+        self.eof = False  # this side has sent its FIN
+        self.done = False  # this side's connection is lost
+        self.pump: splice.Pump | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.transport.write(data)  # type: ignore[union-attr]
+        n = len(data)
+        self.bytes += n
+        relay = self.relay
+        relay.idle = 0
+        if n >= splice.BULK_READ and relay.splice:
+            relay.start_splice(self)
+
+    def eof_received(self) -> bool:
+        self.relay.eof_from(self)
+        return True  # keep the transport: the other direction may still be flowing
+
+    def pause_writing(self) -> None:
+        self.peer.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        self.relay.idle = 0  # a slow reader that drains is not idle
+        self.peer.transport.resume_reading()  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(self, exc)
+
+
+class _Waiting:
+    """Stands in for the upstream side until it connects; holds the client's first bytes.
+
+    Bounded: the first write pauses the client (uvloop starts reading after
+    ``connection_made`` returns, even if it paused there).
+    """
+
+    __slots__ = ("client_transport", "data", "shutdown")
+    eof = done = False
+
+    def __init__(self, client_transport: Any) -> None:
+        self.client_transport = client_transport
+        self.data: list[bytes] = []
+        self.shutdown = False
+
+    @property
+    def transport(self) -> _Waiting:
+        return self
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+        self.client_transport.pause_reading()
+
+    def write_eof(self) -> None:
+        self.shutdown = True
+
+    def get_write_buffer_size(self) -> int:
+        return 1  # never splice into a side that is not there yet
+
+    def close(self) -> None:
+        pass
+
+    abort = close
+
+    def hand_over(self, transport: Any) -> None:
+        """Pass what the client sent while the connect was pending."""
+        if self.data:
+            transport.write(b"".join(self.data))
+        if self.shutdown:
+            transport.write_eof()
+        self.client_transport.resume_reading()
+
+
+class _ClientSide(_Side):
+    __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.peer = _Waiting(transport)  # type: ignore[assignment]
+        self.relay.admit()
+
+
+class _UpstreamSide(_Side):
+    __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Wired to the client now, not when the connect task resumes: a server that
+        # speaks first may deliver bytes before that.  The client is wired to this side
+        # only once the connect is final (`Relay._connect`).
+        self.transport = transport
+        self.relay.upstream = self
+        self.peer = self.relay.client
+
+
+class Relay:
+    """One proxied TCP connection of one service."""
+
+    __slots__ = (
+        "runtime", "client", "upstream", "balancer", "endpoint", "endpoint_stats",
+        "task", "idle", "splice", "finished",
+    )
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.client = _ClientSide(self)
+        self.upstream: _Side | None = None
+        self.balancer: Any = None
+        self.endpoint: Any = None
+        self.endpoint_stats: Any = None
+        self.task: asyncio.Task | None = None
+        self.idle = 0  # idle-sweeper ticks since the last activity
+        self.splice = runtime.options.splice and splice.AVAILABLE
+        self.finished = False
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes from the client to the endpoint so far."""
+        return self.client.bytes
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes from the endpoint to the client so far."""
+        return self.upstream.bytes if self.upstream is not None else 0
+
+    def admit(self) -> None:
+        runtime = self.runtime
+        stats = runtime.stats
+        if len(stats.live) >= runtime.max_connections:
+            stats.refused += 1
+            reset(self.client.transport)
+            return
+        stats.live.add(self)
+        self.task = runtime.loop.create_task(self._connect())
+
+    def _new_upstream(self) -> _UpstreamSide:
+        return _UpstreamSide(self)
+
+    async def _connect(self) -> None:
+        runtime = self.runtime
+        client = self.client
+        key = runtime.key_of(client.transport.get_extra_info("peername")) if runtime.wants_key else None
+        placed = None
+        try:
+            placed = await place(runtime, key, self._new_upstream)
+        except NoEndpointsError as exc:
+            runtime.stats.unavailable += 1
+            log.warning("%s: connection from %s refused: %s", runtime.name,
+                        client.transport.get_extra_info("peername"), exc)
+            if not client.done:
+                reset(client.transport)
+        except asyncio.CancelledError:  # the client left, or the forwarder stops
+            if not client.done:
+                client.transport.abort()
+        self.task = None
+        if placed is not None:
+            self.balancer, self.endpoint, self.endpoint_stats, transport, upstream = placed
+            runtime.stats.opened(self, self.endpoint_stats)
+            if client.done:  # the client left as the connect completed
+                transport.close()
+            else:
+                waiting, client.peer = client.peer, upstream
+                waiting.hand_over(transport)
+        self._maybe_finish()
+
+    def start_splice(self, side: _Side) -> None:
+        """Move ``side``'s direction into the kernel if nothing is queued ahead of it."""
+        if side.peer.transport.get_write_buffer_size():  # type: ignore[union-attr]
+            return  # keep order: try again on the next bulk read
+        side.transport.pause_reading()
+        side.pump = splice.Pump(self, side, self.runtime.loop)
+
+    def eof_from(self, side: _Side) -> None:
+        """``side`` sent FIN: pass it on; when both have, the relay is done."""
+        side.eof = True
+        peer = side.peer
+        if peer is None or peer.done:
+            return
+        peer.transport.write_eof()
+        if peer.eof:
+            self.close()
+
+    def lost(self, side: _Side, exc: Exception | None) -> None:
+        if side is not self.client and side is not self.upstream:
+            return  # an upstream attempt abandoned at its connect deadline
+        side.done = True
+        peer = side.peer
+        if peer is not None and not peer.done:
+            if exc is None:
+                peer.transport.close()  # flush what the lost side sent before it left
+            else:
+                peer.transport.abort()
+        if side is self.client and self.task is not None:
+            self.task.cancel()
+        self._maybe_finish()
+
+    def close(self) -> None:
+        """Close both sides after their queued bytes are written."""
+        for side in (self.client, self.upstream):
+            if side is not None and not side.done:
+                side.transport.close()
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop both sides now (an error, the idle timeout, the drain deadline)."""
+        if exc is not None:
+            log.debug("%s: relay aborted: %s", self.runtime.name, exc)
+        if self.task is not None:
+            self.task.cancel()
+        for side in (self.client, self.upstream):
+            if side is not None and not side.done:
+                side.transport.abort()
+
+    close_idle = abort
+
+    def _maybe_finish(self) -> None:
+        if self.finished or self.task is not None or not self.client.done:
+            return
+        if self.upstream is not None and not self.upstream.done:
+            return
+        self.finished = True
+        for side in (self.client, self.upstream):
+            if side is not None and side.pump is not None:
+                side.pump.close()
+        if self.endpoint is not None:
+            self.balancer.release(self.endpoint)  # the one release of this connection's pick
+        self.runtime.stats.closed(self, self.endpoint_stats)
+        self.runtime.ended()
