@@ -148,7 +148,7 @@ class Forwarder:
         if runtime is not None and balancer_config(runtime.service) == balancer_config(service):
             balancer = runtime.balancer  # keeps connection counts and sticky sessions
         configured = service.listen_address
-        if runtime is not None and runtime.listener.configured == configured:
+        if runtime is not None and configured in (runtime.listener.configured, runtime.listener.address):
             listener = runtime.listener
         else:
             listener = self._listener_at(service.protocol, configured)
@@ -162,7 +162,9 @@ class Forwarder:
         if configured[1] == 0:
             return None
         for listener in self._listeners:
-            if (listener.protocol, listener.configured) == (protocol, configured) and not listener.closed:
+            if listener.protocol == protocol and not listener.closed and configured in (
+                listener.configured, listener.address
+            ):
                 return listener
         return None
 

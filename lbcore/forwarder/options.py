@@ -22,6 +22,8 @@ class Options:
     concurrent TCP connections or UDP flows unless the Service sets its own.  `stop()`
     waits ``drain_timeout`` for connections to finish.  ``splice`` lets bulk transfers
     move through the kernel with ``splice(2)`` (Linux) instead of through Python.
+    ``retry_unanswered`` moves a connection that its endpoint closes before answering to
+    the next endpoint, replaying the client's first bytes (see `lbcore.forwarder.tcp`).
 
     >>> Options(tries=2).tries
     2
@@ -39,6 +41,7 @@ class Options:
     max_connections: int = 10000
     drain_timeout: float = 30.0
     splice: bool = True
+    retry_unanswered: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -18,7 +18,7 @@ from ..models import Endpoint
 from .connector import connect
 from .stats import EndpointStats
 
-__all__ = ["PassiveHealth", "place"]
+__all__ = ["PassiveHealth", "failed", "place"]
 
 log = logging.getLogger("lbcore.forwarder")
 
@@ -72,18 +72,26 @@ class PassiveHealth:
             self._recover(key)
 
 
-async def place(
-    runtime: Any, key: Any, protocol_factory: Callable[[], asyncio.Protocol]
-) -> tuple[Any, Endpoint, EndpointStats, asyncio.Transport, Any]:
-    """Pick and connect, retrying on the next pick up to ``tries`` times.
+def failed(runtime: Any, balancer: Any, endpoint: Endpoint, stats: EndpointStats, why: object) -> None:
+    """An endpoint did not take or did not answer a connection: count it, cool it down."""
+    runtime.stats.connect_failed(stats)
+    runtime.health.failed(balancer, endpoint, stats)
+    log.warning("%s: %s failed (%s); cooling it down", runtime.name, endpoint.address, why)
 
-    Returns (balancer, endpoint, endpoint stats, transport, protocol); the caller owns
-    one `release` of the endpoint on that balancer.  Raises NoEndpointsError when no
-    endpoint is usable or every try failed.  Every pick that does not end in a returned
-    connection is released here.
+
+async def place(
+    runtime: Any, key: Any, protocol_factory: Callable[[], asyncio.Protocol], first_try: int = 0
+) -> tuple[Any, Endpoint, EndpointStats, asyncio.Transport, Any, int]:
+    """Pick and connect, retrying on the next pick until ``tries`` tries are used.
+
+    ``first_try`` counts tries a connection already used (see `Relay` on unanswered
+    connections).  Returns (balancer, endpoint, endpoint stats, transport, protocol,
+    try number); the caller owns one `release` of the endpoint on that balancer.
+    Raises NoEndpointsError when no endpoint is usable or every try failed.  Every pick
+    that does not end in a returned connection is released here.
     """
     options = runtime.options
-    for attempt in range(options.tries):
+    for attempt in range(first_try, options.tries):
         balancer = runtime.balancer
         endpoint = runtime.health.pick(balancer, key, attempt == 0)
         endpoint_stats = runtime.stats.endpoint(endpoint)
@@ -93,12 +101,10 @@ async def place(
             )
         except OSError as exc:  # refused, unreachable, timed out (TimeoutError is an OSError)
             balancer.release(endpoint)
-            runtime.stats.connect_failed(endpoint_stats)
-            runtime.health.failed(balancer, endpoint, endpoint_stats)
-            log.warning("%s: %s failed (%s); cooling it down", runtime.name, endpoint.address, exc)
+            failed(runtime, balancer, endpoint, endpoint_stats, exc)
             continue
         except BaseException:
             balancer.release(endpoint)
             raise
-        return balancer, endpoint, endpoint_stats, transport, protocol
+        return balancer, endpoint, endpoint_stats, transport, protocol, attempt
     raise NoEndpointsError(f"{runtime.name}: {options.tries} tries failed")

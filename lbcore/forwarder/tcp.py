@@ -8,6 +8,15 @@ Backpressure: when one side's transport buffers more than its high-water mark, a
 calls that side's ``pause_writing`` and the relay stops reading the *other* side, whose
 bytes were filling it; ``resume_writing`` undoes it.  So each direction holds at most
 one high-water mark plus one read of bytes in Python.
+
+Unanswered connections: an endpoint that closes or resets a connection before sending a
+single byte back, while the client has not finished sending (no FIN) and everything it
+sent is still held (`REPLAY_LIMIT`), failed just like a refused connect: it is marked
+failed and the connection moves to the next pick, the client's bytes replayed.  This is
+what keeps a crashed backend invisible to clients whose requests were in flight on it
+(the check HAProxy's ``retry-on empty-response`` makes for HTTP).  The price, which L4
+cannot avoid: a request the dead endpoint processed without answering runs twice.
+Turn it off with ``retry_unanswered=False``.
 """
 
 from __future__ import annotations
@@ -20,11 +29,14 @@ from typing import Any
 
 from ..errors import NoEndpointsError
 from . import splice
-from .retry import place
+from .retry import failed, place
 
-__all__ = ["Relay", "reset"]
+__all__ = ["Relay", "reset", "REPLAY_LIMIT"]
 
 log = logging.getLogger("lbcore.forwarder")
+
+#: Client bytes held for a replay until the endpoint's first byte arrives.
+REPLAY_LIMIT = 64 * 1024
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -51,18 +63,20 @@ class _Side(asyncio.Protocol):
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.transport: Any = None
-        self.peer: _Side | None = None
+        self.peer: Any = None
         self.bytes = 0
         self.eof = False  # this side has sent its FIN
         self.done = False  # this side's connection is lost
         self.pump: splice.Pump | None = None
 
     def data_received(self, data: bytes) -> None:
-        self.peer.transport.write(data)  # type: ignore[union-attr]
+        self.peer.transport.write(data)
         n = len(data)
         self.bytes += n
         relay = self.relay
         relay.idle = 0
+        if relay.replay is not None:
+            relay.remember(self, data)
         if n >= splice.BULK_READ and relay.splice:
             relay.start_splice(self)
 
@@ -71,29 +85,50 @@ class _Side(asyncio.Protocol):
         return True  # keep the transport: the other direction may still be flowing
 
     def pause_writing(self) -> None:
-        self.peer.transport.pause_reading()  # type: ignore[union-attr]
+        self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.relay.idle = 0  # a slow reader that drains is not idle
-        self.peer.transport.resume_reading()  # type: ignore[union-attr]
+        self.peer.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.lost(self, exc)
 
 
-class _Waiting:
-    """Stands in for the upstream side until it connects; holds the client's first bytes.
+class _ClientSide(_Side):
+    __slots__ = ()
 
-    Bounded: the first write pauses the client (uvloop starts reading after
-    ``connection_made`` returns, even if it paused there).
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.peer = _Waiting(transport, [])
+        self.relay.admit()
+
+
+class _UpstreamSide(_Side):
+    __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Wired to the client now, not when the connect task resumes: a server that
+        # speaks first may deliver bytes before that.  The client is wired to this side
+        # only once the connect is final (`Relay._connect`).
+        self.transport = transport
+        self.relay.upstream = self
+        self.peer = self.relay.client
+
+
+class _Waiting:
+    """Stands in for the upstream side until it connects; holds the client's bytes.
+
+    Bounded: a write pauses the client (uvloop starts reading after ``connection_made``
+    returns, even if it paused there), so it holds at most one read beyond ``data``.
     """
 
     __slots__ = ("client_transport", "data", "shutdown")
     eof = done = False
 
-    def __init__(self, client_transport: Any) -> None:
+    def __init__(self, client_transport: Any, data: list[bytes]) -> None:
         self.client_transport = client_transport
-        self.data: list[bytes] = []
+        self.data = data
         self.shutdown = False
 
     @property
@@ -116,7 +151,7 @@ class _Waiting:
     abort = close
 
     def hand_over(self, transport: Any) -> None:
-        """Pass what the client sent while the connect was pending."""
+        """Pass on what the client sent while the connect was pending."""
         if self.data:
             transport.write(b"".join(self.data))
         if self.shutdown:
@@ -124,33 +159,12 @@ class _Waiting:
         self.client_transport.resume_reading()
 
 
-class _ClientSide(_Side):
-    __slots__ = ()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.peer = _Waiting(transport)  # type: ignore[assignment]
-        self.relay.admit()
-
-
-class _UpstreamSide(_Side):
-    __slots__ = ()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Wired to the client now, not when the connect task resumes: a server that
-        # speaks first may deliver bytes before that.  The client is wired to this side
-        # only once the connect is final (`Relay._connect`).
-        self.transport = transport
-        self.relay.upstream = self
-        self.peer = self.relay.client
-
-
 class Relay:
     """One proxied TCP connection of one service."""
 
     __slots__ = (
-        "runtime", "client", "upstream", "balancer", "endpoint", "endpoint_stats",
-        "task", "idle", "splice", "finished",
+        "runtime", "client", "upstream", "balancer", "endpoint", "endpoint_stats", "key",
+        "tries", "task", "idle", "splice", "replay", "replay_size", "finished",
     )
 
     def __init__(self, runtime: Any) -> None:
@@ -160,9 +174,14 @@ class Relay:
         self.balancer: Any = None
         self.endpoint: Any = None
         self.endpoint_stats: Any = None
+        self.key: Any = None
+        self.tries = 0  # tries used so far
         self.task: asyncio.Task | None = None
         self.idle = 0  # idle-sweeper ticks since the last activity
         self.splice = runtime.options.splice and splice.AVAILABLE
+        # The client's bytes, kept until the endpoint answers (None: not kept).
+        self.replay: list[bytes] | None = [] if runtime.options.retry_unanswered else None
+        self.replay_size = 0
         self.finished = False
 
     @property
@@ -183,6 +202,8 @@ class Relay:
             reset(self.client.transport)
             return
         stats.live.add(self)
+        if runtime.wants_key:
+            self.key = runtime.key_of(self.client.transport.get_extra_info("peername"))
         self.task = runtime.loop.create_task(self._connect())
 
     def _new_upstream(self) -> _UpstreamSide:
@@ -191,10 +212,9 @@ class Relay:
     async def _connect(self) -> None:
         runtime = self.runtime
         client = self.client
-        key = runtime.key_of(client.transport.get_extra_info("peername")) if runtime.wants_key else None
         placed = None
         try:
-            placed = await place(runtime, key, self._new_upstream)
+            placed = await place(runtime, self.key, self._new_upstream, self.tries)
         except NoEndpointsError as exc:
             runtime.stats.unavailable += 1
             log.warning("%s: connection from %s refused: %s", runtime.name,
@@ -206,7 +226,7 @@ class Relay:
                 client.transport.abort()
         self.task = None
         if placed is not None:
-            self.balancer, self.endpoint, self.endpoint_stats, transport, upstream = placed
+            self.balancer, self.endpoint, self.endpoint_stats, transport, upstream, self.tries = placed
             runtime.stats.opened(self, self.endpoint_stats)
             if client.done:  # the client left as the connect completed
                 transport.close()
@@ -215,18 +235,52 @@ class Relay:
                 waiting.hand_over(transport)
         self._maybe_finish()
 
+    def remember(self, side: _Side, data: bytes) -> None:
+        """Keep the client's bytes for a replay until the endpoint answers."""
+        if side is not self.client:
+            self.replay = None  # answered: nothing will be replayed
+            return
+        self.replay_size += len(data)
+        if self.replay_size > REPLAY_LIMIT:
+            self.replay = None
+        else:
+            self.replay.append(data)  # type: ignore[union-attr]
+
+    def _unanswered(self, side: _Side, why: object) -> bool:
+        """The endpoint left without a byte: move the connection to the next pick."""
+        client = self.client
+        if (
+            self.replay is None or side is not self.upstream or client.eof or client.done
+            or self.task is not None or self.tries + 1 >= self.runtime.options.tries
+        ):
+            return False
+        runtime = self.runtime
+        self.upstream = None  # its connection_lost is ignored from now on
+        side.transport.abort()
+        self.endpoint_stats.live.discard(self)
+        self.balancer.release(self.endpoint)
+        failed(runtime, self.balancer, self.endpoint, self.endpoint_stats, why)
+        self.endpoint = self.endpoint_stats = None
+        self.tries += 1
+        client.peer = _Waiting(client.transport, list(self.replay))  # type: ignore[arg-type]
+        client.transport.pause_reading()
+        self.task = runtime.loop.create_task(self._connect())
+        return True
+
     def start_splice(self, side: _Side) -> None:
         """Move ``side``'s direction into the kernel if nothing is queued ahead of it."""
-        if side.peer.transport.get_write_buffer_size():  # type: ignore[union-attr]
-            return  # keep order: try again on the next bulk read
+        if self.replay is not None or side.peer.transport.get_write_buffer_size():
+            return  # keep order (and the replay): try again on the next bulk read
         side.transport.pause_reading()
         side.pump = splice.Pump(self, side, self.runtime.loop)
 
     def eof_from(self, side: _Side) -> None:
         """``side`` sent FIN: pass it on; when both have, the relay is done."""
+        if self._unanswered(side, "closed without answering"):
+            return
         side.eof = True
         peer = side.peer
-        if peer is None or peer.done:
+        if peer.done:
             return
         peer.transport.write_eof()
         if peer.eof:
@@ -234,10 +288,12 @@ class Relay:
 
     def lost(self, side: _Side, exc: Exception | None) -> None:
         if side is not self.client and side is not self.upstream:
-            return  # an upstream attempt abandoned at its connect deadline
+            return  # abandoned: a connect deadline, or an unanswered connection
+        if exc is not None and self._unanswered(side, exc):
+            return
         side.done = True
         peer = side.peer
-        if peer is not None and not peer.done:
+        if not peer.done:
             if exc is None:
                 peer.transport.close()  # flush what the lost side sent before it left
             else:

@@ -1,0 +1,129 @@
+"""Faults under traffic, over real sockets: dead backends, endpoint removal, reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import pytest
+
+from lbcore import Endpoint
+from lbcore.forwarder import Forwarder
+
+from forwarder_support import (
+    LOOPS, available_schedulers, backends, digest, fetch, payload, run_async, service,
+    steady_requests, who,
+)
+
+
+@pytest.fixture(params=LOOPS)
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.mark.parametrize("scheduler", available_schedulers())
+def test_backend_killed_during_steady_requests_no_client_failure(loop_kind, scheduler):
+    """One of three backends dies mid-stream; every request still gets an answer."""
+
+    async def main():
+        a, b, c = await backends("a", "b", "c")
+        fw = Forwarder([service("web", [a.endpoint, b.endpoint, c.endpoint], scheduler=scheduler)])
+        await fw.start()
+        stop = asyncio.Event()
+        traffic = asyncio.ensure_future(steady_requests(fw.addresses["web"], stop, workers=12))
+        await asyncio.sleep(0.4)
+        b.kill()
+        before_kill = b.requests
+        await asyncio.sleep(0.6)
+        stop.set()
+        answers, failures = await traffic
+        stats = fw.stats()["web"]
+        await fw.stop()
+        return answers, failures, before_kill, b.requests, stats
+
+    answers, failures, before_kill, after_kill, stats = run_async(loop_kind, main())
+    assert failures == []
+    assert len(answers) > 100
+    assert after_kill == before_kill  # nothing reached the dead one
+    counts = collections.Counter(answers)
+    assert counts["a"] + counts["c"] > 0
+    dead = stats["endpoints"][next(a for a in stats["endpoints"] if a.endswith(f":{_port(stats, 1)}"))]
+    if before_kill:  # it took traffic before: a connect failed, and it is cooling down
+        assert dead["failures"] >= 1 and dead["failed"]
+
+
+def _port(stats, index):
+    return list(stats["endpoints"])[index].rsplit(":", 1)[1]
+
+
+def test_endpoint_removed_during_transfers_drains_byte_exact(loop_kind):
+    """In-flight transfers through a removed endpoint finish intact; new ones avoid it."""
+
+    async def main():
+        a, b = await backends("a", "b")
+        svc = service("web", [a.endpoint, b.endpoint])
+        fw = Forwarder([svc])
+        await fw.start()
+        address = fw.addresses["web"]
+        size = 4_000_000
+        # Slow readers keep the transfers in flight across the update.
+        transfers = [asyncio.ensure_future(fetch(address, size, read_delay=0.002)) for _ in range(6)]
+        await asyncio.sleep(0.15)
+        in_flight_on_a = fw.stats()["web"]["endpoints"][a.endpoint.address]["active"]
+        fw.update([service("web", [b.endpoint])])
+        draining = fw.stats()["web"]["endpoints"][a.endpoint.address]
+        a_accepted = a.accepted
+        after = [await who(address) for _ in range(10)]
+        results = await asyncio.gather(*transfers)
+        await asyncio.sleep(0.05)
+        final = fw.stats()["web"]
+        await fw.stop()
+        return in_flight_on_a, draining, a_accepted, a.accepted, after, results, final
+
+    in_flight_on_a, draining, a_before, a_after, after, results, final = run_async(loop_kind, main())
+    assert in_flight_on_a >= 2  # round robin sent half of the six there
+    assert draining["removed"] and draining["active"] == in_flight_on_a
+    assert a_after == a_before and after == ["b"] * 10  # new connections avoid it
+    assert all(digest(r) == digest(payload(4_000_000)) for r in results)
+    assert list(final["endpoints"]) == [f"127.0.0.1:{_only_port(final)}"]  # drained: gone
+    assert final["active"] == 0
+
+
+def _only_port(stats):
+    (address,) = stats["endpoints"]
+    return address.rsplit(":", 1)[1]
+
+
+def test_updates_under_load_fail_no_request(loop_kind):
+    """Twenty live updates (endpoint sets, weights, limits, a listener move) under traffic."""
+
+    async def main():
+        a, b, c = await backends("a", "b", "c")
+        fw = Forwarder([service("web", [a.endpoint, b.endpoint])])
+        await fw.start()
+        address = fw.addresses["web"]
+        stop = asyncio.Event()
+        traffic = asyncio.ensure_future(steady_requests(address, stop, workers=8))
+        sets = [
+            [a.endpoint, b.endpoint, c.endpoint],
+            [c.endpoint],
+            [Endpoint("127.0.0.1", a.port, weight=0), b.endpoint],
+            [a.endpoint, Endpoint("127.0.0.1", c.port, ready=False), b.endpoint],
+        ]
+        for i in range(20):
+            fw.update([
+                service("web", sets[i % len(sets)], listen=f"127.0.0.1:{address[1]}",
+                        max_connections=1000 + i),
+                service(f"extra-{i % 3}", [c.endpoint]),  # services come and go alongside
+            ])
+            await asyncio.sleep(0.04)
+        stop.set()
+        answers, failures = await traffic
+        names = fw.stats().keys()
+        await fw.stop()
+        return answers, failures, names
+
+    answers, failures, names = run_async(loop_kind, main())
+    assert failures == []
+    assert len(answers) > 100 and set(answers) == {"a", "b", "c"}
+    assert set(names) == {"web", "extra-1"} | ({"extra-0"} & set(names))
