@@ -256,6 +256,7 @@ class ChildForwarder:
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.log: list[str] = []
+        self.terminated = False
 
     def wait_log(self, needle: str, timeout: float = 10.0) -> str:
         """Read stderr lines until one contains ``needle``; return it."""
@@ -275,6 +276,7 @@ class ChildForwarder:
         return host, int(port)
 
     def signal(self, signum: int) -> None:
+        self.terminated |= signum == signal.SIGTERM
         self.proc.send_signal(signum)
 
     def vm(self, key: str) -> int:
@@ -285,8 +287,8 @@ class ChildForwarder:
         raise KeyError(key)
 
     def stop(self, timeout: float = 15.0) -> tuple[int, str, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        if not self.terminated:
+            self.signal(signal.SIGTERM)
         out, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, out, "".join(self.log) + err
 

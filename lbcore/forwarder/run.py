@@ -84,21 +84,15 @@ async def _serve(
 ) -> int:
     loop = asyncio.get_running_loop()
     forwarder = Forwarder(services, **options)
-    metrics_server = None
-    try:
-        await forwarder.start()
-        if metrics is not None:
-            metrics_server = await serve_metrics(forwarder, metrics)
-            log.info("metrics on http://%s/metrics", _join_host_port(*metrics))
-    except ConfigError as exc:
-        log.error("%s", exc)
-        await forwarder.stop()
-        return EXIT_BAD_INPUT
-    _log_listening(forwarder, {})
-
     stop = asyncio.Event()
+    started = False
+    reload_pending = False
 
     def reload() -> None:
+        nonlocal reload_pending
+        if not started:  # SIGHUP during start-up: apply it once the listeners are up
+            reload_pending = True
+            return
         try:
             services = list(load())
             before = dict(forwarder.addresses)
@@ -112,6 +106,7 @@ async def _serve(
     def print_stats() -> None:
         print(format_stats(forwarder.stats()), flush=True)
 
+    # Handlers first: a signal that came before them would kill the process.
     handlers = {
         signal.SIGHUP: reload,
         signal.SIGTERM: stop.set,
@@ -120,7 +115,21 @@ async def _serve(
     }
     for signum, handler in handlers.items():
         loop.add_signal_handler(signum, handler)
+    metrics_server = None
     try:
+        try:
+            await forwarder.start()
+            _log_listening(forwarder, {})
+            if metrics is not None:
+                metrics_server = await serve_metrics(forwarder, metrics)
+                log.info("metrics on http://%s/metrics", _join_host_port(*metrics))
+        except ConfigError as exc:
+            log.error("%s", exc)
+            await forwarder.stop()
+            return EXIT_BAD_INPUT
+        started = True
+        if reload_pending:
+            reload()
         await stop.wait()
         log.info("stopping: no new connections; draining for up to %gs", forwarder.options.drain_timeout)
         await forwarder.stop()
