@@ -128,6 +128,12 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(core: int, port: int, path: str, connections: int, duration: int, close: bool) -> dict:
     cmd = ["taskset", "-c", str(core), "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
     if close:
@@ -181,12 +187,18 @@ def bench(args: argparse.Namespace) -> None:
                         proc, port = start_proxy(kind, workdir, proxy_core, backends)
                         try:
                             wrk(client_core, port, path, conns, 1, close)  # warm up
+                            cpu = cpu_seconds(proc.pid)
                             r = wrk(client_core, port, path, conns, args.duration, close)
+                            cpu = cpu_seconds(proc.pid) - cpu
                         finally:
                             stop(proc)
+                        # The proxy's own CPU time per request: steadier than throughput
+                        # on a shared machine, since other load slows it down less.
+                        r["cpu_us"] = cpu / (r["rps"] * args.duration) * 1e6
                         runs[kind].append(r)
                         unit = "req/s" if figure == "rps" else "GiB/s"
-                        print(f"{name:10} {kind:15} {r[figure]:12.2f} {unit} {r['errors']}", flush=True)
+                        print(f"{name:10} {kind:15} {r[figure]:12.2f} {unit}  proxy CPU "
+                              f"{r['cpu_us']:8.1f} us/request {r['errors']}", flush=True)
             print()
             for name, runs in results.items():
                 figure = WORKLOADS[name][3]
@@ -196,6 +208,10 @@ def bench(args: argparse.Namespace) -> None:
                 line = "  ".join(f"{k} {v:.2f}" for k, v in medians.items())
                 print(f"{name:10} medians: {line}  ratio lbcore/{base} {ratio:.2f} "
                       f"(target >= {target}) {'ok' if ratio >= target else 'MISS'}")
+                cpu = {k: statistics.median(r["cpu_us"] for r in v) for k, v in runs.items()}
+                print(f"{'':10} proxy CPU per request (median, us): "
+                      + "  ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+                      + f"  ratio {base}/lbcore {cpu[base] / cpu['lbcore']:.2f}")
                 if name == "bulk":
                     print(f"{'':10} ratio lbcore/haproxy (no splice) {medians['lbcore'] / medians['haproxy']:.2f}")
             load = os.getloadavg()

@@ -84,6 +84,9 @@ class _BackendProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        if self.backend.dead:  # accepted by the loop after the kill: a dead process accepts nothing
+            transport.abort()
+            return
         self.backend.connections.add(transport)
         self.backend.accepted += 1
 
@@ -142,6 +145,7 @@ class Backend:
         self.accepted = 0
         self.requests = 0
         self.port = 0
+        self.dead = False
 
     async def start(self, port: int = 0) -> Backend:
         loop = asyncio.get_running_loop()
@@ -155,6 +159,7 @@ class Backend:
 
     def kill(self) -> None:
         """Close the port and reset every connection, like a crashed process."""
+        self.dead = True
         self.server.close()
         for transport in list(self.connections):
             transport.abort()

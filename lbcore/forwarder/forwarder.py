@@ -62,7 +62,7 @@ class Forwarder:
         self._draining: list[ServiceRuntime] = []  # removed services with live connections
         self._listeners: set[Listener] = set()
         self._serving: set[asyncio.Task] = set()
-        self._timers: list[asyncio.TimerHandle] = []
+        self._sweepers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drained: asyncio.Event | None = None
         self._stopping = False
@@ -221,9 +221,7 @@ class Forwarder:
             if conn.idle > IDLE_TICKS:
                 conn.close_idle()
         assert self._loop is not None
-        period = timeout / IDLE_TICKS
-        self._timers = [t for t in self._timers if not t.cancelled()]
-        self._timers.append(self._loop.call_later(period, self._sweep, protocol, timeout))
+        self._sweepers[protocol] = self._loop.call_later(timeout / IDLE_TICKS, self._sweep, protocol, timeout)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per service and per endpoint: active, total, failures, bytes in and out.
@@ -261,7 +259,7 @@ class Forwarder:
         for listener in self._listeners:
             listener.close()
         # 4. Timers: the idle sweeps and the cool-downs.
-        for timer in self._timers:
+        for timer in self._sweepers.values():
             timer.cancel()
         for rt in self._all_runtimes():
             rt.health.forgive()

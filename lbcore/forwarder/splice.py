@@ -54,9 +54,13 @@ class Pump:
         self.side = side
         self.loop = loop
         self.src = self.dst = self.pipe_r = self.pipe_w = -1
-        self.src = os.dup(side.transport.get_extra_info("socket").fileno())
-        self.dst = os.dup(side.peer.transport.get_extra_info("socket").fileno())
-        self.pipe_r, self.pipe_w, self.size = _pipe()
+        try:
+            self.src = os.dup(side.transport.get_extra_info("socket").fileno())
+            self.dst = os.dup(side.peer.transport.get_extra_info("socket").fileno())
+            self.pipe_r, self.pipe_w, self.size = _pipe()
+        except BaseException:
+            self.close()
+            raise
         self.pending = 0  # bytes in the pipe
         self.waiting = False  # for the destination to become writable
         loop.add_reader(self.src, self._readable)
@@ -104,6 +108,7 @@ class Pump:
         """Stop watching and close the duplicates and the pipe; idempotent."""
         if self.src >= 0:
             self.loop.remove_reader(self.src)
+        if self.dst >= 0:
             self.loop.remove_writer(self.dst)
         for fd in (self.src, self.dst, self.pipe_r, self.pipe_w):
             if fd >= 0:

@@ -119,16 +119,17 @@ class _UpstreamSide(_Side):
 class _Waiting:
     """Stands in for the upstream side until it connects; holds the client's bytes.
 
-    Bounded: a write pauses the client (uvloop starts reading after ``connection_made``
-    returns, even if it paused there), so it holds at most one read beyond ``data``.
+    Bounded: past `REPLAY_LIMIT` bytes it pauses the client, so it holds at most one
+    read more.  (A first request is usually one small read: no pause, no resume.)
     """
 
-    __slots__ = ("client_transport", "data", "shutdown")
+    __slots__ = ("client_transport", "data", "size", "shutdown")
     eof = done = False
 
     def __init__(self, client_transport: Any, data: list[bytes]) -> None:
         self.client_transport = client_transport
         self.data = data
+        self.size = sum(map(len, data))
         self.shutdown = False
 
     @property
@@ -137,7 +138,9 @@ class _Waiting:
 
     def write(self, data: bytes) -> None:
         self.data.append(data)
-        self.client_transport.pause_reading()
+        self.size += len(data)
+        if self.size > REPLAY_LIMIT:
+            self.client_transport.pause_reading()
 
     def write_eof(self) -> None:
         self.shutdown = True
@@ -153,10 +156,11 @@ class _Waiting:
     def hand_over(self, transport: Any) -> None:
         """Pass on what the client sent while the connect was pending."""
         if self.data:
-            transport.write(b"".join(self.data))
+            transport.write(b"".join(self.data) if len(self.data) > 1 else self.data[0])
         if self.shutdown:
             transport.write_eof()
-        self.client_transport.resume_reading()
+        if self.size > REPLAY_LIMIT:
+            self.client_transport.resume_reading()
 
 
 class Relay:
@@ -263,7 +267,6 @@ class Relay:
         self.endpoint = self.endpoint_stats = None
         self.tries += 1
         client.peer = _Waiting(client.transport, list(self.replay))  # type: ignore[arg-type]
-        client.transport.pause_reading()
         self.task = runtime.loop.create_task(self._connect())
         return True
 
@@ -272,7 +275,12 @@ class Relay:
         if self.replay is not None or side.peer.transport.get_write_buffer_size():
             return  # keep order (and the replay): try again on the next bulk read
         side.transport.pause_reading()
-        side.pump = splice.Pump(self, side, self.runtime.loop)
+        try:
+            side.pump = splice.Pump(self, side, self.runtime.loop)
+        except OSError as exc:  # out of descriptors, say: keep copying
+            log.warning("%s: splice unavailable, copying instead: %s", self.runtime.name, exc)
+            self.splice = False
+            side.transport.resume_reading()
 
     def eof_from(self, side: _Side) -> None:
         """``side`` sent FIN: pass it on; when both have, the relay is done."""
