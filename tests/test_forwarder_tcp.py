@@ -366,3 +366,56 @@ def test_options_are_validated_by_name():
     with pytest.raises(ConfigError, match="^splice: 'yes' must be true or false"):
         Forwarder([], splice="yes")
     assert Options().try_timeout(3) == 2.0  # kube-proxy's 250 ms doubling to 2 s
+
+
+def test_pick_keys_are_client_addresses_for_hash_schedulers(loop_kind, monkeypatch):
+    """A scheduler that needs a key gets the client IP ("ip:port" with sh-port/mh-port)."""
+    keys = []
+
+    class Keyed:
+        """A real round robin that asks for keys, as sh/mh/dh and affinity do."""
+
+        needs_key = True
+
+        def __init__(self, balancer):
+            self.balancer = balancer
+
+        def __getattr__(self, name):
+            return getattr(self.balancer, name)
+
+        def pick(self, key=None):
+            keys.append(key)
+            return self.balancer.pick(key)
+
+    monkeypatch.setattr(forwarder_module, "make_balancer_for", lambda s: Keyed(lbcore.make_balancer_for(s)))
+
+    async def main():
+        (a,) = await backends("a")
+        fw = Forwarder([service("web", [a.endpoint])])
+        await fw.start()
+        for source in ("127.0.0.7", "127.0.0.9"):
+            assert await who(fw.addresses["web"], source) == "a"
+        await fw.stop()
+
+    run_async(loop_kind, main())
+    assert keys == ["127.0.0.7", "127.0.0.9"]
+
+
+def test_key_functions_follow_the_ipvs_hash_inputs():
+    from lbcore import Service
+    from lbcore.forwarder.service import key_function
+
+    peer = ("127.0.0.7", 40000)
+    assert key_function(Service("s", "10.0.0.1", 80, scheduler="sh"))(peer) == "127.0.0.7"
+    assert key_function(Service("s", "10.0.0.1", 80, scheduler="sh", sched_flags=["sh-port"]))(peer) == "127.0.0.7:40000"
+    assert key_function(Service("s", "10.0.0.1", 80, scheduler="mh", sched_flags=["mh-port"]))(peer) == "127.0.0.7:40000"
+    assert key_function(Service("s", "10.0.0.1", 80, scheduler="dh"))(peer) == "10.0.0.1"
+
+
+def test_import_lbcore_does_not_import_asyncio():
+    import subprocess
+    import sys
+
+    code = "import sys, lbcore; print('asyncio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
