@@ -214,3 +214,22 @@ def test_new_service_added_live_gets_a_listener(loop_kind):
 def test_update_needs_a_started_forwarder():
     with pytest.raises(RuntimeError, match="started"):
         Forwarder([]).update([])
+
+
+def test_a_port_chosen_for_a_port_0_service_is_not_taken_over(loop_kind):
+    async def main():
+        (a,) = await backends("a")
+        fw = Forwarder([service("web", [a.endpoint])])  # listen 127.0.0.1:0
+        await fw.start()
+        port = fw.addresses["web"][1]
+        with pytest.raises(ConfigError, match=r"^services\[api\]\.listen: .* Address already in use"):
+            fw.update([
+                service("api", [a.endpoint], listen=f"127.0.0.1:{port}"),
+                service("web", [a.endpoint]),
+            ])
+        answer = await who(("127.0.0.1", port))
+        names = set(fw.stats())
+        await fw.stop()
+        return answer, names
+
+    assert run_async(loop_kind, main()) == ("a", {"web"})

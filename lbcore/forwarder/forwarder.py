@@ -121,22 +121,37 @@ class Forwarder:
                         f"is also the {service.protocol} address of service {addresses[key]}",
                     )
                 addresses[key] = service.name
+        # Listeners their services keep are not up for takeover by another service.
+        kept = {self._own_listener(s) for s in services} - {None}
         steps: list[_Step] = []
         bound: list[Listener] = []
         try:
             for service in services:
-                steps.append(self._plan_service(service, bound))
+                steps.append(self._plan_service(service, kept, bound))
         except BaseException:
             for listener in bound:
                 listener.close()
             raise
         return steps
 
-    def _plan_service(self, service: Service, bound: list[Listener]) -> _Step:
-        where = f"services[{service.name}]"
+    def _runtime_for(self, service: Service) -> ServiceRuntime | None:
         runtime = self._runtimes.get(service.name)
         if runtime is not None and runtime.protocol != service.protocol:
-            runtime = None  # a tcp service turned udp is a new service
+            return None  # a tcp service turned udp is a new service
+        return runtime
+
+    def _own_listener(self, service: Service) -> Listener | None:
+        """The listener ``service`` already has, if its listen address is unchanged."""
+        runtime = self._runtime_for(service)
+        if runtime is not None and service.listen_address in (
+            runtime.listener.configured, runtime.listener.address
+        ):
+            return runtime.listener
+        return None
+
+    def _plan_service(self, service: Service, kept: set, bound: list[Listener]) -> _Step:
+        where = f"services[{service.name}]"
+        runtime = self._runtime_for(service)
         if runtime is not None and runtime.service == service:
             return _Step(service, runtime, runtime.balancer, runtime.listener)
         try:
@@ -147,21 +162,19 @@ class Forwarder:
             raise exc.within(where) from None
         if runtime is not None and balancer_config(runtime.service) == balancer_config(service):
             balancer = runtime.balancer  # keeps connection counts and sticky sessions
-        configured = service.listen_address
-        if runtime is not None and configured in (runtime.listener.configured, runtime.listener.address):
-            listener = runtime.listener
-        else:
-            listener = self._listener_at(service.protocol, configured)
-            if listener is None:
-                listener = Listener(service.protocol, configured, f"{where}.listen")
-                bound.append(listener)
+        listener = self._own_listener(service) or self._listener_at(
+            service.protocol, service.listen_address, kept
+        )
+        if listener is None:
+            listener = Listener(service.protocol, service.listen_address, f"{where}.listen")
+            bound.append(listener)
         return _Step(service, runtime, balancer, listener)
 
-    def _listener_at(self, protocol: str, configured: tuple[str, int]) -> Listener | None:
-        """A listener of ours already bound at a fixed address (another service moving away)."""
+    def _listener_at(self, protocol: str, configured: tuple[str, int], kept: set) -> Listener | None:
+        """A listener of ours bound at a fixed address that its service leaves (takeover)."""
         if configured[1] == 0:
             return None
-        for listener in self._listeners:
+        for listener in self._listeners - kept:
             if listener.protocol == protocol and not listener.closed and configured in (
                 listener.configured, listener.address
             ):
