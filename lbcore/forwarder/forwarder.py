@@ -24,8 +24,8 @@ __all__ = ["Forwarder"]
 
 log = logging.getLogger("lbcore.forwarder")
 
-#: An idle connection is closed after IDLE_TICKS + 1 sweeps of timeout / IDLE_TICKS
-#: seconds without activity: between the timeout and 1.25 times it.
+#: A connection is closed after IDLE_TICKS sweeps, timeout / IDLE_TICKS seconds apart,
+#: that saw no byte move: silent between the timeout and 1.25 times it.
 IDLE_TICKS = 4
 
 
@@ -216,7 +216,8 @@ class Forwarder:
 
     def _ended(self) -> None:
         """A connection or flow ended: forget drained services; see whether stop() may go on."""
-        self._draining = [rt for rt in self._draining if rt.stats.live]
+        if self._draining:
+            self._draining = [rt for rt in self._draining if rt.stats.live]
         if self._stopping and not self._live("tcp"):
             assert self._drained is not None
             self._drained.set()
@@ -228,11 +229,20 @@ class Forwarder:
         return [c for rt in self._all_runtimes() if rt.protocol == protocol for c in rt.stats.live]
 
     def _sweep(self, protocol: str, timeout: float) -> None:
-        """Every timeout/IDLE_TICKS seconds: close what has been silent for the timeout."""
+        """Every timeout/IDLE_TICKS seconds: close what has been silent for the timeout.
+
+        Progress is read from the byte counters, so the data path never touches a clock
+        or an idle flag.
+        """
         for conn in self._live(protocol):
-            conn.idle += 1
-            if conn.idle > IDLE_TICKS:
-                conn.close_idle()
+            moved = conn.bytes_in + conn.bytes_out
+            if moved != conn.seen:
+                conn.seen = moved
+                conn.idle = 0
+            else:
+                conn.idle += 1
+                if conn.idle >= IDLE_TICKS:
+                    conn.close_idle()
         assert self._loop is not None
         self._sweepers[protocol] = self._loop.call_later(timeout / IDLE_TICKS, self._sweep, protocol, timeout)
 

@@ -43,8 +43,8 @@ def _pipe() -> tuple[int, int, int]:
 class Pump:
     """Moves bytes from ``side``'s socket to its peer's socket through a pipe.
 
-    ``relay`` is told of progress (``idle``), end of stream (``eof_from``) and errors
-    (``abort``); ``side.bytes`` counts what moved.
+    ``relay`` is told of the end of stream (``eof_from``) and of errors (``abort``);
+    ``side.bytes`` counts what moved.
     """
 
     __slots__ = ("relay", "side", "loop", "src", "dst", "pipe_r", "pipe_w", "size", "pending", "waiting")
@@ -78,12 +78,10 @@ class Pump:
             self.relay.eof_from(self.side)
             return
         self.side.bytes += n
-        self.relay.idle = 0
         self.pending = n
         self._drain()
 
     def _writable(self) -> None:
-        self.relay.idle = 0
         self._drain()
 
     def _drain(self) -> None:
@@ -100,6 +98,7 @@ class Pump:
             self.relay.abort(exc)
             return
         if self.waiting:
+            self.relay.seen = -1  # a slow reader that drains is not idle
             self.waiting = False
             self.loop.remove_writer(self.dst)
             self.loop.add_reader(self.src, self._readable)

@@ -39,6 +39,7 @@ log = logging.getLogger("lbcore.forwarder")
 REPLAY_LIMIT = 64 * 1024
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
+_BULK_READ = splice.BULK_READ
 
 
 def reset(transport: asyncio.BaseTransport) -> None:
@@ -74,10 +75,9 @@ class _Side(asyncio.Protocol):
         n = len(data)
         self.bytes += n
         relay = self.relay
-        relay.idle = 0
         if relay.replay is not None:
             relay.remember(self, data)
-        if n >= splice.BULK_READ and relay.splice:
+        if n >= _BULK_READ and relay.splice:
             relay.start_splice(self)
 
     def eof_received(self) -> bool:
@@ -88,7 +88,7 @@ class _Side(asyncio.Protocol):
         self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.relay.idle = 0  # a slow reader that drains is not idle
+        self.relay.seen = -1  # a slow reader that drains is not idle
         self.peer.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -168,7 +168,7 @@ class Relay:
 
     __slots__ = (
         "runtime", "client", "upstream", "balancer", "endpoint", "endpoint_stats", "key",
-        "tries", "task", "idle", "splice", "replay", "replay_size", "finished",
+        "tries", "task", "idle", "seen", "splice", "replay", "replay_size", "finished",
     )
 
     def __init__(self, runtime: Any) -> None:
@@ -181,7 +181,8 @@ class Relay:
         self.key: Any = None
         self.tries = 0  # tries used so far
         self.task: asyncio.Task | None = None
-        self.idle = 0  # idle-sweeper ticks since the last activity
+        self.idle = 0  # idle sweeps without progress (Forwarder._sweep)
+        self.seen = 0  # bytes moved at the last sweep
         self.splice = runtime.options.splice and splice.AVAILABLE
         # The client's bytes, kept until the endpoint answers (None: not kept).
         self.replay: list[bytes] | None = [] if runtime.options.retry_unanswered else None

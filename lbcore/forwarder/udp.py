@@ -61,7 +61,7 @@ class Flow(asyncio.DatagramProtocol):
 
     __slots__ = (
         "runtime", "listener", "client", "balancer", "endpoint", "endpoint_stats",
-        "transport", "queue", "bytes_in", "bytes_out", "idle", "finished",
+        "transport", "queue", "bytes_in", "bytes_out", "idle", "seen", "finished",
     )
 
     @classmethod
@@ -95,7 +95,7 @@ class Flow(asyncio.DatagramProtocol):
         self.transport: Any = None
         self.queue: list[bytes] | None = []  # datagrams held while the socket opens
         self.bytes_in = self.bytes_out = 0
-        self.idle = 0
+        self.idle = self.seen = 0  # see Forwarder._sweep
         self.finished = False
 
     async def _connect(self) -> None:
@@ -118,7 +118,6 @@ class Flow(asyncio.DatagramProtocol):
 
     def send(self, data: bytes) -> None:
         """Forward a client datagram to the endpoint."""
-        self.idle = 0
         self.bytes_in += len(data)
         if self.queue is not None:
             if len(self.queue) < MAX_QUEUED:
@@ -127,7 +126,6 @@ class Flow(asyncio.DatagramProtocol):
             self.transport.sendto(data)
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.idle = 0
         self.bytes_out += len(data)
         out = self.listener.udp.transport
         if out is not None and out.get_write_buffer_size() < MAX_BUFFERED:
