@@ -23,6 +23,14 @@ def web(ports, listen="127.0.0.1:0"):
     return [{"name": "web", "listen": listen, "ports": ports}]
 
 
+async def forward_to_a_backend(config, **options):
+    """A backend, and a child forwarder to it; (backend, child, forwarder address)."""
+    (a,) = await backends("a")
+    write_config(config, web([a.port]))
+    child = ChildForwarder(config, **options)
+    return a, child, await asyncio.to_thread(child.address, "web")
+
+
 def test_sighup_reloads_under_load_without_a_failed_request(tmp_path):
     config = tmp_path / "services.json"
 
@@ -61,10 +69,7 @@ def test_sigterm_stops_accepting_and_lets_transfers_finish(tmp_path):
     config = tmp_path / "services.json"
 
     async def main():
-        (a,) = await backends("a")
-        write_config(config, web([a.port]))
-        child = ChildForwarder(config, drain_timeout=10)
-        address = await asyncio.to_thread(child.address, "web")
+        a, child, address = await forward_to_a_backend(config, drain_timeout=10)
         transfer = asyncio.ensure_future(fetch(address, 3_000_000, read_delay=0.002))
         await asyncio.sleep(0.2)
         child.signal(signal.SIGTERM)
@@ -90,10 +95,7 @@ def test_drain_deadline_closes_connections_that_do_not_finish(tmp_path):
     config = tmp_path / "services.json"
 
     async def main():
-        (a,) = await backends("a")
-        write_config(config, web([a.port]))
-        child = ChildForwarder(config, drain_timeout=0.5)
-        address = await asyncio.to_thread(child.address, "web")
+        a, child, address = await forward_to_a_backend(config, drain_timeout=0.5)
         reader, writer = await open_client(address)
         writer.write(b"echo\nx")
         await reader.readexactly(1)  # established; it will never end by itself
@@ -120,10 +122,7 @@ def test_slow_reader_of_100_mb_keeps_the_forwarder_memory_bounded(tmp_path, spli
     size = 100_000_000
 
     async def main():
-        (a,) = await backends("a")
-        write_config(config, web([a.port]))
-        child = ChildForwarder(config, splice=splice)
-        address = await asyncio.to_thread(child.address, "web")
+        a, child, address = await forward_to_a_backend(config, splice=splice)
         assert len(await fetch(address, 1_000_000)) == 1_000_000  # warm up the paths
         baseline = child.vm("VmHWM")
         start = time.monotonic()
@@ -146,10 +145,7 @@ def test_prometheus_endpoint_serves_the_stats(tmp_path):
     metrics_port = free_port()
 
     async def main():
-        (a,) = await backends("a")
-        write_config(config, web([a.port]))
-        child = ChildForwarder(config, metrics_listen=f"127.0.0.1:{metrics_port}")
-        address = await asyncio.to_thread(child.address, "web")
+        a, child, address = await forward_to_a_backend(config, metrics_listen=f"127.0.0.1:{metrics_port}")
         await asyncio.to_thread(child.wait_log, "metrics on")
         await fetch(address, 1000)
         await asyncio.sleep(0.05)
