@@ -11,8 +11,8 @@ from lbcore import Endpoint
 from lbcore.forwarder import Forwarder
 
 from forwarder_support import (
-    LOOPS, available_schedulers, backends, digest, fetch, payload, run_async, service,
-    steady_requests, who,
+    LOOPS, available_schedulers, backends, digest, fetch, open_client, payload, run_async,
+    service, steady_requests, who,
 )
 
 
@@ -127,3 +127,74 @@ def test_updates_under_load_fail_no_request(loop_kind):
     assert failures == []
     assert len(answers) > 100 and set(answers) == {"a", "b", "c"}
     assert set(names) == {"web", "extra-1"} | ({"extra-0"} & set(names))
+
+
+class _Silent(asyncio.Protocol):
+    """Reads, then closes without a byte back: a backend dying mid-request."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.seen.append(data)
+        self.transport.close()
+
+    def eof_received(self):
+        self.seen.append(b"<eof>")
+
+
+async def silent_backend():
+    seen = []
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Silent(seen), "127.0.0.1", 0)
+    return Endpoint("127.0.0.1", server.sockets[0].getsockname()[1]), seen
+
+
+@pytest.mark.parametrize("retry", [True, False], ids=["retried", "not-retried"])
+def test_a_connection_closed_without_an_answer_moves_to_the_next_endpoint(loop_kind, retry):
+    async def main():
+        (a,) = await backends("a")
+        silent, seen = await silent_backend()
+        fw = Forwarder([service("web", [silent, a.endpoint])], retry_unanswered=retry)
+        await fw.start()
+        answers = [await who(fw.addresses["web"]) for _ in range(4)]
+        stats = fw.stats()["web"]["endpoints"][silent.address]
+        await fw.stop()
+        return answers, seen, stats
+
+    answers, seen, stats = run_async(loop_kind, main())
+    if retry:
+        assert seen == [b"who\n"]  # one request reached it; then it was cooling down
+        assert answers == ["a"] * 4  # that request was replayed on "a"
+        assert stats["failures"] == 1 and stats["failed"]
+    else:  # a plain L4 close: the client sees it, and round robin keeps going there
+        assert seen == [b"who\n"] * 2
+        assert sorted(answers) == ["", "", "a", "a"]
+        assert stats["failures"] == 0
+
+
+def test_no_replay_once_the_client_has_finished_sending(loop_kind):
+    """An upload (data, then FIN) that the endpoint takes silently is not sent twice."""
+
+    async def main():
+        (a,) = await backends("a")
+        silent, seen = await silent_backend()
+        fw = Forwarder([service("web", [silent, a.endpoint], scheduler="rr")], connect_timeout=0.5)
+        await fw.start()
+        replies = []
+        for _ in range(2):  # round robin: one of the two lands on the silent endpoint
+            reader, writer = await open_client(fw.addresses["web"])
+            writer.write(b"upload")
+            writer.write_eof()
+            replies.append(await reader.read())
+            writer.close()
+        await asyncio.sleep(0.05)
+        await fw.stop()
+        return replies, seen, a.requests
+
+    replies, seen, a_requests = run_async(loop_kind, main())
+    assert seen[0] == b"upload" and seen.count(b"upload") == 1
+    assert replies == [b"", b""] and a_requests == 0  # "a" got an EOF'd upload, no line
