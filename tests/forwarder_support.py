@@ -57,6 +57,16 @@ def available_schedulers() -> list[str]:
     return found
 
 
+def scheduler_cases() -> list[tuple[str, int | None]]:
+    """(scheduler, affinity_timeout) for each scheduler built here, plus rr with affinity."""
+    cases: list[tuple[str, int | None]] = [(name, None) for name in available_schedulers()]
+    try:
+        lbcore.make_balancer("rr", [Endpoint("127.0.0.1", 1)], affinity_timeout=60)
+    except ConfigError:
+        return cases
+    return cases + [("rr", 60)]
+
+
 _PAYLOADS: dict[int, bytes] = {}
 
 

@@ -11,8 +11,8 @@ from lbcore import Endpoint
 from lbcore.forwarder import Forwarder
 
 from forwarder_support import (
-    LOOPS, available_schedulers, backends, digest, fetch, open_client, payload, run_async,
-    service, steady_requests, who,
+    LOOPS, backends, digest, fetch, open_client, payload, run_async, scheduler_cases, service,
+    steady_requests, who,
 )
 
 
@@ -21,13 +21,14 @@ def loop_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.mark.parametrize("scheduler", available_schedulers())
-def test_backend_killed_during_steady_requests_no_client_failure(loop_kind, scheduler):
+@pytest.mark.parametrize("scheduler, affinity", scheduler_cases())
+def test_backend_killed_during_steady_requests_no_client_failure(loop_kind, scheduler, affinity):
     """One of three backends dies mid-stream; every request still gets an answer."""
 
     async def main():
         a, b, c = await backends("a", "b", "c")
-        fw = Forwarder([service("web", [a.endpoint, b.endpoint, c.endpoint], scheduler=scheduler)])
+        endpoints = [a.endpoint, b.endpoint, c.endpoint]
+        fw = Forwarder([service("web", endpoints, scheduler=scheduler, affinity_timeout=affinity)])
         await fw.start()
         stop = asyncio.Event()
         traffic = asyncio.ensure_future(steady_requests(fw.addresses["web"], stop, workers=12))

@@ -419,3 +419,61 @@ def test_import_lbcore_does_not_import_asyncio():
     code = "import sys, lbcore; print('asyncio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("scheduler", [s for s in ("lc", "wlc") if s in available_schedulers()])
+def test_least_connection_sees_the_connections_the_forwarder_holds(loop_kind, scheduler):
+    """release() on close reaches the balancer: lc sends the next one where fewest are open."""
+
+    async def main():
+        a, b = await backends("a", "b")
+        fw = Forwarder([service("web", [a.endpoint, b.endpoint], scheduler=scheduler)])
+        await fw.start()
+        address = fw.addresses["web"]
+        held = {}
+        for i in range(4):  # two each: IPVS lc, ties to the first
+            reader, writer = await open_client(address)
+            writer.write(b"echo\nx")
+            await reader.readexactly(1)
+            held[i] = writer
+        owners = [fw.stats()["web"]["endpoints"][e.address]["active"] for e in (a.endpoint, b.endpoint)]
+        a_before = a.accepted
+        for i in (0, 2):  # close the two that went to a (the first of each tie)
+            held.pop(i).close()
+        await asyncio.sleep(0.1)
+        for _ in range(2):  # both land on a, now the least loaded
+            reader, writer = await open_client(address)
+            writer.write(b"echo\nx")
+            await reader.readexactly(1)
+            held[len(held) + 10] = writer
+        a_after = a.accepted
+        for writer in held.values():
+            writer.close()
+        await fw.stop()
+        return owners, a_after - a_before
+
+    owners, new_on_a = run_async(loop_kind, main())
+    assert owners == [2, 2] and new_on_a == 2
+
+
+def test_client_ip_affinity_keeps_each_client_on_its_endpoint(loop_kind):
+    if "rr" not in available_schedulers():
+        pytest.skip("no rr")
+    try:
+        lbcore.make_balancer("rr", [Endpoint("127.0.0.1", 1)], affinity_timeout=60)
+    except ConfigError:
+        pytest.skip("affinity not built on this branch")
+
+    async def main():
+        a, b, c = await backends("a", "b", "c")
+        fw = Forwarder([service("web", [a.endpoint, b.endpoint, c.endpoint], affinity_timeout=60)])
+        await fw.start()
+        seen = {}
+        for source in ("127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"):
+            seen[source] = {await who(fw.addresses["web"], source) for _ in range(4)}
+        await fw.stop()
+        return seen
+
+    seen = run_async(loop_kind, main())
+    assert all(len(names) == 1 for names in seen.values())  # sticky per client IP
+    assert len(set.union(*seen.values())) >= 2  # and spread over clients
