@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 from ..errors import ConfigError
+from ..models import _join_host_port
 from .tcp import Relay
 from .udp import ListenerProtocol
 
@@ -58,9 +59,8 @@ class Listener:
         try:
             self.sock = bind(protocol, *configured)
         except OSError as exc:
-            host, port = configured
             raise ConfigError(
-                field, f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                field, _join_host_port(*configured),
                 f"cannot be bound for {protocol}: {exc.strerror or exc}",
             ) from None
         self.protocol = protocol

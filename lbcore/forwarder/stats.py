@@ -50,10 +50,10 @@ class EndpointStats:
 class ServiceStats:
     """One service: its live connections, counters, and one `EndpointStats` per endpoint.
 
-    ``bytes_in`` flows from clients to endpoints, ``bytes_out`` back.  ``refused``
-    counts connections turned away at the limit, ``unavailable`` those no endpoint
-    could take (none usable, or every try failed).  Service totals include endpoints
-    removed since.
+    ``total`` counts client connections (UDP: flows) taken, ``refused`` those turned
+    away at the limit, ``unavailable`` those no endpoint could take (none usable, or
+    every try failed).  ``bytes_in`` flows from clients to endpoints, ``bytes_out``
+    back.  Service totals include endpoints removed since.
     """
 
     __slots__ = (
@@ -91,11 +91,15 @@ class ServiceStats:
             stats.removed = True
         return stats
 
+    def admitted(self, conn: Any) -> None:
+        """A client connection (a UDP flow) was taken under the limit."""
+        self.live.add(conn)
+        self.total += 1
+
     def opened(self, conn: Any, endpoint_stats: EndpointStats) -> None:
-        """``conn`` is established to an endpoint."""
+        """``conn`` is established to an endpoint (a retried connection may be, twice)."""
         endpoint_stats.live.add(conn)
         endpoint_stats.total += 1
-        self.total += 1
 
     def closed(self, conn: Any, endpoint_stats: EndpointStats | None) -> None:
         """``conn`` has ended; its bytes join the totals."""

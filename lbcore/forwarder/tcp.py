@@ -206,7 +206,7 @@ class Relay:
             stats.refused += 1
             reset(self.client.transport)
             return
-        stats.live.add(self)
+        stats.admitted(self)
         if runtime.wants_key:
             self.key = runtime.key_of(self.client.transport.get_extra_info("peername"))
         self.task = runtime.loop.create_task(self._connect())

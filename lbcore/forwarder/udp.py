@@ -80,7 +80,7 @@ class Flow(asyncio.DatagramProtocol):
             return None
         flow = cls(runtime, listener, client, endpoint)
         listener.flows[client] = flow
-        stats.live.add(flow)
+        stats.admitted(flow)
         stats.opened(flow, flow.endpoint_stats)
         runtime.loop.create_task(flow._connect())
         return flow
