@@ -202,6 +202,10 @@ class Relay:
     def admit(self) -> None:
         runtime = self.runtime
         stats = runtime.stats
+        # Over the limit: accept and reset at once rather than leave the connection in
+        # the kernel's backlog.  The client learns at once (and can go elsewhere)
+        # instead of hanging in SYN retransmits once the backlog overflows; the refusal
+        # is counted; and it costs an accept and a close, no buffer.
         if len(stats.live) >= runtime.max_connections:
             stats.refused += 1
             reset(self.client.transport)
