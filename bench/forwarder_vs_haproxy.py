@@ -102,7 +102,9 @@ backend be
     return conf
 
 
-def start_proxy(kind: str, workdir: Path, core: int, backends: list[int]) -> tuple[subprocess.Popen, int]:
+def start_proxy(
+    kind: str, workdir: Path, core: int, backends: list[int]
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
     if kind.startswith("haproxy"):
         conf = haproxy_config(workdir, port, backends, splice=kind == "haproxy-splice")
@@ -138,7 +140,8 @@ def wrk(core: int, port: int, path: str, connections: int, duration: int, close:
     cmd = ["taskset", "-c", str(core), "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
     if close:
         cmd += ["-H", "Connection: close"]
-    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    cmd.append(f"http://127.0.0.1:{port}{path}")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
     scale = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30}[transfer.group(2)]
@@ -157,7 +160,12 @@ WORKLOADS = {
     "close": ("/small", 50, True, "rps", ["haproxy", "lbcore"]),
     "bulk": ("/1m", 16, False, "gib", ["haproxy", "haproxy-splice", "lbcore"]),
 }
-TARGETS = {"keep-alive": ("haproxy", 1.0), "close": ("haproxy", 0.6), "bulk": ("haproxy-splice", 1.0)}
+# workload: (the proxy lbcore is held against, the target ratio)
+TARGETS = {
+    "keep-alive": ("haproxy", 1.0),
+    "close": ("haproxy", 0.6),
+    "bulk": ("haproxy-splice", 1.0),
+}
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -213,7 +221,8 @@ def bench(args: argparse.Namespace) -> None:
                       + "  ".join(f"{k} {v:.1f}" for k, v in cpu.items())
                       + f"  ratio {base}/lbcore {cpu[base] / cpu['lbcore']:.2f}")
                 if name == "bulk":
-                    print(f"{'':10} ratio lbcore/haproxy (no splice) {medians['lbcore'] / medians['haproxy']:.2f}")
+                    plain = medians["lbcore"] / medians["haproxy"]
+                    print(f"{'':10} ratio lbcore/haproxy (no splice) {plain:.2f}")
             load = os.getloadavg()
             print(f"# load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         finally:
@@ -237,10 +246,14 @@ def main() -> None:
         sys.exit(serve_lbcore(int(sys.argv[2]), [int(p) for p in sys.argv[3:]]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per proxy and workload (default 3)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per proxy and workload (default 3)"
+    )
     parser.add_argument("--proxy-core", type=int, default=0)
     parser.add_argument("--client-core", type=int, default=1)
-    parser.add_argument("workloads", nargs="*", help=f"some of {', '.join(WORKLOADS)} (default all)")
+    parser.add_argument(
+        "workloads", nargs="*", help=f"some of {', '.join(WORKLOADS)} (default all)"
+    )
     args = parser.parse_args()
     args.workloads = args.workloads or list(WORKLOADS)
     for name in args.workloads:

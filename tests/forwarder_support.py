@@ -200,7 +200,9 @@ async def who(address: tuple[str, int], source: str | None = None) -> str:
         writer.close()
 
 
-async def fetch(address: tuple[str, int], n: int, read_delay: float = 0.0, chunk: int = 65536) -> bytes:
+async def fetch(
+    address: tuple[str, int], n: int, read_delay: float = 0.0, chunk: int = 65536
+) -> bytes:
     """Ask for ``n`` bytes and read them all, sleeping ``read_delay`` per chunk (a slow reader)."""
     reader, writer = await asyncio.open_connection(*address, limit=chunk)
     try:
@@ -215,7 +217,9 @@ async def fetch(address: tuple[str, int], n: int, read_delay: float = 0.0, chunk
         writer.close()
 
 
-async def steady_requests(address: tuple[str, int], stop: asyncio.Event, workers: int = 8) -> tuple[list[str], list[str]]:
+async def steady_requests(
+    address: tuple[str, int], stop: asyncio.Event, workers: int = 8
+) -> tuple[list[str], list[str]]:
     """New-connection requests from ``workers`` clients until ``stop``; (answers, failures)."""
     answers: list[str] = []
     failures: list[str] = []
@@ -279,7 +283,9 @@ class ChildForwarder:
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             if not line:
-                raise AssertionError(f"child exited ({self.proc.poll()}) before {needle!r}:\n" + "".join(self.log))
+                raise AssertionError(
+                    f"child exited ({self.proc.poll()}) before {needle!r}:\n" + "".join(self.log)
+                )
             self.log.append(line)
             if needle in line:
                 return line

@@ -44,7 +44,7 @@ def test_sighup_reloads_under_load_without_a_failed_request(tmp_path):
         sets = [[a.port, b.port, c.port], [c.port], [b.port, c.port], [a.port]]
         for i in range(12):
             if i == 5:  # a broken file: refused, logged, the running set stays
-                config.write_text('{"services": [{"name": "web", "listen": "127.0.0.1:0", "ports": [0]}]}')
+                config.write_text(json.dumps({"services": web([0])}))
             else:
                 write_config(config, web(sets[i % len(sets)]))
             child.signal(signal.SIGHUP)
@@ -145,12 +145,16 @@ def test_prometheus_endpoint_serves_the_stats(tmp_path):
     metrics_port = free_port()
 
     async def main():
-        a, child, address = await forward_to_a_backend(config, metrics_listen=f"127.0.0.1:{metrics_port}")
+        a, child, address = await forward_to_a_backend(
+            config, metrics_listen=f"127.0.0.1:{metrics_port}"
+        )
         await asyncio.to_thread(child.wait_log, "metrics on")
         await fetch(address, 1000)
         await asyncio.sleep(0.05)
         url = f"http://127.0.0.1:{metrics_port}/metrics"
-        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(url, timeout=5).read().decode()
+        )
         await asyncio.to_thread(child.stop)
         return body, a.port
 
@@ -164,9 +168,12 @@ def test_prometheus_endpoint_serves_the_stats(tmp_path):
 @pytest.mark.parametrize(
     "config, options, message",
     [
-        ('{"services": [{"name": "web", "listen": "nowhere", "ports": [80]}]}', {}, "listen: 'nowhere' must be"),
+        (json.dumps({"services": web([80], "nowhere")}), {}, "listen: 'nowhere' must be"),
         (json.dumps({"services": web([80])}), {"tries": 0}, "tries: 0 must be an integer"),
-        (json.dumps({"services": web([80])}), {"metrics_listen": "9100"}, "metrics_listen: '9100' must be"),
+        (
+            json.dumps({"services": web([80])}), {"metrics_listen": "9100"},
+            "metrics_listen: '9100' must be",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, config, options, message):

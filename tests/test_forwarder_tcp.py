@@ -195,7 +195,10 @@ def test_every_try_failing_resets_the_client_and_counts_unavailable(loop_kind):
     hole, fillers = blackhole()
 
     async def main():
-        endpoints = [Endpoint("127.0.0.1", hole.getsockname()[1]), Endpoint("127.0.0.1", free_port_closed())]
+        endpoints = [
+            Endpoint("127.0.0.1", hole.getsockname()[1]),
+            Endpoint("127.0.0.1", free_port_closed()),
+        ]
         fw = Forwarder([service("web", endpoints)], connect_timeout=0.05, tries=2)
         await fw.start()
         start = time.monotonic()
@@ -333,7 +336,9 @@ def test_every_pick_is_released_exactly_once(loop_kind, scheduler, monkeypatch):
         (a, b) = await backends("a", "b")
         endpoints = [a.endpoint, b.endpoint, Endpoint("127.0.0.1", free_port_closed()),
                      Endpoint("127.0.0.1", hole.getsockname()[1])]
-        fw = Forwarder([service("web", endpoints, scheduler=scheduler)], connect_timeout=0.1, cooldown=0.05)
+        fw = Forwarder(
+            [service("web", endpoints, scheduler=scheduler)], connect_timeout=0.1, cooldown=0.05
+        )
         await fw.start()
         address = fw.addresses["web"]
         for i in range(30):
@@ -387,7 +392,9 @@ def test_pick_keys_are_client_addresses_for_hash_schedulers(loop_kind, monkeypat
             keys.append(key)
             return self.balancer.pick(key)
 
-    monkeypatch.setattr(forwarder_module, "make_balancer_for", lambda s: Keyed(lbcore.make_balancer_for(s)))
+    monkeypatch.setattr(
+        forwarder_module, "make_balancer_for", lambda s: Keyed(lbcore.make_balancer_for(s))
+    )
 
     async def main():
         (a,) = await backends("a")
@@ -405,11 +412,13 @@ def test_key_functions_follow_the_ipvs_hash_inputs():
     from lbcore import Service
     from lbcore.forwarder.service import key_function
 
-    peer = ("127.0.0.7", 40000)
-    assert key_function(Service("s", "10.0.0.1", 80, scheduler="sh"))(peer) == "127.0.0.7"
-    assert key_function(Service("s", "10.0.0.1", 80, scheduler="sh", sched_flags=["sh-port"]))(peer) == "127.0.0.7:40000"
-    assert key_function(Service("s", "10.0.0.1", 80, scheduler="mh", sched_flags=["mh-port"]))(peer) == "127.0.0.7:40000"
-    assert key_function(Service("s", "10.0.0.1", 80, scheduler="dh"))(peer) == "10.0.0.1"
+    def key(scheduler, *flags):
+        service = Service("s", "10.0.0.1", 80, scheduler=scheduler, sched_flags=flags)
+        return key_function(service)(("127.0.0.7", 40000))
+
+    assert key("sh") == key("mh") == key("rr") == "127.0.0.7"
+    assert key("sh", "sh-port") == key("mh", "mh-port") == "127.0.0.7:40000"
+    assert key("dh") == "10.0.0.1"
 
 
 def test_import_lbcore_does_not_import_asyncio():
@@ -417,7 +426,8 @@ def test_import_lbcore_does_not_import_asyncio():
     import sys
 
     code = "import sys, lbcore; print('asyncio' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run.stdout
     assert out.strip() == "False"
 
 
@@ -436,7 +446,8 @@ def test_least_connection_sees_the_connections_the_forwarder_holds(loop_kind, sc
             writer.write(b"echo\nx")
             await reader.readexactly(1)
             held[i] = writer
-        owners = [fw.stats()["web"]["endpoints"][e.address]["active"] for e in (a.endpoint, b.endpoint)]
+        endpoints = fw.stats()["web"]["endpoints"]
+        owners = [endpoints[e.address]["active"] for e in (a.endpoint, b.endpoint)]
         a_before = a.accepted
         for i in (0, 2):  # close the two that went to a (the first of each tie)
             held.pop(i).close()
@@ -477,3 +488,33 @@ def test_client_ip_affinity_keeps_each_client_on_its_endpoint(loop_kind):
     seen = run_async(loop_kind, main())
     assert all(len(names) == 1 for names in seen.values())  # sticky per client IP
     assert len(set.union(*seen.values())) >= 2  # and spread over clients
+
+
+def test_ipv6_service_and_endpoints(loop_kind):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+
+    async def main():
+        async def echo(reader, writer):
+            writer.write(await reader.read(100))
+            writer.close()
+
+        server = await asyncio.start_server(echo, "::1", 0)
+        port = server.sockets[0].getsockname()[1]
+        from lbcore import Service
+
+        svc = Service("v6", "fd00::10", 80, listen="[::1]:0", endpoints=[Endpoint("::1", port)])
+        fw = Forwarder([svc])
+        await fw.start()
+        reader, writer = await asyncio.open_connection(*fw.addresses["v6"])
+        writer.write(b"hello six")
+        reply = await reader.read()
+        writer.close()
+        stats = fw.stats()["v6"]
+        await fw.stop()
+        server.close()
+        return fw.addresses["v6"][0], reply, stats["listen"], list(stats["endpoints"])
+
+    host, reply, listen, endpoints = run_async(loop_kind, main())
+    assert host == "::1" and reply == b"hello six"
+    assert listen.startswith("[::1]:") and endpoints[0].startswith("[::1]:")

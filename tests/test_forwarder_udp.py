@@ -31,7 +31,9 @@ class _Echo(asyncio.DatagramProtocol):
 
 async def udp_backend(name: str) -> tuple[Endpoint, asyncio.DatagramTransport]:
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: _Echo(name), local_addr=("127.0.0.1", 0))
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _Echo(name), local_addr=("127.0.0.1", 0)
+    )
     return Endpoint("127.0.0.1", transport.get_extra_info("sockname")[1]), transport
 
 

@@ -61,7 +61,10 @@ def test_a_bad_update_changes_nothing_and_closes_what_it_bound(loop_kind):
             r"^services\[web\]\.name: 'web' is used twice",
         ),
         (
-            [service("a", [], listen="127.0.0.1:18080"), service("b", [], listen="127.0.0.1:18080")],
+            [
+                service("a", [], listen="127.0.0.1:18080"),
+                service("b", [], listen="127.0.0.1:18080"),
+            ],
             r"^services\[b\]\.listen: '127\.0\.0\.1:18080' is also the tcp address of service a",
         ),
         (
@@ -222,7 +225,8 @@ def test_a_port_chosen_for_a_port_0_service_is_not_taken_over(loop_kind):
         fw = Forwarder([service("web", [a.endpoint])])  # listen 127.0.0.1:0
         await fw.start()
         port = fw.addresses["web"][1]
-        with pytest.raises(ConfigError, match=r"^services\[api\]\.listen: .* Address already in use"):
+        taken = r"^services\[api\]\.listen: .* Address already in use"
+        with pytest.raises(ConfigError, match=taken):
             fw.update([
                 service("api", [a.endpoint], listen=f"127.0.0.1:{port}"),
                 service("web", [a.endpoint]),

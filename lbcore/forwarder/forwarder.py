@@ -105,7 +105,9 @@ class Forwarder:
                 raise ConfigError(f"services[{i}]", service, "is not a Service")
             where = f"services[{service.name}]"
             if service.name in names:
-                raise ConfigError(f"{where}.name", service.name, "is used twice; one name per service")
+                raise ConfigError(
+                    f"{where}.name", service.name, "is used twice; one name per service"
+                )
             names[service.name] = i
             if service.protocol not in ("tcp", "udp"):
                 raise ConfigError(
@@ -170,7 +172,9 @@ class Forwarder:
             bound.append(listener)
         return _Step(service, runtime, balancer, listener)
 
-    def _listener_at(self, protocol: str, configured: tuple[str, int], kept: set) -> Listener | None:
+    def _listener_at(
+        self, protocol: str, configured: tuple[str, int], kept: set
+    ) -> Listener | None:
         """A listener of ours bound at a fixed address that its service leaves (takeover)."""
         if configured[1] == 0:
             return None
@@ -188,7 +192,9 @@ class Forwarder:
         for step in steps:
             runtime = step.runtime
             if runtime is None:
-                runtime = ServiceRuntime(step.service, step.balancer, self.options, loop, self._ended)
+                runtime = ServiceRuntime(
+                    step.service, step.balancer, self.options, loop, self._ended
+                )
             elif runtime.service != step.service:
                 runtime.apply(step.service, step.balancer)
             runtime.listener = step.listener
@@ -244,7 +250,9 @@ class Forwarder:
                 if conn.idle >= IDLE_TICKS:
                     conn.close_idle()
         assert self._loop is not None
-        self._sweepers[protocol] = self._loop.call_later(timeout / IDLE_TICKS, self._sweep, protocol, timeout)
+        self._sweepers[protocol] = self._loop.call_later(
+            timeout / IDLE_TICKS, self._sweep, protocol, timeout
+        )
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per service and per endpoint: active, total, failures, bytes in and out.

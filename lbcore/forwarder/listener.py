@@ -82,7 +82,9 @@ class Listener:
         self.starting = True
         try:
             if self.protocol == "tcp":
-                self.server = await loop.create_server(self._accept, sock=self.sock, backlog=BACKLOG)
+                self.server = await loop.create_server(
+                    self._accept, sock=self.sock, backlog=BACKLOG
+                )
             else:
                 self.udp = ListenerProtocol(self)
                 await loop.create_datagram_endpoint(lambda: self.udp, sock=self.sock)

@@ -32,25 +32,43 @@ def parse_listen(value: object) -> tuple[str, int]:
     raise ConfigError("metrics_listen", value, "must be 'ip:port', e.g. '127.0.0.1:9100'")
 
 
+# (stats key, metric name, help) of the counters per endpoint, and per service
+_ENDPOINT_COUNTERS = (
+    ("total", "connections", "Connections (UDP: flows) placed"),
+    ("failures", "connect_failures", "Failed or unanswered connects (UDP: ICMP refusals)"),
+    ("bytes_in", "bytes_in", "Bytes from clients to endpoints"),
+    ("bytes_out", "bytes_out", "Bytes from endpoints to clients"),
+)
+_SERVICE_COUNTERS = (
+    ("refused", "Connections refused at max_connections"),
+    ("unavailable", "Connections no endpoint could take"),
+)
+
+
 def _collector(forwarder: Any) -> Any:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     class ForwarderCollector:
         def collect(self) -> Any:
             labels = ["service", "endpoint"]
-            active = GaugeMetricFamily("lbcore_forwarder_active", "Open connections (UDP: flows)", labels=labels)
-            failed = GaugeMetricFamily("lbcore_forwarder_endpoint_failed", "1 while passive health cools the endpoint down", labels=labels)
+            active = GaugeMetricFamily(
+                "lbcore_forwarder_active", "Open connections (UDP: flows)", labels=labels
+            )
+            failed = GaugeMetricFamily(
+                "lbcore_forwarder_endpoint_failed",
+                "1 while passive health cools the endpoint down", labels=labels,
+            )
             counters = {
-                "total": CounterMetricFamily("lbcore_forwarder_connections", "Connections (UDP: flows) placed", labels=labels),
-                "failures": CounterMetricFamily("lbcore_forwarder_connect_failures", "Failed connects (UDP: ICMP refusals)", labels=labels),
-                "bytes_in": CounterMetricFamily("lbcore_forwarder_bytes_in", "Bytes from clients to endpoints", labels=labels),
-                "bytes_out": CounterMetricFamily("lbcore_forwarder_bytes_out", "Bytes from endpoints to clients", labels=labels),
+                key: CounterMetricFamily(f"lbcore_forwarder_{name}", text, labels=labels)
+                for key, name, text in _ENDPOINT_COUNTERS
             }
-            refused = CounterMetricFamily("lbcore_forwarder_refused", "Connections refused at max_connections", labels=["service"])
-            unavailable = CounterMetricFamily("lbcore_forwarder_unavailable", "Connections no endpoint could take", labels=["service"])
+            per_service = {
+                key: CounterMetricFamily(f"lbcore_forwarder_{key}", text, labels=["service"])
+                for key, text in _SERVICE_COUNTERS
+            }
             for name, service in forwarder.stats().items():
-                refused.add_metric([name], service["refused"])
-                unavailable.add_metric([name], service["unavailable"])
+                for key, family in per_service.items():
+                    family.add_metric([name], service[key])
                 for address, endpoint in service["endpoints"].items():
                     active.add_metric([name, address], endpoint["active"])
                     failed.add_metric([name, address], int(endpoint["failed"]))
@@ -59,8 +77,7 @@ def _collector(forwarder: Any) -> Any:
             yield active
             yield failed
             yield from counters.values()
-            yield refused
-            yield unavailable
+            yield from per_service.values()
 
     return ForwarderCollector()
 
@@ -104,6 +121,10 @@ async def serve_metrics(forwarder: Any, listen: tuple[str, int]) -> asyncio.Abst
     registry.register(_collector(forwarder))
     loop = asyncio.get_running_loop()
     try:
-        return await loop.create_server(lambda: _Scrape(lambda: generate_latest(registry)), *listen)
+        return await loop.create_server(
+            lambda: _Scrape(lambda: generate_latest(registry)), *listen
+        )
     except OSError as exc:
-        raise ConfigError("metrics_listen", f"{listen[0]}:{listen[1]}", f"cannot be bound: {exc.strerror or exc}") from None
+        raise ConfigError(
+            "metrics_listen", f"{listen[0]}:{listen[1]}", f"cannot be bound: {exc.strerror or exc}"
+        ) from None

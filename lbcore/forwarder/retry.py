@@ -31,7 +31,8 @@ class PassiveHealth:
     def __init__(self, loop: asyncio.AbstractEventLoop, cooldown: float) -> None:
         self.loop = loop
         self.cooldown = cooldown
-        self.cooling: dict[tuple[str, int], tuple[asyncio.TimerHandle, Any, Endpoint, EndpointStats]] = {}
+        # endpoint address -> (its cool-down timer, balancer, endpoint, stats)
+        self.cooling: dict[tuple[str, int], tuple[Any, Any, Endpoint, EndpointStats]] = {}
 
     def failed(self, balancer: Any, endpoint: Endpoint, stats: EndpointStats) -> None:
         """Skip ``endpoint`` for new connections for a cool-down."""
@@ -72,7 +73,9 @@ class PassiveHealth:
             self._recover(key)
 
 
-def failed(runtime: Any, balancer: Any, endpoint: Endpoint, stats: EndpointStats, why: object) -> None:
+def failed(
+    runtime: Any, balancer: Any, endpoint: Endpoint, stats: EndpointStats, why: object
+) -> None:
     """An endpoint did not take or did not answer a connection: count it, cool it down."""
     runtime.stats.connect_failed(stats)
     runtime.health.failed(balancer, endpoint, stats)

@@ -131,7 +131,10 @@ async def _serve(
         if reload_pending:
             reload()
         await stop.wait()
-        log.info("stopping: no new connections; draining for up to %gs", forwarder.options.drain_timeout)
+        log.info(
+            "stopping: no new connections; draining for up to %gs",
+            forwarder.options.drain_timeout,
+        )
         await forwarder.stop()
     finally:
         for signum in handlers:
@@ -146,5 +149,6 @@ def _log_listening(forwarder: Forwarder, before: dict[str, tuple[str, int]]) -> 
     stats = forwarder.stats()
     for name, address in forwarder.addresses.items():
         if before.get(name) != address:
-            log.info("%s: listening on %s/%s", name, _join_host_port(*address), stats[name]["protocol"])
+            protocol = stats[name]["protocol"]
+            log.info("%s: listening on %s/%s", name, _join_host_port(*address), protocol)
     sys.stderr.flush()

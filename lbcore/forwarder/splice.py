@@ -47,7 +47,9 @@ class Pump:
     ``side.bytes`` counts what moved.
     """
 
-    __slots__ = ("relay", "side", "loop", "src", "dst", "pipe_r", "pipe_w", "size", "pending", "waiting")
+    __slots__ = (
+        "relay", "side", "loop", "src", "dst", "pipe_r", "pipe_w", "size", "pending", "waiting",
+    )
 
     def __init__(self, relay: Any, side: Any, loop: Any) -> None:
         self.relay = relay

@@ -142,8 +142,9 @@ def format_stats(stats: dict[str, dict[str, Any]]) -> str:
     ...     "active": 1, "total": 2, "refused": 0, "unavailable": 0, "failures": 1,
     ...     "bytes_in": 10, "bytes_out": 20, "removed": False, "endpoints": {"10.0.0.1:80": {
     ...     "active": 1, "total": 2, "failures": 1, "bytes_in": 10, "bytes_out": 20,
-    ...     "failed": True, "removed": False}}}}))
-    web tcp 127.0.0.1:80 active=1 total=2 refused=0 unavailable=0 failures=1 bytes_in=10 bytes_out=20
+    ...     "failed": True, "removed": False}}}}))  # doctest: +NORMALIZE_WHITESPACE
+    web tcp 127.0.0.1:80 active=1 total=2 refused=0 unavailable=0 failures=1
+        bytes_in=10 bytes_out=20
       10.0.0.1:80 active=1 total=2 failures=1 bytes_in=10 bytes_out=20 failed
     """
     lines = []
@@ -151,7 +152,8 @@ def format_stats(stats: dict[str, dict[str, Any]]) -> str:
         counters = " ".join(
             f"{k}={s[k]}" for k in ("active", "total", "refused", "unavailable") + _COUNTERS[1:]
         )
-        lines.append(f"{name} {s['protocol']} {s['listen']} {counters}" + (" removed" if s["removed"] else ""))
+        removed = " removed" if s["removed"] else ""
+        lines.append(f"{name} {s['protocol']} {s['listen']} {counters}{removed}")
         for address, e in s["endpoints"].items():
             counters = " ".join(f"{k}={e[k]}" for k in ("active",) + _COUNTERS)
             flags = "".join(f" {flag}" for flag in ("failed", "removed") if e[flag])

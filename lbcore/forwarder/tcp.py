@@ -235,7 +235,8 @@ class Relay:
                 client.transport.abort()
         self.task = None
         if placed is not None:
-            self.balancer, self.endpoint, self.endpoint_stats, transport, upstream, self.tries = placed
+            self.balancer, self.endpoint, self.endpoint_stats = placed[:3]
+            transport, upstream, self.tries = placed[3:]
             runtime.stats.opened(self, self.endpoint_stats)
             if client.done:  # the client left as the connect completed
                 transport.close()

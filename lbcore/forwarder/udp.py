@@ -104,7 +104,9 @@ class Flow(asyncio.DatagramProtocol):
                 lambda: self, remote_addr=(self.endpoint.ip, self.endpoint.port)
             )
         except (OSError, asyncio.CancelledError) as exc:
-            log.warning("%s: UDP flow to %s failed: %s", self.runtime.name, self.endpoint.address, exc)
+            log.warning(
+                "%s: UDP flow to %s failed: %s", self.runtime.name, self.endpoint.address, exc
+            )
             self._finish()
 
     def connection_made(self, transport: Any) -> None:
