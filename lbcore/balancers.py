@@ -14,18 +14,27 @@ from .errors import ConfigError
 from .models import SCHEDULERS, Endpoint, Service
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._pure import Affinity, LeastConnection, RoundRobin, WeightedLeastConnection, WeightedRoundRobin
+    from . import _pure as _twins
 
     IMPLEMENTATION = "pure"
 else:
     try:
-        from ._fast import Affinity, LeastConnection, RoundRobin, WeightedLeastConnection, WeightedRoundRobin
+        from . import _fast as _twins
 
         IMPLEMENTATION = "compiled"
     except ImportError:  # not built: a pure install, or a checkout without build_ext
-        from ._pure import Affinity, LeastConnection, RoundRobin, WeightedLeastConnection, WeightedRoundRobin
+        from . import _pure as _twins
 
         IMPLEMENTATION = "pure"
+
+RoundRobin = _twins.RoundRobin
+WeightedRoundRobin = _twins.WeightedRoundRobin
+LeastConnection = _twins.LeastConnection
+WeightedLeastConnection = _twins.WeightedLeastConnection
+DestinationHash = _twins.DestinationHash
+SourceHash = _twins.SourceHash
+Maglev = _twins.Maglev
+Affinity = _twins.Affinity
 
 __all__ = [
     "IMPLEMENTATION",
@@ -33,6 +42,9 @@ __all__ = [
     "WeightedRoundRobin",
     "LeastConnection",
     "WeightedLeastConnection",
+    "DestinationHash",
+    "SourceHash",
+    "Maglev",
     "Affinity",
     "make_balancer",
     "make_balancer_for",
@@ -44,6 +56,9 @@ _REGISTRY: dict[str, tuple[Any, tuple[str, ...]]] = {
     "wrr": (WeightedRoundRobin, ("rng",)),
     "lc": (LeastConnection, ()),
     "wlc": (WeightedLeastConnection, ()),
+    "dh": (DestinationHash, ("table_size",)),
+    "sh": (SourceHash, ("table_size",)),
+    "mh": (Maglev, ("table_size",)),
 }
 
 

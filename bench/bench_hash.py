@@ -1,0 +1,161 @@
+"""Benchmarks of the hash schedulers (dh, sh, mh); not part of the test run.
+
+    python -m pytest bench/bench_hash.py --benchmark-enable -s \
+        --benchmark-json=bench/.results/hash.json
+
+Each speed figure is a ratio taken in one test: the subject and its reference (the
+floor ``abs(k)``, uhashring, the pure twin) are timed in alternation, 15 times each, and
+the medians compared, so load on a shared machine hits both sides alike.  A "call" is
+one pre-bound call in a loop of many (``for _ in repeat(None, n): pick(key)``), as a
+proxy would make it.  Figures print as ``FIGURE`` lines (with ``-s``) and go to
+``extra_info`` in the JSON; targets are recorded beside them, not asserted.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from array import array
+from itertools import repeat
+
+import pytest
+from uhashring import HashRing
+
+import lbcore._fast as fast
+import lbcore._pure as pure
+from lbcore import Endpoint
+
+KEY = "198.51.100.77:4"  # 15 characters, like a client ip:port
+ENDPOINTS = [Endpoint(f"10.0.{i // 250}.{i % 250 + 1}", 8080) for i in range(100)]
+ROUNDS = 15
+
+
+def _loop(fn, arg, calls):
+    def run(fn=fn, arg=arg, calls=calls):  # locals, not closure cells: the leanest loop
+        for _ in repeat(None, calls):
+            fn(arg)
+    return run
+
+
+def _timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _per_call_ns(subject, reference, arg, ref_arg, calls: int, ref_calls: int) -> tuple[float, float]:
+    """Median ns per call of subject(arg) and reference(ref_arg), timed in alternation."""
+    run_subject, run_reference = _loop(subject, arg, calls), _loop(reference, ref_arg, ref_calls)
+    run_subject(), run_reference()  # warm up
+    subject_times, reference_times = [], []
+    for _ in range(ROUNDS):
+        subject_times.append(_timed(run_subject))
+        reference_times.append(_timed(run_reference))
+    return (statistics.median(subject_times) / calls * 1e9,
+            statistics.median(reference_times) / ref_calls * 1e9)
+
+
+def _record(benchmark, name: str, target: str, met: bool, **figures) -> None:
+    benchmark.extra_info.update(figures, target=target, met=met)
+    shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
+    print(f"\nFIGURE {name}: {shown} (target {target}: {'met' if met else 'MISSED'})")
+
+
+def test_floor_abs(benchmark):
+    benchmark.pedantic(_loop(abs, -12345, 100_000), rounds=ROUNDS, iterations=1)
+    ns = benchmark.stats.stats.median / 100_000 * 1e9
+    _record(benchmark, "floor abs(k)", "reference", True, ns_per_call=ns)
+
+
+@pytest.mark.parametrize("name", ["DestinationHash", "SourceHash", "Maglev"])
+def test_pick_str_key_100_endpoints(benchmark, name):
+    pick = getattr(fast, name)(ENDPOINTS).pick
+    ns, floor = _per_call_ns(pick, abs, KEY, -12345, 100_000, 100_000)
+    benchmark.pedantic(_loop(pick, KEY, 100_000), rounds=ROUNDS, iterations=1)
+    ratio = ns / floor
+    _record(benchmark, f"{name} pick", "<= 3x floor", ratio <= 3,
+            ns_per_call=ns, floor_ns=floor, ratio=ratio)
+
+
+def test_mh_pick_vs_uhashring(benchmark):
+    pick = fast.Maglev(ENDPOINTS).pick
+    ring = HashRing(nodes=[e.address for e in ENDPOINTS])
+    ns, peer = _per_call_ns(pick, ring.get_node, KEY, KEY, 100_000, 5_000)
+    benchmark.pedantic(_loop(ring.get_node, KEY, 5_000), rounds=ROUNDS, iterations=1)
+    speedup = peer / ns
+    _record(benchmark, "mh pick vs uhashring get_node", ">= 30x faster", speedup >= 30,
+            ns_per_call=ns, uhashring_ns=peer, speedup=speedup)
+
+
+def test_mh_pick_vs_pure_twin(benchmark):
+    pick = fast.Maglev(ENDPOINTS).pick
+    pure_pick = pure.Maglev(ENDPOINTS).pick
+    ns, twin = _per_call_ns(pick, pure_pick, KEY, KEY, 100_000, 20_000)
+    benchmark.pedantic(_loop(pure_pick, KEY, 20_000), rounds=ROUNDS, iterations=1)
+    speedup = twin / ns
+    _record(benchmark, "mh pick vs pure twin", ">= 3x faster", speedup >= 3,
+            ns_per_call=ns, pure_ns=twin, speedup=speedup)
+
+
+def test_mh_pick_many_1m_int_keys(benchmark):
+    b = fast.Maglev(ENDPOINTS)
+    keys = array("Q", range(1_000_000))
+    benchmark.pedantic(b.pick_many, (keys,), rounds=ROUNDS, iterations=1)
+    ns = benchmark.stats.stats.median / len(keys) * 1e9
+    _record(benchmark, "mh pick_many 1M int keys", "<= 5 ns/key", ns <= 5, ns_per_key=ns)
+
+
+def test_maglev_table_build_65537_x_1000(benchmark):
+    endpoints = [Endpoint(f"10.{i // 250}.0.{i % 250 + 1}", 8080) for i in range(1000)]
+    entries = fast.Maglev(endpoints)._picker.table_key  # (address, weight) in address order
+    benchmark.pedantic(fast.maglev_table, (65537, entries), rounds=ROUNDS, iterations=1)
+    ms = benchmark.stats.stats.median * 1e3
+    update_ms = statistics.median(_timed(lambda: fast.Maglev(endpoints)) for _ in range(ROUNDS)) * 1e3
+    pure_ms = _timed(lambda: pure.maglev_table(65537, entries)) * 1e3
+    _record(benchmark, "Maglev table M=65537 N=1000", "<= 2 ms", ms <= 2, build_ms=ms,
+            whole_constructor_ms=update_ms, pure_build_ms=pure_ms)
+
+
+def _moved(before: array, after: array, old: tuple, new: tuple) -> float:
+    return sum(old[i] != new[j] for i, j in zip(before, after)) / len(before)
+
+
+def test_maglev_quality(benchmark):
+    # Balance: entries per endpoint, max over mean, with M >= 100 N and at the default M.
+    balance = {}
+    for n, size in ((100, 65537), (1000, 100003), (1000, 65537)):
+        table = fast.Maglev(ENDPOINTS[:n] if n <= 100 else
+                            [Endpoint(f"10.{i // 250}.0.{i % 250 + 1}", 80) for i in range(n)],
+                            table_size=size)._picker.table
+        counts = [0] * n
+        for entry in table:
+            counts[entry] += 1
+        balance[f"max_over_mean_N{n}_M{size}"] = max(counts) / (size / n)
+    # Disruption: keys moved when each one of 100 endpoints is removed in turn.
+    keys = array("Q", range(0, 100_000_000, 100))  # 1,000,000 keys
+    b = fast.Maglev(ENDPOINTS)
+    before = b.pick_many(keys)
+    moved = []
+    for removed in range(100):
+        b.update(ENDPOINTS[:removed] + ENDPOINTS[removed + 1:])
+        moved.append(_moved(before, b.pick_many(keys), tuple(ENDPOINTS), b.endpoints))
+    benchmark.pedantic(b.update, (ENDPOINTS,), rounds=ROUNDS, iterations=1)
+    met = balance["max_over_mean_N100_M65537"] <= 1.01 and statistics.mean(moved) <= 0.016
+    _record(benchmark, "Maglev quality", "max/mean <= 1.01 at M >= 100 N; moved <= 1.6 % (ideal 1 %)",
+            met, **balance, moved_min=min(moved), moved_mean=statistics.mean(moved),
+            moved_max=max(moved))
+
+
+def test_sh_dh_spread(benchmark):
+    # IPVS bucket tables cut the last cycle: with 100 endpoints in 256 buckets, 56 get 3.
+    keys = array("Q", range(1_000_000))
+    figures = {}
+    for name in ("SourceHash", "DestinationHash"):
+        for size in (256, 65536):
+            b = getattr(fast, name)(ENDPOINTS, table_size=size)
+            counts = [0] * len(ENDPOINTS)
+            for index in b.pick_many(keys):
+                counts[index] += 1
+            figures[f"{name}_{size}_max_over_mean"] = max(counts) / (len(keys) / len(ENDPOINTS))
+    benchmark.pedantic(fast.SourceHash, (ENDPOINTS,), rounds=ROUNDS, iterations=1)
+    _record(benchmark, "sh/dh spread, 1M keys over 100 endpoints", "recorded", True, **figures)
