@@ -1,0 +1,120 @@
+"""Listening sockets: bound synchronously (so an update can prove them before it
+switches), then served by the event loop; each routes to the service it serves now.
+
+A listener outlives the service that opened it when another service takes its address
+over in an update: the socket is never closed and reopened, so no connection attempt
+meets a closed port during a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from ..errors import ConfigError
+from ..models import _join_host_port
+from .tcp import Relay
+from .udp import ListenerProtocol
+
+__all__ = ["Listener", "bind"]
+
+#: The kernel caps this at net.core.somaxconn.
+BACKLOG = 4096
+
+
+def bind(protocol: str, host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), listening if TCP; OSError if it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            # Rebinding after a restart must not wait out TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # [::]:80 and 0.0.0.0:80 may be two services, as two IPVS virtual services.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Listener:
+    """One bound socket (``protocol``, ``configured`` address) and its current service.
+
+    ``runtime`` is None once no service uses the address: a TCP listener then closes; a
+    UDP listener keeps relaying replies of its existing flows and closes after them.
+    """
+
+    __slots__ = ("protocol", "configured", "sock", "address", "runtime", "server",
+                 "flows", "closed", "starting", "udp")
+
+    def __init__(self, protocol: str, configured: tuple[str, int], field: str) -> None:
+        try:
+            self.sock = bind(protocol, *configured)
+        except OSError as exc:
+            raise ConfigError(
+                field, _join_host_port(*configured),
+                f"cannot be bound for {protocol}: {exc.strerror or exc}",
+            ) from None
+        self.protocol = protocol
+        self.configured = configured
+        self.address: tuple[str, int] = self.sock.getsockname()[:2]
+        self.runtime: Any = None
+        self.server: Any = None
+        self.udp: ListenerProtocol | None = None
+        self.flows: dict[tuple, Any] = {}
+        self.closed = False
+        self.starting = False
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name if self.runtime is not None else str(self.configured)
+
+    async def serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start taking connections or datagrams on the bound socket."""
+        self.starting = True
+        try:
+            if self.protocol == "tcp":
+                self.server = await loop.create_server(
+                    self._accept, sock=self.sock, backlog=BACKLOG
+                )
+            else:
+                self.udp = ListenerProtocol(self)
+                await loop.create_datagram_endpoint(lambda: self.udp, sock=self.sock)
+        finally:
+            self.starting = False
+        if self.closed:  # closed by an update or stop() while it was starting
+            self.closed = False
+            self.close()
+
+    def _accept(self) -> Any:
+        return Relay(self.runtime).client
+
+    def release(self) -> None:
+        """No service uses this address any more: stop taking new connections."""
+        self.runtime = None
+        if self.protocol == "tcp" or not self.flows:
+            self.close()
+
+    def flow_ended(self) -> None:
+        if self.runtime is None and not self.flows:
+            self.close()
+
+    def close(self) -> None:
+        """Close the socket (established TCP connections are not affected)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.server is not None:
+            self.server.close()
+        elif self.udp is not None and self.udp.transport is not None:
+            self.udp.transport.close()
+        elif not self.starting:
+            self.sock.close()  # never served

@@ -1,0 +1,113 @@
+"""What on failure: retry the next pick, and take a failed endpoint out for a cool-down.
+
+kube-proxy's userspace proxier retried a connection on another endpoint with growing
+timeouts (250 ms to 2 s, 4 tries) and bypassed affinity after a failure (reference
+kube-proxy.md §3.2).  Here a failed endpoint is marked failed on the balancer, which also
+drops its sticky sessions, so the retry's pick goes elsewhere; it is marked healthy again
+after the cool-down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from ..errors import NoEndpointsError
+from ..models import Endpoint
+from .connector import connect
+from .stats import EndpointStats
+
+__all__ = ["PassiveHealth", "failed", "place"]
+
+log = logging.getLogger("lbcore.forwarder")
+
+
+class PassiveHealth:
+    """The endpoints of one service that failed recently, each with its cool-down timer."""
+
+    __slots__ = ("loop", "cooldown", "cooling")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cooldown: float) -> None:
+        self.loop = loop
+        self.cooldown = cooldown
+        # endpoint address -> (its cool-down timer, balancer, endpoint, stats)
+        self.cooling: dict[tuple[str, int], tuple[Any, Any, Endpoint, EndpointStats]] = {}
+
+    def failed(self, balancer: Any, endpoint: Endpoint, stats: EndpointStats) -> None:
+        """Skip ``endpoint`` for new connections for a cool-down."""
+        balancer.mark_failed(endpoint)
+        stats.failed = True
+        key = (endpoint.ip, endpoint.port)
+        previous = self.cooling.pop(key, None)
+        if previous is not None:
+            previous[0].cancel()
+        timer = self.loop.call_later(self.cooldown, self._recover, key)
+        self.cooling[key] = (timer, balancer, endpoint, stats)
+
+    def _recover(self, key: tuple[str, int]) -> None:
+        _, balancer, endpoint, stats = self.cooling.pop(key)
+        balancer.mark_healthy(endpoint)
+        stats.failed = False
+
+    def pick(self, balancer: Any, key: Any, first_try: bool) -> Endpoint:
+        """``balancer.pick(key)``; on a first try that finds every endpoint cooling, forgive them.
+
+        Envoy's panic threshold, at its limit: when passive health has taken out every
+        endpoint, routing to them anyway beats refusing all traffic for a whole cool-down
+        (a rolling restart can fail each endpoint once).  Retries do not forgive, so one
+        connection never loops over endpoints it just saw fail.
+        """
+        try:
+            return balancer.pick(key)
+        except NoEndpointsError:
+            if not (first_try and self.cooling):
+                raise
+            self.forgive()
+            return balancer.pick(key)
+
+    def forgive(self) -> None:
+        """Mark every cooling endpoint healthy now (also used when the balancer is replaced)."""
+        for key in list(self.cooling):
+            self.cooling[key][0].cancel()
+            self._recover(key)
+
+
+def failed(
+    runtime: Any, balancer: Any, endpoint: Endpoint, stats: EndpointStats, why: object
+) -> None:
+    """An endpoint did not take or did not answer a connection: count it, cool it down."""
+    runtime.stats.connect_failed(stats)
+    runtime.health.failed(balancer, endpoint, stats)
+    log.warning("%s: %s failed (%s); cooling it down", runtime.name, endpoint.address, why)
+
+
+async def place(
+    runtime: Any, key: Any, protocol_factory: Callable[[], asyncio.Protocol], first_try: int = 0
+) -> tuple[Any, Endpoint, EndpointStats, asyncio.Transport, Any, int]:
+    """Pick and connect, retrying on the next pick until ``tries`` tries are used.
+
+    ``first_try`` counts tries a connection already used (see `Relay` on unanswered
+    connections).  Returns (balancer, endpoint, endpoint stats, transport, protocol,
+    try number); the caller owns one `release` of the endpoint on that balancer.
+    Raises NoEndpointsError when no endpoint is usable or every try failed.  Every pick
+    that does not end in a returned connection is released here.
+    """
+    options = runtime.options
+    for attempt in range(first_try, options.tries):
+        balancer = runtime.balancer
+        endpoint = runtime.health.pick(balancer, key, attempt == 0)
+        endpoint_stats = runtime.stats.endpoint(endpoint)
+        try:
+            transport, protocol = await connect(
+                runtime.loop, endpoint, protocol_factory, options.try_timeout(attempt)
+            )
+        except OSError as exc:  # refused, unreachable, timed out (TimeoutError is an OSError)
+            balancer.release(endpoint)
+            failed(runtime, balancer, endpoint, endpoint_stats, exc)
+            continue
+        except BaseException:
+            balancer.release(endpoint)
+            raise
+        return balancer, endpoint, endpoint_stats, transport, protocol, attempt
+    raise NoEndpointsError(f"{runtime.name}: {options.tries} tries failed")

@@ -1,0 +1,349 @@
+"""The TCP relay: a client connection, its upstream connection, and the bytes between.
+
+Per connection (DESIGN.md "Forwarder"): admit under the service's limit → pick and
+connect with retries (`retry.place`) → copy both ways with backpressure both ways → pass
+half-closes through → `release()` the endpoint exactly once when both sides are gone.
+
+Backpressure: when one side's transport buffers more than its high-water mark, asyncio
+calls that side's ``pause_writing`` and the relay stops reading the *other* side, whose
+bytes were filling it; ``resume_writing`` undoes it.  So each direction holds at most
+one high-water mark plus one read of bytes in Python.
+
+Unanswered connections: an endpoint that closes or resets a connection before sending a
+single byte back, while the client has not finished sending (no FIN) and everything it
+sent is still held (`REPLAY_LIMIT`), failed just like a refused connect: it is marked
+failed and the connection moves to the next pick, the client's bytes replayed.  This is
+what keeps a crashed backend invisible to clients whose requests were in flight on it
+(the check HAProxy's ``retry-on empty-response`` makes for HTTP).  The price, which L4
+cannot avoid: a request the dead endpoint processed without answering runs twice.
+Turn it off with ``retry_unanswered=False``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from typing import Any
+
+from ..errors import NoEndpointsError
+from . import splice
+from .retry import failed, place
+
+__all__ = ["Relay", "reset", "REPLAY_LIMIT"]
+
+log = logging.getLogger("lbcore.forwarder")
+
+#: Client bytes held for a replay until the endpoint's first byte arrives.
+REPLAY_LIMIT = 64 * 1024
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+_BULK_READ = splice.BULK_READ
+
+
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Close with a TCP RST, as iptables ``-j REJECT --reject-with tcp-reset`` would.
+
+    A client told "reset" knows it was turned away; a FIN would read as a finished reply.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:  # already gone
+            pass
+    transport.abort()
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a relay; what it reads goes to ``peer``'s transport."""
+
+    __slots__ = ("relay", "transport", "peer", "bytes", "eof", "done", "pump")
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.transport: Any = None
+        self.peer: Any = None
+        self.bytes = 0
+        self.eof = False  # this side has sent its FIN
+        self.done = False  # this side's connection is lost
+        self.pump: splice.Pump | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.transport.write(data)
+        n = len(data)
+        self.bytes += n
+        relay = self.relay
+        if relay.replay is not None:
+            relay.remember(self, data)
+        if n >= _BULK_READ and relay.splice:
+            relay.start_splice(self)
+
+    def eof_received(self) -> bool:
+        self.relay.eof_from(self)
+        return True  # keep the transport: the other direction may still be flowing
+
+    def pause_writing(self) -> None:
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.relay.seen = -1  # a slow reader that drains is not idle
+        self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(self, exc)
+
+
+class _ClientSide(_Side):
+    __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.peer = _Waiting(transport, [])
+        self.relay.admit()
+
+
+class _UpstreamSide(_Side):
+    __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Wired to the client now, not when the connect task resumes: a server that
+        # speaks first may deliver bytes before that.  The client is wired to this side
+        # only once the connect is final (`Relay._connect`).
+        self.transport = transport
+        self.relay.upstream = self
+        self.peer = self.relay.client
+
+
+class _Waiting:
+    """Stands in for the upstream side until it connects; holds the client's bytes.
+
+    Bounded: past `REPLAY_LIMIT` bytes it pauses the client, so it holds at most one
+    read more.  (A first request is usually one small read: no pause, no resume.)
+    """
+
+    __slots__ = ("client_transport", "data", "size", "shutdown")
+    eof = done = False
+
+    def __init__(self, client_transport: Any, data: list[bytes]) -> None:
+        self.client_transport = client_transport
+        self.data = data
+        self.size = sum(map(len, data))
+        self.shutdown = False
+
+    @property
+    def transport(self) -> _Waiting:
+        return self
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+        self.size += len(data)
+        if self.size > REPLAY_LIMIT:
+            self.client_transport.pause_reading()
+
+    def write_eof(self) -> None:
+        self.shutdown = True
+
+    def get_write_buffer_size(self) -> int:
+        return 1  # never splice into a side that is not there yet
+
+    def close(self) -> None:
+        pass
+
+    abort = close
+
+    def hand_over(self, transport: Any) -> None:
+        """Pass on what the client sent while the connect was pending."""
+        if self.data:
+            transport.write(b"".join(self.data) if len(self.data) > 1 else self.data[0])
+        if self.shutdown:
+            transport.write_eof()
+        if self.size > REPLAY_LIMIT:
+            self.client_transport.resume_reading()
+
+
+class Relay:
+    """One proxied TCP connection of one service."""
+
+    __slots__ = (
+        "runtime", "client", "upstream", "balancer", "endpoint", "endpoint_stats", "key",
+        "tries", "task", "idle", "seen", "splice", "replay", "replay_size", "finished",
+    )
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.client = _ClientSide(self)
+        self.upstream: _Side | None = None
+        self.balancer: Any = None
+        self.endpoint: Any = None
+        self.endpoint_stats: Any = None
+        self.key: Any = None
+        self.tries = 0  # tries used so far
+        self.task: asyncio.Task | None = None
+        self.idle = 0  # idle sweeps without progress (Forwarder._sweep)
+        self.seen = 0  # bytes moved at the last sweep
+        self.splice = runtime.options.splice and splice.AVAILABLE
+        # The client's bytes, kept until the endpoint answers (None: not kept).
+        self.replay: list[bytes] | None = [] if runtime.options.retry_unanswered else None
+        self.replay_size = 0
+        self.finished = False
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes from the client to the endpoint so far."""
+        return self.client.bytes
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes from the endpoint to the client so far."""
+        return self.upstream.bytes if self.upstream is not None else 0
+
+    def admit(self) -> None:
+        runtime = self.runtime
+        stats = runtime.stats
+        # Over the limit: accept and reset at once rather than leave the connection in
+        # the kernel's backlog.  The client learns at once (and can go elsewhere)
+        # instead of hanging in SYN retransmits once the backlog overflows; the refusal
+        # is counted; and it costs an accept and a close, no buffer.
+        if len(stats.live) >= runtime.max_connections:
+            stats.refused += 1
+            reset(self.client.transport)
+            return
+        stats.admitted(self)
+        if runtime.wants_key:
+            self.key = runtime.key_of(self.client.transport.get_extra_info("peername"))
+        self.task = runtime.loop.create_task(self._connect())
+
+    def _new_upstream(self) -> _UpstreamSide:
+        return _UpstreamSide(self)
+
+    async def _connect(self) -> None:
+        runtime = self.runtime
+        client = self.client
+        placed = None
+        try:
+            placed = await place(runtime, self.key, self._new_upstream, self.tries)
+        except NoEndpointsError as exc:
+            runtime.stats.unavailable += 1
+            log.warning("%s: connection from %s refused: %s", runtime.name,
+                        client.transport.get_extra_info("peername"), exc)
+            if not client.done:
+                reset(client.transport)
+        except asyncio.CancelledError:  # the client left, or the forwarder stops
+            if not client.done:
+                client.transport.abort()
+        self.task = None
+        if placed is not None:
+            self.balancer, self.endpoint, self.endpoint_stats = placed[:3]
+            transport, upstream, self.tries = placed[3:]
+            runtime.stats.opened(self, self.endpoint_stats)
+            if client.done:  # the client left as the connect completed
+                transport.close()
+            else:
+                waiting, client.peer = client.peer, upstream
+                waiting.hand_over(transport)
+        self._maybe_finish()
+
+    def remember(self, side: _Side, data: bytes) -> None:
+        """Keep the client's bytes for a replay until the endpoint answers."""
+        if side is not self.client:
+            self.replay = None  # answered: nothing will be replayed
+            return
+        self.replay_size += len(data)
+        if self.replay_size > REPLAY_LIMIT:
+            self.replay = None
+        else:
+            self.replay.append(data)  # type: ignore[union-attr]
+
+    def _unanswered(self, side: _Side, why: object) -> bool:
+        """The endpoint left without a byte: move the connection to the next pick."""
+        client = self.client
+        if (
+            self.replay is None or side is not self.upstream or client.eof or client.done
+            or self.task is not None or self.tries + 1 >= self.runtime.options.tries
+        ):
+            return False
+        runtime = self.runtime
+        self.upstream = None  # its connection_lost is ignored from now on
+        side.transport.abort()
+        self.endpoint_stats.live.discard(self)
+        self.balancer.release(self.endpoint)
+        failed(runtime, self.balancer, self.endpoint, self.endpoint_stats, why)
+        self.endpoint = self.endpoint_stats = None
+        self.tries += 1
+        client.peer = _Waiting(client.transport, list(self.replay))  # type: ignore[arg-type]
+        self.task = runtime.loop.create_task(self._connect())
+        return True
+
+    def start_splice(self, side: _Side) -> None:
+        """Move ``side``'s direction into the kernel if nothing is queued ahead of it."""
+        if self.replay is not None or side.peer.transport.get_write_buffer_size():
+            return  # keep order (and the replay): try again on the next bulk read
+        side.transport.pause_reading()
+        try:
+            side.pump = splice.Pump(self, side, self.runtime.loop)
+        except OSError as exc:  # out of descriptors, say: keep copying
+            log.warning("%s: splice unavailable, copying instead: %s", self.runtime.name, exc)
+            self.splice = False
+            side.transport.resume_reading()
+
+    def eof_from(self, side: _Side) -> None:
+        """``side`` sent FIN: pass it on; when both have, the relay is done."""
+        if self._unanswered(side, "closed without answering"):
+            return
+        side.eof = True
+        peer = side.peer
+        if peer.done:
+            return
+        peer.transport.write_eof()
+        if peer.eof:
+            self.close()
+
+    def lost(self, side: _Side, exc: Exception | None) -> None:
+        if side is not self.client and side is not self.upstream:
+            return  # abandoned: a connect deadline, or an unanswered connection
+        if exc is not None and self._unanswered(side, exc):
+            return
+        side.done = True
+        peer = side.peer
+        if not peer.done:
+            if exc is None:
+                peer.transport.close()  # flush what the lost side sent before it left
+            else:
+                peer.transport.abort()
+        if side is self.client and self.task is not None:
+            self.task.cancel()
+        self._maybe_finish()
+
+    def close(self) -> None:
+        """Close both sides after their queued bytes are written."""
+        for side in (self.client, self.upstream):
+            if side is not None and not side.done:
+                side.transport.close()
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop both sides now (an error, the idle timeout, the drain deadline)."""
+        if exc is not None:
+            log.debug("%s: relay aborted: %s", self.runtime.name, exc)
+        if self.task is not None:
+            self.task.cancel()
+        for side in (self.client, self.upstream):
+            if side is not None and not side.done:
+                side.transport.abort()
+
+    close_idle = abort
+
+    def _maybe_finish(self) -> None:
+        if self.finished or self.task is not None or not self.client.done:
+            return
+        if self.upstream is not None and not self.upstream.done:
+            return
+        self.finished = True
+        for side in (self.client, self.upstream):
+            if side is not None and side.pump is not None:
+                side.pump.close()
+        if self.endpoint is not None:
+            self.balancer.release(self.endpoint)  # the one release of this connection's pick
+        self.runtime.stats.closed(self, self.endpoint_stats)
+        self.runtime.ended()

@@ -1,0 +1,520 @@
+"""The TCP relay over real sockets: bytes, half-close, splice, limits, timeouts, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+import lbcore
+from lbcore import ConfigError, Endpoint
+from lbcore.forwarder import Forwarder, Options
+from lbcore.forwarder import forwarder as forwarder_module
+from lbcore.forwarder import splice as splice_module
+
+from forwarder_support import (
+    LOOPS, available_schedulers, backends, digest, fetch, open_client, payload, run_async,
+    service, who,
+)
+
+
+@pytest.fixture(params=LOOPS)
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+def test_bulk_both_ways_byte_exact_and_counted(loop_kind, splice, monkeypatch):
+    pumps = []
+
+    class CountedPump(splice_module.Pump):  # the real pump, counted
+        __slots__ = ()
+
+        def __init__(self, *args):
+            super().__init__(*args)
+            pumps.append(self)
+
+    monkeypatch.setattr(splice_module, "Pump", CountedPump)
+
+    async def main():
+        (a,) = await backends("a")
+        fw = Forwarder([service("web", [a.endpoint])], splice=splice)
+        await fw.start()
+        data = payload(3_000_000)  # several 256 KiB reads: the splice path engages
+        reader, writer = await open_client(fw.addresses["web"])
+        writer.write(b"echo\n")
+        writer.write(data)
+        writer.write_eof()
+        echoed = await reader.read()
+        writer.close()
+        got = await fetch(fw.addresses["web"], 5_000_000)
+        await asyncio.sleep(0.05)
+        stats = fw.stats()["web"]
+        await fw.stop()
+        return echoed, got, stats
+
+    echoed, got, stats = run_async(loop_kind, main())
+    assert len(pumps) >= (2 if splice else 0) and (splice or not pumps)  # both directions spliced
+    assert digest(echoed) == digest(payload(3_000_000))
+    assert digest(got) == digest(payload(5_000_000))
+    assert stats["total"] == 2 and stats["active"] == 0
+    assert stats["bytes_in"] == len(b"echo\n") + 3_000_000 + len(b"send 5000000\n")
+    assert stats["bytes_out"] == 3_000_000 + 5_000_000
+    (endpoint,) = stats["endpoints"].values()
+    assert (endpoint["bytes_in"], endpoint["bytes_out"]) == (stats["bytes_in"], stats["bytes_out"])
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+def test_half_close_passes_through_both_ways(loop_kind, splice):
+    """Client FIN reaches the backend while the backend's answer still flows back."""
+
+    async def main():
+        (a,) = await backends("a")
+        fw = Forwarder([service("web", [a.endpoint])], splice=splice)
+        await fw.start()
+        reader, writer = await open_client(fw.addresses["web"])
+        writer.write(b"echo\n" + payload(1_000_000))
+        writer.write_eof()  # our half is done; the echo keeps coming back
+        echoed = await reader.read()  # ends only because the backend's FIN came through
+        eof_seen = reader.at_eof()
+        writer.close()
+        await fw.stop()
+        return echoed, eof_seen
+
+    echoed, eof_seen = run_async(loop_kind, main())
+    assert echoed == payload(1_000_000) and eof_seen
+
+
+def test_server_speaks_first_and_client_stays_half_open(loop_kind):
+    """The backend sends and FINs first; the client may still send afterwards."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        received = loop.create_future()
+
+        async def banner(reader, writer):
+            writer.write(b"hello\n")
+            writer.write_eof()
+            received.set_result(await reader.read())
+            writer.close()
+
+        server = await asyncio.start_server(banner, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        fw = Forwarder([service("web", [Endpoint("127.0.0.1", port)])])
+        await fw.start()
+        reader, writer = await open_client(fw.addresses["web"])
+        greeting = await reader.read()  # to EOF: the backend's half-close came through
+        writer.write(b"late words")
+        writer.write_eof()
+        late = await asyncio.wait_for(received, 5)
+        writer.close()
+        await fw.stop()
+        server.close()
+        return greeting, late
+
+    assert run_async(loop_kind, main()) == (b"hello\n", b"late words")
+
+
+def test_refused_endpoint_is_retried_marked_failed_and_recovers(loop_kind):
+    async def main():
+        (a,) = await backends("a")
+        dead = Endpoint("127.0.0.1", free_port_closed())
+        fw = Forwarder([service("web", [dead, a.endpoint])], cooldown=0.3)
+        await fw.start()
+        answers = [await who(fw.addresses["web"]) for _ in range(6)]
+        during = fw.stats()["web"]["endpoints"][dead.address]
+        await asyncio.sleep(0.5)
+        after = fw.stats()["web"]["endpoints"][dead.address]
+        await fw.stop()
+        return answers, during, after
+
+    answers, during, after = run_async(loop_kind, main())
+    assert answers == ["a"] * 6  # the client never sees the dead endpoint
+    assert during["failures"] == 1 and during["failed"]  # tried once, then cooling down
+    assert not after["failed"]  # marked healthy after the cool-down
+
+
+def free_port_closed() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once closed
+
+
+def blackhole() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener whose accept queue is full: further SYNs are dropped, connects hang."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    fillers = []
+    for _ in range(2):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(sock.getsockname())
+        fillers.append(filler)
+    time.sleep(0.05)
+    probe = socket.socket()
+    probe.settimeout(0.2)
+    with pytest.raises(OSError):  # proves the hole: this would connect on a normal listener
+        probe.connect(sock.getsockname())
+    probe.close()
+    return sock, fillers
+
+
+def test_connect_timeout_to_a_blackhole_then_the_next_endpoint(loop_kind):
+    hole, fillers = blackhole()
+
+    async def main():
+        (a,) = await backends("a")
+        black = Endpoint("127.0.0.1", hole.getsockname()[1])
+        fw = Forwarder([service("web", [black, a.endpoint], scheduler="rr")], connect_timeout=0.2)
+        await fw.start()
+        timings = []
+        for _ in range(3):
+            start = time.monotonic()
+            assert await who(fw.addresses["web"]) == "a"
+            timings.append(time.monotonic() - start)
+        stats = fw.stats()["web"]
+        await fw.stop()
+        return timings, stats
+
+    try:
+        timings, stats = run_async(loop_kind, main())
+    finally:
+        hole.close()
+        for f in fillers:
+            f.close()
+    failures = {addr: e["failures"] for addr, e in stats["endpoints"].items()}
+    assert sorted(failures.values()) == [0, 1]  # the blackhole timed out once, then cooled down
+    slow = [t for t in timings if t >= 0.2]
+    assert len(slow) <= 1 and all(t < 1.0 for t in timings)
+
+
+def test_every_try_failing_resets_the_client_and_counts_unavailable(loop_kind):
+    hole, fillers = blackhole()
+
+    async def main():
+        endpoints = [
+            Endpoint("127.0.0.1", hole.getsockname()[1]),
+            Endpoint("127.0.0.1", free_port_closed()),
+        ]
+        fw = Forwarder([service("web", endpoints)], connect_timeout=0.05, tries=2)
+        await fw.start()
+        start = time.monotonic()
+        reader, writer = await open_client(fw.addresses["web"])
+        writer.write(b"who\n")
+        try:
+            reply = await reader.read()
+        except ConnectionResetError:
+            reply = "reset"
+        elapsed = time.monotonic() - start
+        writer.close()
+        stats = fw.stats()["web"]
+        await fw.stop()
+        return reply, elapsed, stats
+
+    try:
+        reply, elapsed, stats = run_async(loop_kind, main())
+    finally:
+        hole.close()
+        for f in fillers:
+            f.close()
+    assert reply == "reset"
+    assert stats["unavailable"] == 1 and stats["failures"] == 2
+    assert elapsed < 1.0
+
+
+def test_no_endpoint_resets_the_client(loop_kind):
+    async def main():
+        fw = Forwarder([service("web", [Endpoint("127.0.0.1", 9, ready=False)])])
+        await fw.start()
+        reader, writer = await open_client(fw.addresses["web"])
+        with pytest.raises(ConnectionResetError):
+            await reader.read()
+        writer.close()
+        stats = fw.stats()["web"]
+        await fw.stop()
+        return stats
+
+    assert run_async(loop_kind, main())["unavailable"] == 1
+
+
+def test_max_connections_refuses_the_excess_cleanly_and_recovers(loop_kind):
+    async def main():
+        (a,) = await backends("a")
+        fw = Forwarder([service("web", [a.endpoint], max_connections=3)], max_connections=100)
+        await fw.start()
+        address = fw.addresses["web"]
+        held = []
+        for _ in range(3):
+            reader, writer = await open_client(address)
+            writer.write(b"echo\nping")
+            assert await reader.readexactly(4) == b"ping"  # established end to end
+            held.append((reader, writer))
+        refused = []
+        for _ in range(2):
+            reader, writer = await open_client(address)
+            try:
+                refused.append(await reader.read())
+            except ConnectionResetError:
+                refused.append("reset")
+            writer.close()
+        during = fw.stats()["web"]
+        held[0][1].close()
+        await asyncio.sleep(0.1)
+        recovered = await who(address)
+        for _, writer in held[1:]:
+            writer.close()
+        await fw.stop()
+        return refused, during, recovered
+
+    refused, during, recovered = run_async(loop_kind, main())
+    assert refused == ["reset", "reset"]
+    assert during["refused"] == 2 and during["active"] == 3
+    assert recovered == "a"
+
+
+def test_idle_connections_are_closed_after_the_idle_timeout(loop_kind):
+    async def main():
+        (a,) = await backends("a")
+        fw = Forwarder([service("web", [a.endpoint])], idle_timeout=0.2)
+        await fw.start()
+        idle_reader, idle_writer = await open_client(fw.addresses["web"])
+        idle_writer.write(b"echo\n")
+        busy_reader, busy_writer = await open_client(fw.addresses["web"])
+        busy_writer.write(b"echo\n")
+        start = time.monotonic()
+        for _ in range(8):  # the busy one talks every 0.05 s for 0.4 s
+            busy_writer.write(b"x")
+            await busy_reader.readexactly(1)
+            await asyncio.sleep(0.05)
+        busy_alive = not busy_reader.at_eof()
+        closed = await asyncio.wait_for(idle_reader.read(), 2)
+        elapsed = time.monotonic() - start
+        for w in (idle_writer, busy_writer):
+            w.close()
+        await fw.stop()
+        return busy_alive, closed, elapsed
+
+    busy_alive, closed, elapsed = run_async(loop_kind, main())
+    assert busy_alive and closed == b""
+    assert elapsed < 0.2 * 1.25 + 0.5
+
+
+@pytest.mark.parametrize("scheduler", available_schedulers())
+def test_every_pick_is_released_exactly_once(loop_kind, scheduler, monkeypatch):
+    """Successes, refused connects, clients leaving mid-connect: picks == releases."""
+    ledger = {"picks": 0, "releases": 0, "max_out": 0}
+
+    class Ledger:
+        """The real balancer (compiled classes are final), with picks and releases counted."""
+
+        def __init__(self, balancer):
+            self.balancer = balancer
+
+        def __getattr__(self, name):
+            return getattr(self.balancer, name)
+
+        def pick(self, key=None):
+            endpoint = self.balancer.pick(key)
+            ledger["picks"] += 1
+            ledger["max_out"] = max(ledger["max_out"], ledger["picks"] - ledger["releases"])
+            return endpoint
+
+        def release(self, endpoint):
+            ledger["releases"] += 1
+            self.balancer.release(endpoint)
+
+    def counting(service):
+        return Ledger(lbcore.make_balancer_for(service))
+
+    monkeypatch.setattr(forwarder_module, "make_balancer_for", counting)
+    hole, fillers = blackhole()
+
+    async def main():
+        (a, b) = await backends("a", "b")
+        endpoints = [a.endpoint, b.endpoint, Endpoint("127.0.0.1", free_port_closed()),
+                     Endpoint("127.0.0.1", hole.getsockname()[1])]
+        fw = Forwarder(
+            [service("web", endpoints, scheduler=scheduler)], connect_timeout=0.1, cooldown=0.05
+        )
+        await fw.start()
+        address = fw.addresses["web"]
+        for i in range(20):
+            if i % 5 == 4:  # a client that leaves while the forwarder may still be connecting
+                reader, writer = await open_client(address, f"127.0.0.{2 + i}")
+                writer.transport.abort()
+            else:
+                assert await who(address, f"127.0.0.{2 + i}") in ("a", "b")
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        active = fw.stats()["web"]["active"]
+        await fw.stop()
+        return active
+
+    try:
+        active = run_async(loop_kind, main())
+    finally:
+        hole.close()
+        for f in fillers:
+            f.close()
+    assert active == 0
+    assert ledger["picks"] >= 20 and ledger["picks"] == ledger["releases"]
+
+
+def test_options_are_validated_by_name():
+    with pytest.raises(ConfigError, match="^tries: 0 "):
+        Forwarder([], tries=0)
+    with pytest.raises(ConfigError, match="^connect_timout: .* is not a forwarder option"):
+        Forwarder([], connect_timout=1)
+    with pytest.raises(ConfigError, match="^splice: 'yes' must be true or false"):
+        Forwarder([], splice="yes")
+    assert Options().try_timeout(3) == 2.0  # kube-proxy's 250 ms doubling to 2 s
+
+
+def test_pick_keys_are_client_addresses_for_hash_schedulers(loop_kind, monkeypatch):
+    """A scheduler that needs a key gets the client IP ("ip:port" with sh-port/mh-port)."""
+    keys = []
+
+    class Keyed:
+        """A real round robin that asks for keys, as sh/mh/dh and affinity do."""
+
+        needs_key = True
+
+        def __init__(self, balancer):
+            self.balancer = balancer
+
+        def __getattr__(self, name):
+            return getattr(self.balancer, name)
+
+        def pick(self, key=None):
+            keys.append(key)
+            return self.balancer.pick(key)
+
+    monkeypatch.setattr(
+        forwarder_module, "make_balancer_for", lambda s: Keyed(lbcore.make_balancer_for(s))
+    )
+
+    async def main():
+        (a,) = await backends("a")
+        fw = Forwarder([service("web", [a.endpoint])])
+        await fw.start()
+        for source in ("127.0.0.7", "127.0.0.9"):
+            assert await who(fw.addresses["web"], source) == "a"
+        await fw.stop()
+
+    run_async(loop_kind, main())
+    assert keys == ["127.0.0.7", "127.0.0.9"]
+
+
+def test_key_functions_follow_the_ipvs_hash_inputs():
+    from lbcore import Service
+    from lbcore.forwarder.service import key_function
+
+    def key(scheduler, *flags):
+        service = Service("s", "10.0.0.1", 80, scheduler=scheduler, sched_flags=flags)
+        return key_function(service)(("127.0.0.7", 40000))
+
+    assert key("sh") == key("mh") == key("rr") == "127.0.0.7"
+    assert key("sh", "sh-port") == key("mh", "mh-port") == "127.0.0.7:40000"
+    assert key("dh") == "10.0.0.1"
+
+
+def test_import_lbcore_does_not_import_asyncio():
+    import subprocess
+    import sys
+
+    code = "import sys, lbcore; print('asyncio' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run.stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("scheduler", [s for s in ("lc", "wlc") if s in available_schedulers()])
+def test_least_connection_sees_the_connections_the_forwarder_holds(loop_kind, scheduler):
+    """release() on close reaches the balancer: lc sends the next one where fewest are open."""
+
+    async def main():
+        a, b = await backends("a", "b")
+        fw = Forwarder([service("web", [a.endpoint, b.endpoint], scheduler=scheduler)])
+        await fw.start()
+        address = fw.addresses["web"]
+        held = {}
+        for i in range(4):  # two each: IPVS lc, ties to the first
+            reader, writer = await open_client(address)
+            writer.write(b"echo\nx")
+            await reader.readexactly(1)
+            held[i] = writer
+        endpoints = fw.stats()["web"]["endpoints"]
+        owners = [endpoints[e.address]["active"] for e in (a.endpoint, b.endpoint)]
+        a_before = a.accepted
+        for i in (0, 2):  # close the two that went to a (the first of each tie)
+            held.pop(i).close()
+        await asyncio.sleep(0.1)
+        for _ in range(2):  # both land on a, now the least loaded
+            reader, writer = await open_client(address)
+            writer.write(b"echo\nx")
+            await reader.readexactly(1)
+            held[len(held) + 10] = writer
+        a_after = a.accepted
+        for writer in held.values():
+            writer.close()
+        await fw.stop()
+        return owners, a_after - a_before
+
+    owners, new_on_a = run_async(loop_kind, main())
+    assert owners == [2, 2] and new_on_a == 2
+
+
+def test_client_ip_affinity_keeps_each_client_on_its_endpoint(loop_kind):
+    if "rr" not in available_schedulers():
+        pytest.skip("no rr")
+    try:
+        lbcore.make_balancer("rr", [Endpoint("127.0.0.1", 1)], affinity_timeout=60)
+    except ConfigError:
+        pytest.skip("affinity not built on this branch")
+
+    async def main():
+        a, b, c = await backends("a", "b", "c")
+        fw = Forwarder([service("web", [a.endpoint, b.endpoint, c.endpoint], affinity_timeout=60)])
+        await fw.start()
+        seen = {}
+        for source in ("127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"):
+            seen[source] = {await who(fw.addresses["web"], source) for _ in range(4)}
+        await fw.stop()
+        return seen
+
+    seen = run_async(loop_kind, main())
+    assert all(len(names) == 1 for names in seen.values())  # sticky per client IP
+    assert len(set.union(*seen.values())) >= 2  # and spread over clients
+
+
+def test_ipv6_service_and_endpoints(loop_kind):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+
+    async def main():
+        async def echo(reader, writer):
+            writer.write(await reader.read(100))
+            writer.close()
+
+        server = await asyncio.start_server(echo, "::1", 0)
+        port = server.sockets[0].getsockname()[1]
+        from lbcore import Service
+
+        svc = Service("v6", "fd00::10", 80, listen="[::1]:0", endpoints=[Endpoint("::1", port)])
+        fw = Forwarder([svc])
+        await fw.start()
+        reader, writer = await asyncio.open_connection(*fw.addresses["v6"])
+        writer.write(b"hello six")
+        reply = await reader.read()
+        writer.close()
+        stats = fw.stats()["v6"]
+        await fw.stop()
+        server.close()
+        return fw.addresses["v6"][0], reply, stats["listen"], list(stats["endpoints"])
+
+    host, reply, listen, endpoints = run_async(loop_kind, main())
+    assert host == "::1" and reply == b"hello six"
+    assert listen.startswith("[::1]:") and endpoints[0].startswith("[::1]:")
