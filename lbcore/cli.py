@@ -242,13 +242,21 @@ def _positive(convert: Callable[[str], float]) -> Callable[[str], float]:
 #: A flag left out is not passed, so the forwarder's own default holds.
 _FORWARD_OPTIONS = (
     ("--connect-timeout", "connect_timeout", _positive(float), "SECONDS",
-     "give up connecting to an endpoint after this long and try the next"),
+     "first connect timeout, doubled on each retry (default 0.25)"),
     ("--idle-timeout", "idle_timeout", _positive(float), "SECONDS",
-     "close a connection, or end a UDP flow, idle this long"),
+     "close a TCP connection silent both ways this long (default 300)"),
+    ("--udp-idle-timeout", "udp_idle_timeout", _positive(float), "SECONDS",
+     "end a UDP flow idle this long (default 30)"),
     ("--tries", "tries", _positive(int), "N",
-     "endpoints to try per connection before refusing the client"),
+     "endpoints to try per connection before refusing the client (default 4)"),
+    ("--cooldown", "cooldown", _positive(float), "SECONDS",
+     "skip an endpoint this long after a failed connect (default 10)"),
+    ("--max-connections", "max_connections", _positive(int), "N",
+     "per-service cap on open connections unless the service sets its own (default 10000)"),
     ("--drain-timeout", "drain_timeout", _positive(float), "SECONDS",
-     "on SIGTERM, wait this long for open connections to finish"),
+     "on SIGTERM, wait this long for open connections to finish (default 30)"),
+    ("--metrics-listen", "metrics_listen", str, "IP:PORT",
+     "serve Prometheus metrics there (needs lbcore[prometheus])"),
 )
 
 
