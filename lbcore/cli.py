@@ -8,6 +8,7 @@
     lbcore render ipvs FILE... [--diff OLD]                 ipvsadm-restore input
     lbcore render ipvs-node FILE... [--interface NAME]      VIPs on a dummy interface
     lbcore forward FILE... [--connect-timeout S] ...        the userspace forwarder
+    lbcore demo                                             every scheduler on 127.0.0.1
 
 FILE is lbcore's own YAML or a Kubernetes Service + EndpointSlice dump (YAML or JSON);
 see `lbcore.sources`.  Exit status 0 on success, 2 on bad input: one line per problem
@@ -284,8 +285,25 @@ def _forward(args: argparse.Namespace) -> int:
 
 # -- main ------------------------------------------------------------------------------
 
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "demo", help="run every scheduler on 127.0.0.1 and print the spread",
+        description="Start four backends and a forwarder on 127.0.0.1, drive traffic from "
+        "many 127.x client addresses through rr, wrr, wlc, sh, mh and mh with affinity "
+        "(removing a backend mid-run), and print each scheduler's spread, failures and "
+        "pick cost.  Takes about ten seconds; needs nothing but this package.",
+    )
+    parser.set_defaults(run=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.main()
+
+
 #: The subcommands in help order; each adds its parser and sets ``run``.
-COMMANDS = (_add_check, _add_render, _add_forward)
+COMMANDS = (_add_check, _add_render, _add_forward, _add_demo)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,282 @@
+"""``lbcore demo``: every scheduler on real sockets, nothing to configure.
+
+Starts four backend servers and one forwarder on 127.0.0.1, then drives real TCP
+traffic through one service per scheduler, from clients bound to many distinct
+127.x source addresses (so source hashing and affinity see real, different keys).
+Prints, per scheduler, the spread over the backends as a table with bars, the failures
+a client saw, and the cost of one pick measured in this process.  One backend answers
+slowly, which is what least-connection is for; the Maglev + affinity service loses a
+backend in the middle of its run.  Everything is torn down at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+from .balancers import make_balancer
+from .forwarder import Forwarder, new_event_loop
+from .models import Endpoint, Service
+
+__all__ = ["main", "run_demo"]
+
+BACKENDS = ("b1", "b2", "b3", "b4")
+#: Seconds each backend holds a request: b4 is slow, so it keeps connections open longer.
+LATENCY = {"b1": 0.004, "b2": 0.004, "b3": 0.004, "b4": 0.040}
+CLIENTS = 160  # distinct source addresses, 127.1.0.1 ...
+CONCURRENCY = 32
+BAR_WIDTH = 30
+
+
+@dataclass
+class Scenario:
+    """One service of the demo: its scheduler, its endpoints' weights and what it shows."""
+
+    scheduler: str
+    title: str
+    shows: str
+    weights: tuple[int, ...] = (1, 1, 1, 1)
+    affinity_timeout: int | None = None
+    rounds: int = 2  # requests per client
+    answers: Counter = field(default_factory=Counter)  # backend name -> requests answered
+    failures: int = 0
+    placements: dict = field(default_factory=dict)  # (round, client) -> backend name
+
+    @property
+    def name(self) -> str:
+        return f"demo/{self.scheduler}" + ("-affinity" if self.affinity_timeout else "")
+
+
+SCENARIOS = (
+    Scenario("rr", "round robin", "equal shares"),
+    Scenario("wrr", "weighted round robin", "shares follow weights 1:2:3:4", weights=(1, 2, 3, 4)),
+    Scenario("wlc", "weighted least connection",
+             "b4 answers 10x slower, holds its connections longer, gets fewer new ones"),
+    Scenario("sh", "source hashing", "each client always reaches the same backend"),
+    Scenario("mh", "Maglev consistent hashing", "even spread, each client on one backend"),
+    Scenario("mh", "Maglev + ClientIP affinity",
+             "b2 removed mid-run: only its clients move, none fail",
+             affinity_timeout=600, rounds=3),
+)
+
+
+# -- backends and clients ------------------------------------------------------------------
+
+async def _start_backend(name: str) -> asyncio.Server:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readline()
+            await asyncio.sleep(LATENCY[name])
+            writer.write(f"{name}\n".encode())
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+def client_address(n: int) -> str:
+    """The n-th client's own source address: 127.1.0.1, 127.1.0.2, ..."""
+    return f"127.1.{n // 250}.{n % 250 + 1}"
+
+
+async def _request(address: tuple[str, int], source: str) -> str | None:
+    """One connection, one request; the backend's name, or None if the client failed."""
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(*address, local_addr=(source, 0)), 5
+        )
+        try:
+            writer.write(b"hello\n")
+            reply = await asyncio.wait_for(reader.readline(), 5)
+        finally:
+            writer.close()
+        name = reply.decode().strip()
+        return name if name in BACKENDS else None
+    except (OSError, asyncio.TimeoutError):
+        return None
+
+
+async def _drive(
+    scenario: Scenario, address: tuple[str, int], round_no: int,
+    midway: Callable[[], None] | None = None,
+) -> None:
+    """Every client makes one request, CONCURRENCY at a time; ``midway`` runs half way."""
+    clients = iter(range(CLIENTS))
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        for n in clients:
+            name = await _request(address, client_address(n))
+            done += 1
+            if midway is not None and done == CLIENTS // 2:
+                midway()
+            if name is None:
+                scenario.failures += 1
+            else:
+                scenario.answers[name] += 1
+                scenario.placements[(round_no, n)] = name
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+
+# -- the run -------------------------------------------------------------------------------
+
+def _service(scenario: Scenario, ports: dict[str, int], without: str | None = None) -> Service:
+    endpoints = [
+        Endpoint("127.0.0.1", ports[name], weight=weight)
+        for name, weight in zip(BACKENDS, scenario.weights)
+        if name != without
+    ]
+    return Service(
+        scenario.name, "127.0.0.1", 1, scheduler=scenario.scheduler, endpoints=endpoints,
+        affinity_timeout=scenario.affinity_timeout, listen="127.0.0.1:0",
+    )
+
+
+KEY = "198.51.100.200"  # a 15-character client address
+
+
+def _best_ns(loop: Callable[[int], None], n: int = 200_000) -> float:
+    """Nanoseconds per iteration of ``loop(n)``, the best of three runs."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        loop(n)
+        best = min(best, time.perf_counter() - start)
+    return best / n * 1e9
+
+
+def pick_cost(scheduler: str, affinity_timeout: int | None) -> tuple[float, float]:
+    """(ns per pick, ns per ``len(key)``) in the same plain Python loop, 100 endpoints.
+
+    lc/wlc are timed per pick + release, against two ``len`` calls.  The floor is measured
+    right beside the pick, so the ratio holds on a busy machine too.
+    """
+    endpoints = [Endpoint(f"10.0.{i // 250}.{i % 250 + 1}", 8080, weight=1 + i % 4) for i in range(100)]
+    balancer = make_balancer(scheduler, endpoints, affinity_timeout=affinity_timeout)
+    pick, release = balancer.pick, balancer.release
+    if scheduler in ("lc", "wlc"):
+        def subject(n: int) -> None:
+            for _ in range(n):
+                release(pick(KEY))
+
+        def floor(n: int) -> None:
+            for _ in range(n):
+                len(KEY), len(KEY)
+    else:
+        def subject(n: int) -> None:
+            for _ in range(n):
+                pick(KEY)
+
+        def floor(n: int) -> None:
+            for _ in range(n):
+                len(KEY)
+    return _best_ns(subject), _best_ns(floor)
+
+
+async def run_demo(out: TextIO, progress: TextIO) -> int:
+    """Run every scenario; print the tables to ``out``; return the number of failures."""
+    backends = {name: await _start_backend(name) for name in BACKENDS}
+    ports = {name: server.sockets[0].getsockname()[1] for name, server in backends.items()}
+    forwarder = Forwarder([_service(s, ports) for s in SCENARIOS], connect_timeout=1.0)
+    await forwarder.start()
+    show = _progress(progress)
+    try:
+        for i, scenario in enumerate(SCENARIOS, 1):
+            show(f"[{i}/{len(SCENARIOS)}] {scenario.title} ...")
+            address = forwarder.addresses[scenario.name]
+            for round_no in range(scenario.rounds):
+                midway = None
+                if scenario.affinity_timeout and round_no == 1:
+                    def midway(s: Scenario = scenario) -> None:
+                        services = [_service(x, ports, without="b2" if x is s else None)
+                                    for x in SCENARIOS]
+                        forwarder.update(services)
+                await _drive(scenario, address, round_no, midway)
+            cost = pick_cost(scenario.scheduler, scenario.affinity_timeout)
+            show("")
+            _print_scenario(scenario, ports, forwarder.stats()[scenario.name], cost, out)
+    finally:
+        await forwarder.stop()
+        for server in backends.values():
+            server.close()
+            await server.wait_closed()
+    return sum(s.failures for s in SCENARIOS)
+
+
+def _progress(stream: TextIO) -> Callable[[str], None]:
+    """Show a status line: rewritten in place on a terminal, one line per step elsewhere."""
+    if stream.isatty():
+        def show(text: str) -> None:
+            stream.write(f"\r\033[K{text}")
+            stream.flush()
+    else:
+        def show(text: str) -> None:
+            if text:
+                print(text, file=stream, flush=True)
+    return show
+
+
+def _print_scenario(
+    scenario: Scenario, ports: dict[str, int], stats: dict, cost: float, out: TextIO
+) -> None:
+    total = sum(scenario.answers.values())
+    paired = scenario.scheduler in ("lc", "wlc")
+    unit, floor = ("pick + release", "two len() calls") if paired else ("pick", "a len() call")
+    print(f"\n{scenario.scheduler:<4}{scenario.title} — {scenario.shows}", file=out)
+    print(f"    {total} requests from {CLIENTS} clients, {scenario.failures} failures, "
+          f"{cost[0]:.0f} ns per {unit} ({cost[0] / cost[1]:.1f}x {floor}), "
+          "100 endpoints", file=out)
+    for name, weight in zip(BACKENDS, scenario.weights):
+        n = scenario.answers[name]
+        share = n / total if total else 0.0
+        bar = "█" * round(share * BAR_WIDTH * 2)
+        print(f"    {name} :{ports[name]:<5} w={weight} {n:5d} {share:6.1%} {bar}", file=out)
+    for line in _stickiness(scenario, stats):
+        print(f"    {line}", file=out)
+
+
+def _stickiness(scenario: Scenario, stats: dict) -> list[str]:
+    """What the keyed schedulers promise, checked on the answers the clients got."""
+    if scenario.scheduler not in ("sh", "mh"):
+        return []
+    rounds = range(scenario.rounds)
+    if not scenario.affinity_timeout:
+        kept = sum(
+            len({scenario.placements.get((r, n)) for r in rounds}) == 1 for n in range(CLIENTS)
+        )
+        return [f"clients that reached the same backend every time: {kept} of {CLIENTS}"]
+    first, last = 0, scenario.rounds - 1
+    on_b2 = {n for n in range(CLIENTS) if scenario.placements.get((first, n)) == "b2"}
+    moved = {
+        n for n in range(CLIENTS)
+        if scenario.placements.get((first, n)) != scenario.placements.get((last, n))
+    }
+    return [
+        f"b2 removed during round 2 of 3: {len(moved)} clients moved, "
+        f"{len(on_b2)} were on b2, moved = exactly b2's clients: {moved == on_b2}",
+        f"forwarder: {stats['total']} connections, {stats['unavailable']} unavailable, "
+        f"{stats['refused']} refused",
+    ]
+
+
+def main(out: TextIO = sys.stdout, progress: TextIO = sys.stderr) -> int:
+    """Run the demo; exit status 0 when no client saw a failure, 1 otherwise."""
+    print("lbcore demo: 4 backends and one forwarder on 127.0.0.1, "
+          f"clients from {CLIENTS} addresses in 127.1.0.0/16", file=out)
+    print("pick costs: per call in a plain Python loop, beside a len() call in the same loop",
+          file=out, flush=True)
+    start = time.perf_counter()
+    loop = new_event_loop()
+    try:
+        failures = loop.run_until_complete(run_demo(out, progress))
+    finally:
+        loop.close()
+    print(f"\n{failures} failures in {time.perf_counter() - start:.1f} s", file=out)
+    return 0 if failures == 0 else 1

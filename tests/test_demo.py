@@ -1,0 +1,60 @@
+"""lbcore demo: the README's main job, run as a newcomer runs it."""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import subprocess
+import sys
+import time
+
+from lbcore import demo
+
+
+def _tables(out: str) -> dict[str, str]:
+    """Each scenario's block of output, by its first line."""
+    blocks = out.split("\n\n")[1:-1]
+    return {block.splitlines()[0]: block for block in blocks}
+
+
+def _shares(block: str) -> dict[str, float]:
+    return {m[1]: float(m[2]) for m in re.finditer(r"(b\d) :\d+ +w=\d+ +\d+ +([\d.]+)%", block)}
+
+
+def test_demo_command_shows_every_scheduler_with_zero_failures():
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "lbcore", "demo"], capture_output=True,
+                            text=True, timeout=120)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 30, f"the demo must finish in under 30 s; took {elapsed:.1f} s"
+    tables = _tables(result.stdout)
+    titles = [title.split(" — ")[0].split(None, 1)[1] for title in tables]
+    assert titles == [s.title for s in demo.SCENARIOS]
+    for block in tables.values():
+        assert " 0 failures, " in block
+        assert re.search(r"\d+ ns per pick", block)
+    rr, wrr, wlc, sh, mh, sticky = tables.values()
+    assert _shares(rr) == {"b1": 25.0, "b2": 25.0, "b3": 25.0, "b4": 25.0}
+    assert _shares(wrr) == {"b1": 10.0, "b2": 20.0, "b3": 30.0, "b4": 40.0}
+    # wlc: the slow backend holds its connections longer, so it gets the fewest.
+    assert _shares(wlc)["b4"] < min(_shares(wlc)[b] for b in ("b1", "b2", "b3"))
+    for block in (sh, mh):
+        assert f"the same backend every time: {demo.CLIENTS} of {demo.CLIENTS}" in block
+        assert min(_shares(block).values()) > 10
+    assert "moved = exactly b2's clients: True" in sticky
+    assert "0 unavailable, 0 refused" in sticky
+    assert result.stdout.rstrip().endswith("s") and "\n0 failures in " in result.stdout
+    # Progress goes to stderr, one line per scheduler when stderr is not a terminal.
+    assert result.stderr.count("\n") == len(demo.SCENARIOS)
+
+
+def test_demo_cleans_up_its_sockets():
+    out = io.StringIO()
+    assert demo.main(out=out, progress=io.StringIO()) == 0
+    ports = {int(p) for p in re.findall(r"b\d :(\d+)", out.getvalue())}
+    assert len(ports) == len(demo.BACKENDS)
+    for port in ports:
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
