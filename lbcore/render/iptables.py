@@ -1,0 +1,386 @@
+"""Services as ``iptables-restore --noflush`` input: kube-proxy's iptables layout under
+lbcore's own chains (reference/kube-proxy.md §1, with ``LBCORE-`` for ``KUBE-``).
+
+The layout::
+
+    nat     PREROUTING, OUTPUT  -> LBCORE-SERVICES       -d vip --dport port per Service
+            LBCORE-SVC-<hash>   ClientIP affinity checks, then the random split
+            LBCORE-SEP-<hash>   hairpin mark, affinity refresh, DNAT to ip:port
+            POSTROUTING         -> LBCORE-POSTROUTING    MASQUERADE what LBCORE-MARK-MASQ marked
+    filter  INPUT, FORWARD, OUTPUT -> LBCORE-SERVICES    REJECT for a Service with no endpoint
+
+Applying.  ``iptables-restore --noflush`` has no "insert if absent" and fails the whole
+table when it deletes a rule that is not there, so no single payload can both add the
+jumps from the built-in chains on a fresh node and leave them alone on the next apply.
+lbcore therefore has two forms of the full payload:
+
+- ``render(services, install=True)``, once per node: creates the chains the built-in
+  chains jump to with ``-N`` and inserts the six jumps.  On a node where lbcore is
+  already installed the ``-N`` fails and the table is left exactly as it was, so the
+  jumps are never duplicated.
+- ``render(services)``, every sync after that: checks each jump with ``-C`` and touches
+  nothing outside lbcore's chains.  Applied twice it leaves the same ruleset; on a node
+  without the jumps it fails and changes nothing in that table.
+
+Both declare every lbcore chain (which flushes it under ``--noflush``) and fill it, so a
+chain lbcore does not own is never touched.  iptables-restore commits each table at its
+``COMMIT`` (measured with iptables 1.8.9, nf_tables and legacy): a table is all or
+nothing, the filter table goes first, and a failure there stops before nat.
+
+`render_diff` is kube-proxy's partial sync (KEP-3453) without its one cost that grows
+with the cluster: kube-proxy rewrites the whole services chain on every sync (0.95 s for
+10,000 Services measured here), lbcore deletes and inserts single rules in it (``-D``
+by rule text, ``-I`` at the position the full payload would give it), so the result is
+the full payload's ruleset exactly and a one-endpoint change costs one Service's chains.
+
+ClientIP affinity uses ipset instead of ``-m recent``: xt_recent keeps 100 addresses per
+list by default, and past that clients silently change backend.  Each endpoint chain
+has a ``hash:ip`` set of the same name (see `lbcore.render.ipset`, applied first): the
+service chain sends a client found in an endpoint's set to that endpoint before the
+random split, and the endpoint chain adds or refreshes the client with the Service's
+timeout.  A set per endpoint, as in kube-proxy's nftables mode, because a set can only
+say whether a client is in it, not which endpoint it belongs to.
+
+Schedulers: ``rr`` splits evenly (1/n, 1/(n-1), ... as ``%0.10f``; the last rule takes
+the rest), ``wrr`` by weight (w_i / sum of w_j for j >= i).  iptables cannot count
+connections or hash, so ``lc``, ``wlc``, ``dh``, ``sh`` and ``mh`` raise `ConfigError`
+unless ``fallback=True``, which renders them as `FALLBACK` says.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+from typing import Iterable, Sequence
+
+from ..errors import ConfigError
+from ..models import Endpoint, Service
+from ._iptables_names import (
+    ServiceChains,
+    changed_keys,
+    check_services,
+    name_chains,
+    service_key,
+)
+
+__all__ = [
+    "render",
+    "render_diff",
+    "SERVICES_CHAIN",
+    "POSTROUTING_CHAIN",
+    "MARK_MASQ_CHAIN",
+    "MASQUERADE_MARK",
+    "FALLBACK",
+    "HOOKS",
+]
+
+SERVICES_CHAIN = "LBCORE-SERVICES"
+POSTROUTING_CHAIN = "LBCORE-POSTROUTING"
+MARK_MASQ_CHAIN = "LBCORE-MARK-MASQ"
+#: kube-proxy's mark (``--iptables-masquerade-bit`` 14, written as kube-proxy writes it),
+#: so on a node that runs both, either proxy's POSTROUTING masquerades the other's.
+MASQUERADE_MARK = "0x00004000"
+#: ``fallback=True``: what a scheduler iptables cannot express is rendered as.  The
+#: unweighted ones (IPVS ``lc`` and ``dh`` ignore weights but 0) split evenly, the
+#: weighted ones by weight.  Connection counts and hash stickiness are lost; ClientIP
+#: affinity stays as the Service configures it.
+FALLBACK = {"lc": "rr", "dh": "rr", "wlc": "wrr", "sh": "wrr", "mh": "wrr"}
+
+_PORTALS = f'-m comment --comment "lbcore service portals" -j {SERVICES_CHAIN}'
+#: (table, built-in chain, rule): the only rules lbcore writes outside its own chains.
+#: kube-proxy's hooks, plus filter INPUT: an lbcore vip may be a local address.
+HOOKS = (
+    ("filter", "INPUT", f"-m conntrack --ctstate NEW {_PORTALS}"),
+    ("filter", "FORWARD", f"-m conntrack --ctstate NEW {_PORTALS}"),
+    ("filter", "OUTPUT", f"-m conntrack --ctstate NEW {_PORTALS}"),
+    ("nat", "PREROUTING", _PORTALS),
+    ("nat", "OUTPUT", _PORTALS),
+    ("nat", "POSTROUTING", f'-m comment --comment "lbcore postrouting rules" -j {POSTROUTING_CHAIN}'),
+)
+# The chains the hooks jump to, per table: created with -N by the install payload.
+_HOOK_TARGETS = {"filter": (SERVICES_CHAIN,), "nat": (SERVICES_CHAIN, POSTROUTING_CHAIN)}
+_CHECK_NOTE = (
+    "# lbcore: a failing -C line means lbcore is not installed in this table; "
+    "apply the payload rendered with install=True once"
+)
+_NAT_FIXED_RULES = (
+    f"-A {MARK_MASQ_CHAIN} -j MARK --or-mark {MASQUERADE_MARK}",
+    f"-A {POSTROUTING_CHAIN} -m mark ! --mark {MASQUERADE_MARK}/{MASQUERADE_MARK} -j RETURN",
+    # Clear the mark so a packet that traverses the stack again is not masqueraded twice.
+    f"-A {POSTROUTING_CHAIN} -j MARK --xor-mark {MASQUERADE_MARK}",
+    f'-A {POSTROUTING_CHAIN} -m comment --comment "lbcore service traffic requiring SNAT" '
+    "-j MASQUERADE --random-fully",
+)
+# xt_comment keeps at most 255 characters (XT_MAX_COMMENT_LEN 256 with the NUL).
+_MAX_COMMENT = 255
+
+
+def render(
+    services: Iterable[Service], *, fallback: bool = False, install: bool = False, family: int = 4
+) -> str:
+    """The full ``iptables-restore --noflush`` payload for ``services``.
+
+    ``install=True`` gives the once-per-node form that adds the jumps from the built-in
+    chains (see the module docstring).  ``family`` 4 renders the IPv4 Services for
+    ``iptables-restore``, 6 the IPv6 ones for ``ip6tables-restore``.  Chains of Services
+    that are gone are not removed (this payload does not know them; unreferenced, they
+    are inert): `render_diff` removes them.  O(n log n + e log e) in Services and
+    endpoints; 10,000 Services x 10 endpoints render in about 0.2 s.
+
+    >>> from lbcore import Endpoint, Service
+    >>> web = Service("ns1/svc1:p80", "172.30.0.41", 80, endpoints=[Endpoint("10.180.0.1", 80)])
+    >>> print(render([web]).split("*nat")[1].splitlines()[-4])
+    -A LBCORE-SERVICES -m comment --comment "ns1/svc1:p80 virtual IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j LBCORE-SVC-XPGD46QRK7WJZT7O
+    """
+    named_services = name_chains(check_services(services, family))
+    rejects: list[str] = []
+    chains: list[str] = []
+    portals: list[str] = []
+    rules: list[str] = []
+    for named in named_services:
+        split = _split(named.service, fallback)
+        if not named.endpoints:
+            rejects.append(f"-A {SERVICES_CHAIN} {_reject(named.service)}")
+            continue
+        portals.append(f"-A {SERVICES_CHAIN} {_portal(named)}")
+        for chain, lines in _service_chains(named, split):
+            chains.append(f":{chain} - [0:0]")
+            rules.extend(lines)
+    out = ["*filter", *_declarations("filter", install), *_hooks("filter", install)]
+    out.extend(rejects)
+    out += ["COMMIT", "*nat", *_declarations("nat", install), f":{MARK_MASQ_CHAIN} - [0:0]"]
+    out.extend(chains)
+    out.extend(_hooks("nat", install))
+    out.extend(_NAT_FIXED_RULES)
+    out.extend(portals)
+    out.extend(rules)
+    out.append("COMMIT\n")
+    return "\n".join(out)
+
+
+def render_diff(
+    old_services: Iterable[Service],
+    new_services: Iterable[Service],
+    *,
+    fallback: bool = False,
+    family: int = 4,
+) -> str:
+    """The partial ``iptables-restore --noflush`` payload that turns the ruleset of
+    ``render(old_services)`` into that of ``render(new_services)``.
+
+    Only the Services that differ are written: their chains are rewritten, endpoint
+    chains that did not change are left alone, chains that went away are flushed and
+    deleted (``-X``), and each Service's rule in ``LBCORE-SERVICES`` (nat: its jump;
+    filter: its REJECT) is deleted by its text and inserted at its place in the full
+    order.  A Service object found unchanged by identity costs nothing but a lookup,
+    an equal copy one comparison.  Empty when nothing changed.  The ``-D`` lines fail
+    the table, changing nothing, if the node is not in the old state; re-apply the
+    full payload then, as kube-proxy does after a failed partial restore.
+    O(n log n) in Services plus the size of the changed ones.
+
+    >>> from lbcore import Endpoint, Service
+    >>> old = Service("ns1/svc1:p80", "172.30.0.41", 80, endpoints=[Endpoint("10.180.0.1", 80)])
+    >>> new = Service("ns1/svc1:p80", "172.30.0.41", 80, endpoints=[Endpoint("10.180.0.2", 80)])
+    >>> render_diff([old], [old])
+    ''
+    >>> print(render_diff([old], [new]).splitlines()[3])
+    -A LBCORE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80" -j LBCORE-SEP-ZCBQ3KD4EOY6S5FI
+    """
+    old = {service_key(s): s for s in check_services(old_services, family)}
+    new_sorted = check_services(new_services, family)
+    new = {service_key(s): s for s in new_sorted}
+    for service in new_sorted:
+        _split(service, fallback)
+    changed = changed_keys(old, new)
+    if not changed:
+        return ""
+    old_named = {service_key(n.service): n for n in name_chains(old[k] for k in changed if k in old)}
+    new_named = {service_key(n.service): n for n in name_chains(new[k] for k in changed if k in new)}
+    # Where a rule of LBCORE-SERVICES sits in the full payload: its rank in key order
+    # among the new Services that render into that table.
+    nat_keys = [k for k, s in new.items() if _has_endpoints(s)]
+    filter_keys = [k for k, s in new.items() if not _has_endpoints(s)]
+
+    declared: list[str] = []
+    deleted: list[str] = []
+    rules: list[str] = []
+    removals = {"filter": [], "nat": []}
+    inserts: dict[str, list[tuple[int, str]]] = {"filter": [], "nat": []}
+    for key in changed:
+        old_chains, old_portal = _rendered(old_named.get(key), fallback)
+        new_chains, new_portal = _rendered(new_named.get(key), fallback)
+        for chain, lines in new_chains.items():
+            if old_chains.get(chain) != lines:
+                declared.append(f":{chain} - [0:0]")
+                rules.extend(lines)
+        for chain in old_chains.keys() - new_chains.keys():
+            declared.append(f":{chain} - [0:0]")
+            deleted.append(f"-X {chain}")
+        if old_portal != new_portal:
+            if old_portal is not None:
+                table, spec = old_portal
+                removals[table].append(f"-D {SERVICES_CHAIN} {spec}")
+            if new_portal is not None:
+                table, spec = new_portal
+                keys = nat_keys if table == "nat" else filter_keys
+                position = bisect.bisect_left(keys, key) + 1
+                inserts[table].append((position, f"-I {SERVICES_CHAIN} {position} {spec}"))
+    out: list[str] = []
+    for table, body in (
+        ("filter", removals["filter"] + _ascending(inserts["filter"])),
+        ("nat", sorted(declared) + removals["nat"] + _ascending(inserts["nat"]) + rules
+         + sorted(deleted)),
+    ):
+        if body:
+            out += [f"*{table}", *body, "COMMIT"]
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _declarations(table: str, install: bool) -> list[str]:
+    """The chains a table's hooks jump to: ``-N`` (fails if present) when installing."""
+    return [f"-N {chain}" if install else f":{chain} - [0:0]" for chain in _HOOK_TARGETS[table]]
+
+
+def _hooks(table: str, install: bool) -> list[str]:
+    """A table's jumps from the built-in chains: inserted when installing, else checked."""
+    if install:
+        return [f"-I {builtin} 1 {spec}" for t, builtin, spec in HOOKS if t == table]
+    return [_CHECK_NOTE, *(f"-C {builtin} {spec}" for t, builtin, spec in HOOKS if t == table)]
+
+
+def _split(service: Service, fallback: bool) -> str:
+    """``rr`` or ``wrr``: how the Service's connections are split in iptables."""
+    scheduler = service.scheduler
+    if scheduler in ("rr", "wrr"):
+        return scheduler
+    if not fallback:
+        raise ConfigError(
+            "scheduler", scheduler,
+            f"of service {service.name!r} cannot be expressed in iptables (no connection "
+            f"counts, no hashing); use rr or wrr, or fallback=True to render it as "
+            f"{FALLBACK[scheduler]}",
+        )
+    return FALLBACK[scheduler]
+
+
+def _has_endpoints(service: Service) -> bool:
+    """Whether `chosen_endpoints` is non-empty, without building it.  O(e), usually O(1)."""
+    endpoints = service.endpoints
+    for endpoint in endpoints:
+        if endpoint.ready and endpoint.weight:
+            return True
+    if any(endpoint.ready for endpoint in endpoints):
+        return False  # ready ones exist, so they are the usable ones, all quiesced
+    return any(e.serving and e.terminating and e.weight for e in endpoints)
+
+
+def _rendered(
+    named: ServiceChains | None, fallback: bool
+) -> tuple[dict[str, list[str]], tuple[str, str] | None]:
+    """A Service's chains (name -> rule lines) and its (table, LBCORE-SERVICES rule)."""
+    if named is None:
+        return {}, None
+    if not named.endpoints:
+        return {}, ("filter", _reject(named.service))
+    chains = dict(_service_chains(named, _split(named.service, fallback)))
+    return chains, ("nat", _portal(named))
+
+
+def _ascending(inserts: list[tuple[int, str]]) -> list[str]:
+    # Inserting in ascending position after every deletion puts each rule where the full
+    # payload has it: all rules before it are in place by then.
+    return [line for _, line in sorted(inserts)]
+
+
+def _comment(text: str) -> str:
+    # Service names are [A-Za-z0-9._:/-] (checked twice): nothing to escape in quotes.
+    return f'"{text[:_MAX_COMMENT]}"'
+
+
+def _match(service: Service) -> str:
+    p = service.protocol
+    return f"-m {p} -p {p} -d {service.vip} --dport {service.port}"
+
+
+def _portal(named: ServiceChains) -> str:
+    comment = _comment(f"{named.service.name} virtual IP")
+    return f"-m comment --comment {comment} {_match(named.service)} -j {named.chain}"
+
+
+def _reject(service: Service) -> str:
+    # In filter, not nat: REJECT is only valid in INPUT, FORWARD, OUTPUT and chains
+    # called from them (iptables-extensions(8); kube-proxy does the same).
+    return f"-m comment --comment {_comment(service.name + ' has no endpoints')} {_match(service)} -j REJECT"
+
+
+def _service_chains(named: ServiceChains, split: str) -> list[tuple[str, list[str]]]:
+    """The service chain and each endpoint chain of a Service with endpoints, with rules."""
+    service = named.service
+    svc = named.chain
+    seps = named.endpoint_chains
+    timeout = service.affinity_timeout
+    arrows = [_comment(f"{service.name} -> {e.address}") for e in named.endpoints]
+    svc_rules = []
+    if timeout is not None:
+        # Sticky clients first (kube-proxy: every affinity rule before the split).
+        svc_rules += [
+            f"-A {svc} -m comment --comment {arrow} -m set --match-set {sep} src -j {sep}"
+            for arrow, sep in zip(arrows, seps)
+        ]
+    probabilities = _probabilities(named.endpoints, split)
+    svc_rules += [
+        f"-A {svc} -m comment --comment {arrow} -m statistic --mode random "
+        f"--probability {probability} -j {sep}"
+        for arrow, sep, probability in zip(arrows, seps, probabilities)
+    ]
+    svc_rules.append(f"-A {svc} -m comment --comment {arrows[-1]} -j {seps[-1]}")
+    chains = [(svc, svc_rules)]
+
+    comment = _comment(service.name)
+    protocol = f"-m {service.protocol} -p {service.protocol}"
+    for endpoint, sep in zip(named.endpoints, seps):
+        sep_rules = []
+        if not _is_loopback(endpoint.ip):
+            # Hairpin: an endpoint reaching its own Service must see the reply come back
+            # through the node, so its source is masqueraded.  Not for a loopback
+            # endpoint: its replies never leave the node, and MASQUERADE out of lo finds
+            # no address to use and drops the packet (measured: the connection hangs).
+            sep_rules.append(
+                f"-A {sep} -m comment --comment {comment} -s {endpoint.ip} -j {MARK_MASQ_CHAIN}"
+            )
+        if timeout is not None:
+            sep_rules.append(
+                f"-A {sep} -m comment --comment {comment} "
+                f"-j SET --add-set {sep} src --exist --timeout {timeout}"
+            )
+        sep_rules.append(
+            f"-A {sep} -m comment --comment {comment} {protocol} "
+            f"-j DNAT --to-destination {endpoint.address}"
+        )
+        chains.append((sep, sep_rules))
+    return chains
+
+
+def _is_loopback(ip: str) -> bool:
+    # Endpoint ips are canonical (ipaddress): 127.0.0.0/8 and ::1 are the loopback ones.
+    return ip.startswith("127.") or ip == "::1"
+
+
+def _probabilities(endpoints: Sequence[Endpoint], split: str) -> Sequence[str]:
+    """``--probability`` of each split rule but the last (which takes the rest)."""
+    if split == "rr":
+        return _even_shares(len(endpoints))
+    remaining = sum(e.weight for e in endpoints)
+    shares = []
+    for endpoint in endpoints[:-1]:
+        # The chance to stop here among the endpoints not passed yet.
+        shares.append("%0.10f" % (endpoint.weight / remaining))
+        remaining -= endpoint.weight
+    return shares
+
+
+@functools.lru_cache(maxsize=1024)
+def _even_shares(n: int) -> tuple[str, ...]:
+    # kube-proxy's probability strings: 1/n, 1/(n-1), ... with 10 decimals (PR #83599:
+    # 5 decimals repeat from 319 endpoints, 10 not before 100,223).
+    return tuple("%0.10f" % (1.0 / (n - i)) for i in range(n - 1))
