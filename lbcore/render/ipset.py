@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..models import Service
-from ._iptables_names import ServiceChains, changed_keys, check_services, name_chains, service_key
+from ._iptables_names import ServiceChains, changed_keys, check_services, name_chains
 
 __all__ = ["render", "render_diff", "render_cleanup", "HASHSIZE", "MAXELEM"]
 
@@ -47,7 +47,7 @@ def render(services: Iterable[Service]) -> str:
     create LBCORE-SEP-SXIVWICOYRO3J4NJ hash:ip family inet hashsize 4096 maxelem 65536 timeout 0 -exist
     """
     return _lines(f"create {name} {_create_options(family)} -exist"
-                  for name, family in _sets(name_chains(check_services(services))))
+                  for name, family in _sets(name_chains(check_services(services).values())))
 
 
 def render_diff(old_services: Iterable[Service], new_services: Iterable[Service]) -> str:
@@ -56,8 +56,9 @@ def render_diff(old_services: Iterable[Service], new_services: Iterable[Service]
     of the changed Services.
     """
     old_sets, new_sets = _changed_sets(old_services, new_services)
+    kept = set(old_sets)
     return _lines(f"create {name} {_create_options(family)} -exist"
-                  for name, family in new_sets if (name, family) not in old_sets)
+                  for name, family in new_sets if (name, family) not in kept)
 
 
 def render_cleanup(old_services: Iterable[Service], new_services: Iterable[Service]) -> str:
@@ -66,7 +67,8 @@ def render_cleanup(old_services: Iterable[Service], new_services: Iterable[Servi
     of the changed Services.
     """
     old_sets, new_sets = _changed_sets(old_services, new_services)
-    return _lines(f"destroy {name}" for name, family in old_sets if (name, family) not in new_sets)
+    kept = set(new_sets)
+    return _lines(f"destroy {name}" for name, family in old_sets if (name, family) not in kept)
 
 
 def _create_options(family: int) -> str:
@@ -92,9 +94,9 @@ def _changed_sets(
     old_services: Iterable[Service], new_services: Iterable[Service]
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """The affinity sets of the Services that changed, before and after."""
-    old = {service_key(s): s for s in check_services(old_services)}
-    new = {service_key(s): s for s in check_services(new_services)}
+    old = check_services(old_services)
+    new = check_services(new_services)
     changed = changed_keys(old, new)
-    old_sets = _sets(name_chains(old[k] for k in changed if k in old))
-    new_sets = _sets(name_chains(new[k] for k in changed if k in new))
+    old_sets = _sets(name_chains(old[key] for key in changed if key in old))
+    new_sets = _sets(name_chains(new[key] for key in changed if key in new))
     return old_sets, new_sets

@@ -57,10 +57,11 @@ from ..errors import ConfigError
 from ..models import Endpoint, Service
 from ._iptables_names import (
     ServiceChains,
+    paused_gc,
     changed_keys,
     check_services,
     name_chains,
-    service_key,
+    Key,
 )
 
 __all__ = [
@@ -111,8 +112,9 @@ _NAT_FIXED_RULES = (
     f'-A {POSTROUTING_CHAIN} -m comment --comment "lbcore service traffic requiring SNAT" '
     "-j MASQUERADE --random-fully",
 )
-# xt_comment keeps at most 255 characters (XT_MAX_COMMENT_LEN 256 with the NUL).
-_MAX_COMMENT = 255
+# xt_comment keeps at most 255 characters (XT_MAX_COMMENT_LEN 256 with the NUL); the
+# longest comment is "<name> -> [<39-character IPv6>]:65535", so names are cut to fit.
+_MAX_LABEL = 255 - len(" -> [ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535")
 
 
 def render(
@@ -129,23 +131,24 @@ def render(
 
     >>> from lbcore import Endpoint, Service
     >>> web = Service("ns1/svc1:p80", "172.30.0.41", 80, endpoints=[Endpoint("10.180.0.1", 80)])
-    >>> print(render([web]).split("*nat")[1].splitlines()[-4])
+    >>> print(*[l for l in render([web]).splitlines() if l.startswith("-A LBCORE-SERVICES")])
     -A LBCORE-SERVICES -m comment --comment "ns1/svc1:p80 virtual IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j LBCORE-SVC-XPGD46QRK7WJZT7O
     """
-    named_services = name_chains(check_services(services, family))
-    rejects: list[str] = []
-    chains: list[str] = []
-    portals: list[str] = []
-    rules: list[str] = []
-    for named in named_services:
-        split = _split(named.service, fallback)
-        if not named.endpoints:
-            rejects.append(f"-A {SERVICES_CHAIN} {_reject(named.service)}")
-            continue
-        portals.append(f"-A {SERVICES_CHAIN} {_portal(named)}")
-        for chain, lines in _service_chains(named, split):
-            chains.append(f":{chain} - [0:0]")
-            rules.extend(lines)
+    with paused_gc():
+        named_services = name_chains(check_services(services, family).values())
+        rejects: list[str] = []
+        chains: list[str] = []
+        portals: list[str] = []
+        rules: list[str] = []
+        for named in named_services:
+            split = _split(named.service, fallback)
+            if not named.endpoints:
+                rejects.append(f"-A {SERVICES_CHAIN} {_reject(named.service)}")
+                continue
+            portals.append(f"-A {SERVICES_CHAIN} {_portal(named)}")
+            chains.append(f":{named.chain} - [0:0]")
+            chains += [f":{chain} - [0:0]" for chain in named.endpoint_chains]
+            rules += _chain_rules(named, split)
     out = ["*filter", *_declarations("filter", install), *_hooks("filter", install)]
     out.extend(rejects)
     out += ["COMMIT", "*nat", *_declarations("nat", install), f":{MARK_MASQ_CHAIN} - [0:0]"]
@@ -183,23 +186,34 @@ def render_diff(
     >>> new = Service("ns1/svc1:p80", "172.30.0.41", 80, endpoints=[Endpoint("10.180.0.2", 80)])
     >>> render_diff([old], [old])
     ''
-    >>> print(render_diff([old], [new]).splitlines()[3])
-    -A LBCORE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80" -j LBCORE-SEP-ZCBQ3KD4EOY6S5FI
+    >>> print(render_diff([old], [new]), end="")
+    *nat
+    :LBCORE-SEP-LXVODXWDISEETFEF - [0:0]
+    :LBCORE-SEP-SXIVWICOYRO3J4NJ - [0:0]
+    :LBCORE-SVC-XPGD46QRK7WJZT7O - [0:0]
+    -A LBCORE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80" -j LBCORE-SEP-LXVODXWDISEETFEF
+    -A LBCORE-SEP-LXVODXWDISEETFEF -m comment --comment "ns1/svc1:p80" -s 10.180.0.2 -j LBCORE-MARK-MASQ
+    -A LBCORE-SEP-LXVODXWDISEETFEF -m comment --comment "ns1/svc1:p80" -m tcp -p tcp -j DNAT --to-destination 10.180.0.2:80
+    -X LBCORE-SEP-SXIVWICOYRO3J4NJ
+    COMMIT
     """
-    old = {service_key(s): s for s in check_services(old_services, family)}
-    new_sorted = check_services(new_services, family)
-    new = {service_key(s): s for s in new_sorted}
-    for service in new_sorted:
+    old = check_services(old_services, family)
+    new = check_services(new_services, family)
+    for service in new.values():
         _split(service, fallback)
     changed = changed_keys(old, new)
     if not changed:
         return ""
-    old_named = {service_key(n.service): n for n in name_chains(old[k] for k in changed if k in old)}
-    new_named = {service_key(n.service): n for n in name_chains(new[k] for k in changed if k in new)}
+    old_keys = [key for key in changed if key in old]
+    new_keys = [key for key in changed if key in new]
+    old_named = dict(zip(old_keys, name_chains(old[key] for key in old_keys)))
+    new_named = dict(zip(new_keys, name_chains(new[key] for key in new_keys)))
     # Where a rule of LBCORE-SERVICES sits in the full payload: its rank in key order
     # among the new Services that render into that table.
-    nat_keys = [k for k, s in new.items() if _has_endpoints(s)]
-    filter_keys = [k for k, s in new.items() if not _has_endpoints(s)]
+    nat_keys: list[Key] = []
+    filter_keys: list[Key] = []
+    for key, service in new.items():
+        (nat_keys if _has_endpoints(service) else filter_keys).append(key)
 
     declared: list[str] = []
     deleted: list[str] = []
@@ -209,10 +223,10 @@ def render_diff(
     for key in changed:
         old_chains, old_portal = _rendered(old_named.get(key), fallback)
         new_chains, new_portal = _rendered(new_named.get(key), fallback)
-        for chain, lines in new_chains.items():
-            if old_chains.get(chain) != lines:
+        for chain, chain_rules in new_chains.items():
+            if old_chains.get(chain) != chain_rules:
                 declared.append(f":{chain} - [0:0]")
-                rules.extend(lines)
+                rules.append(chain_rules)
         for chain in old_chains.keys() - new_chains.keys():
             declared.append(f":{chain} - [0:0]")
             deleted.append(f"-X {chain}")
@@ -277,12 +291,13 @@ def _has_endpoints(service: Service) -> bool:
 def _rendered(
     named: ServiceChains | None, fallback: bool
 ) -> tuple[dict[str, list[str]], tuple[str, str] | None]:
-    """A Service's chains (name -> rule lines) and its (table, LBCORE-SERVICES rule)."""
+    """A Service's chains (name -> rules) and its (table, LBCORE-SERVICES rule)."""
     if named is None:
         return {}, None
     if not named.endpoints:
         return {}, ("filter", _reject(named.service))
-    chains = dict(_service_chains(named, _split(named.service, fallback)))
+    names = (named.chain, *named.endpoint_chains)
+    chains = dict(zip(names, _chain_rules(named, _split(named.service, fallback))))
     return chains, ("nat", _portal(named))
 
 
@@ -292,9 +307,12 @@ def _ascending(inserts: list[tuple[int, str]]) -> list[str]:
     return [line for _, line in sorted(inserts)]
 
 
-def _comment(text: str) -> str:
-    # Service names are [A-Za-z0-9._:/-] (checked twice): nothing to escape in quotes.
-    return f'"{text[:_MAX_COMMENT]}"'
+def _label(service: Service) -> str:
+    """The Service's name as comments show it: quoted, and cut to fit xt_comment.
+
+    Names are [A-Za-z0-9._:/-] (checked twice), so nothing in them needs escaping.
+    """
+    return service.name[:_MAX_LABEL]
 
 
 def _match(service: Service) -> str:
@@ -303,23 +321,30 @@ def _match(service: Service) -> str:
 
 
 def _portal(named: ServiceChains) -> str:
-    comment = _comment(f"{named.service.name} virtual IP")
-    return f"-m comment --comment {comment} {_match(named.service)} -j {named.chain}"
+    label = _label(named.service)
+    return f'-m comment --comment "{label} virtual IP" {_match(named.service)} -j {named.chain}'
 
 
 def _reject(service: Service) -> str:
     # In filter, not nat: REJECT is only valid in INPUT, FORWARD, OUTPUT and chains
     # called from them (iptables-extensions(8); kube-proxy does the same).
-    return f"-m comment --comment {_comment(service.name + ' has no endpoints')} {_match(service)} -j REJECT"
+    label = _label(service)
+    return f'-m comment --comment "{label} has no endpoints" {_match(service)} -j REJECT'
 
 
-def _service_chains(named: ServiceChains, split: str) -> list[tuple[str, list[str]]]:
-    """The service chain and each endpoint chain of a Service with endpoints, with rules."""
+def _chain_rules(named: ServiceChains, split: str) -> list[str]:
+    """The rules of a Service with endpoints: its service chain's, then each endpoint
+    chain's, one text block (lines joined by newlines) per chain.
+
+    Blocks, not lines: the full payload is 420,000 lines for 10,000 Services x 10
+    endpoints, and one f-string per endpoint chain costs less than one per rule.
+    """
     service = named.service
     svc = named.chain
     seps = named.endpoint_chains
     timeout = service.affinity_timeout
-    arrows = [_comment(f"{service.name} -> {e.address}") for e in named.endpoints]
+    label = _label(service)
+    arrows = [f'"{label} -> {address}"' for address in named.addresses]
     svc_rules = []
     if timeout is not None:
         # Sticky clients first (kube-proxy: every affinity rule before the split).
@@ -334,31 +359,26 @@ def _service_chains(named: ServiceChains, split: str) -> list[tuple[str, list[st
         for arrow, sep, probability in zip(arrows, seps, probabilities)
     ]
     svc_rules.append(f"-A {svc} -m comment --comment {arrows[-1]} -j {seps[-1]}")
-    chains = [(svc, svc_rules)]
+    blocks = ["\n".join(svc_rules)]
 
-    comment = _comment(service.name)
+    comment = f'-m comment --comment "{label}"'
     protocol = f"-m {service.protocol} -p {service.protocol}"
-    for endpoint, sep in zip(named.endpoints, seps):
-        sep_rules = []
-        if not _is_loopback(endpoint.ip):
+    # Affinity: add the client to the endpoint's set, or refresh its timeout.
+    sticky = "" if timeout is None else f" -j SET --add-set {{sep}} src --exist --timeout {timeout}"
+    for endpoint, address, sep in zip(named.endpoints, named.addresses, seps):
+        if _is_loopback(endpoint.ip):
+            hairpin = ""
+        else:
             # Hairpin: an endpoint reaching its own Service must see the reply come back
             # through the node, so its source is masqueraded.  Not for a loopback
             # endpoint: its replies never leave the node, and MASQUERADE out of lo finds
             # no address to use and drops the packet (measured: the connection hangs).
-            sep_rules.append(
-                f"-A {sep} -m comment --comment {comment} -s {endpoint.ip} -j {MARK_MASQ_CHAIN}"
-            )
-        if timeout is not None:
-            sep_rules.append(
-                f"-A {sep} -m comment --comment {comment} "
-                f"-j SET --add-set {sep} src --exist --timeout {timeout}"
-            )
-        sep_rules.append(
-            f"-A {sep} -m comment --comment {comment} {protocol} "
-            f"-j DNAT --to-destination {endpoint.address}"
+            hairpin = f"-A {sep} {comment} -s {endpoint.ip} -j {MARK_MASQ_CHAIN}\n"
+        affinity = f"-A {sep} {comment}{sticky.format(sep=sep)}\n" if sticky else ""
+        blocks.append(
+            f"{hairpin}{affinity}-A {sep} {comment} {protocol} -j DNAT --to-destination {address}"
         )
-        chains.append((sep, sep_rules))
-    return chains
+    return blocks
 
 
 def _is_loopback(ip: str) -> bool:

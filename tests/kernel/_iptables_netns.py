@@ -24,7 +24,7 @@ import threading
 
 import pytest
 
-_TOOLS = ("ip", "iptables-restore", "iptables-save", "ipset")
+_TOOLS = ("ip", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save", "ipset")
 _counter = itertools.count()
 
 

@@ -15,6 +15,8 @@ from _iptables_netns import Netns, kernel
 from lbcore import Endpoint, Service
 from lbcore.render import ipset, iptables
 
+from test_render_iptables import golden_services
+
 pytestmark = kernel
 
 # Another tool's rules: a chain of its own in each table and jumps from built-in chains.
@@ -170,3 +172,23 @@ def test_partial_sync_from_the_wrong_state_fails_and_changes_nothing(ns):
     done = ns.iptables_restore(iptables.render_diff(old, new), check=False)
     assert done.returncode != 0
     assert raw_save(ns) == before
+
+
+def test_every_rule_shape_loads_into_the_kernel(ns):
+    # The golden Services (udp, sctp, affinity, weights, no endpoint, loopback), names
+    # that look like restore syntax, a name cut to fit xt_comment, and IPv6.
+    services = golden_services() + [
+        Service("COMMIT", "10.96.1.1", 80, endpoints=[Endpoint("10.1.0.1", 80)]),
+        Service("ns/-j:ACCEPT", "10.96.1.2", 80, affinity_timeout=1, endpoints=[Endpoint("10.1.0.2", 80)]),
+        Service("n" * 253, "10.96.1.3", 80, endpoints=[Endpoint("10.1.0.3", 65535)]),
+        Service("ns/web6:http", "fd00::1", 80, affinity_timeout=86400,
+                endpoints=[Endpoint("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", 65535)]),
+        Service("ns/empty6:http", "fd00::2", 80),
+    ]
+    ns.ipset_restore(ipset.render(services))
+    ns.iptables_restore(iptables.render(services, install=True))
+    ns.iptables_restore(iptables.render(services, family=6, install=True), ipv6=True)
+    saved = ns.run("iptables-save").stdout + ns.run("ip6tables-save").stdout
+    assert saved.count("--match-set") == len(ns.set_names()) == 3 + 1 + 1
+    assert '--comment "COMMIT virtual IP"' in saved
+    assert "-j DNAT --to-destination [ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe]:65535" in saved
