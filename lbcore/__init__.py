@@ -5,7 +5,16 @@ built), and one seeded key hash shared by every process of a fleet.  Importing l
 is cheap: it loads no asyncio, no YAML and no renderer.
 """
 
-from .balancers import IMPLEMENTATION, RoundRobin, make_balancer, make_balancer_for
+from .balancers import (
+    IMPLEMENTATION,
+    Affinity,
+    LeastConnection,
+    RoundRobin,
+    WeightedLeastConnection,
+    WeightedRoundRobin,
+    make_balancer,
+    make_balancer_for,
+)
 from .errors import ConfigError, LbcoreError, NoEndpointsError
 from .hashing import HASH_SEED, key_hash
 from .models import SCHEDULERS, Endpoint, Service, usable_endpoints
@@ -18,6 +27,10 @@ __all__ = [
     "SCHEDULERS",
     "usable_endpoints",
     "RoundRobin",
+    "WeightedRoundRobin",
+    "LeastConnection",
+    "WeightedLeastConnection",
+    "Affinity",
     "make_balancer",
     "make_balancer_for",
     "key_hash",

@@ -1,0 +1,308 @@
+"""The ``lbcore`` command: check, render and forward the Services that files describe.
+
+::
+
+    lbcore check FILE...                                    validate, print a table
+    lbcore render iptables FILE... [--diff OLD] [--fallback]   iptables-restore input
+    lbcore render ipset FILE...                             ipset restore input
+    lbcore render ipvs FILE... [--diff OLD]                 ipvsadm-restore input
+    lbcore render ipvs-node FILE... [--interface NAME]      VIPs on a dummy interface
+    lbcore forward FILE... [--connect-timeout S] ...        the userspace forwarder
+
+FILE is lbcore's own YAML or a Kubernetes Service + EndpointSlice dump (YAML or JSON);
+see `lbcore.sources`.  Exit status 0 on success, 2 on bad input: one line per problem
+on stderr, naming the file, the object and the field, and nothing on stdout.  Notes
+about objects skipped on purpose (headless Services, ...) go to stderr.
+
+Each subcommand imports what it needs when it runs, so ``lbcore check`` loads no
+renderer and no asyncio.  A subcommand is one ``_add_*`` function that adds its parser
+and sets ``run`` (`_add_command` does both for those that read FILE...); `COMMANDS`
+lists them in help order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from .errors import LbcoreError
+from .models import Endpoint, Service, usable_endpoints
+
+__all__ = ["main", "COMMANDS", "EXIT_BAD_INPUT", "check_table"]
+
+#: Exit status for bad input: the files (or the command line, as argparse does).
+EXIT_BAD_INPUT = 2
+
+_FILES_HELP = "lbcore YAML, or Kubernetes Services and EndpointSlices (kubectl get -o yaml|json)"
+
+
+def _add_command(subparsers: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],
+                help_text: str, description: str, *, diff: bool = False) -> argparse.ArgumentParser:
+    """A subcommand that reads FILE... and runs ``run``; with ``diff``, also --diff OLD."""
+    parser = subparsers.add_parser(name, help=help_text, description=description)
+    parser.add_argument("files", nargs="+", metavar="FILE", help=_FILES_HELP)
+    if diff:
+        parser.add_argument(
+            "--diff", action="append", metavar="OLD",
+            help="print only the changes from the services in OLD (repeat for several files)",
+        )
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _load(*groups: Sequence[str]) -> list[list[Service]]:
+    """The Services of each group of files; problems of every group raise one error.
+
+    Once everything loaded, notes on objects skipped on purpose go to stderr (on bad
+    input stderr holds the problems alone, one line each).
+    """
+    from .sources import SourceError, load_files
+
+    loaded, problems, notes = [], [], []
+    for paths in groups:
+        try:
+            loaded.append(load_files(paths, notes=notes))
+        except SourceError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise SourceError(problems)
+    for note in notes:
+        print(f"lbcore: note: {note}", file=sys.stderr)
+    return loaded
+
+
+# -- check -----------------------------------------------------------------------------
+
+
+def _add_check(commands: argparse._SubParsersAction) -> None:
+    _add_command(
+        commands, "check", _check, "validate files and print their services and endpoints",
+        "Validate the files and print a table of the services they describe: address, "
+        "scheduler, affinity, and each endpoint with its state, its weight and whether it "
+        "takes new connections.",
+    )
+
+
+def _endpoint_state(ready: bool, serving: bool, terminating: bool) -> str:
+    if terminating:
+        return "ready, terminating" if ready else ("serving, terminating" if serving else "terminating")
+    return "ready" if ready else "not ready"
+
+
+def _takes_new(endpoint: Endpoint, usable: set[Endpoint], fallback: bool) -> str:
+    if endpoint not in usable:
+        return "no"
+    if endpoint.weight == 0:
+        return "no (weight 0)"
+    return "yes (fallback)" if fallback else "yes"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def check_table(services: Sequence[Service]) -> str:
+    """The `lbcore check` table: a row per endpoint, the service's columns on its first row.
+
+    TAKES NEW says whether an endpoint gets new connections: ready ones do, serving and
+    terminating ones only while no endpoint is ready (kube-proxy's fallback), weight 0
+    never.
+
+    >>> from lbcore import Endpoint, Service
+    >>> print(check_table([Service("web", "10.96.0.10", 80, scheduler="wrr",
+    ...     endpoints=[Endpoint("10.1.0.5", 8080, weight=3), Endpoint("10.1.0.6", 8080, ready=False)])]), end="")
+    SERVICE  ADDRESS        PROTO  SCHED  AFFINITY  ENDPOINT       STATE      WEIGHT  TAKES NEW
+    web      10.96.0.10:80  tcp    wrr    -         10.1.0.5:8080  ready      3       yes
+                                                    10.1.0.6:8080  not ready  1       no
+    1 service, 2 endpoints, 1 taking new connections
+    """
+    rows = [("SERVICE", "ADDRESS", "PROTO", "SCHED", "AFFINITY", "ENDPOINT", "STATE", "WEIGHT", "TAKES NEW")]
+    endpoints = taking = 0
+    for service in services:
+        scheduler = service.scheduler + "".join(f" +{flag}" for flag in service.sched_flags)
+        affinity = f"{service.affinity_timeout}s" if service.affinity_timeout else "-"
+        head = (service.name, service.address, service.protocol, scheduler, affinity)
+        usable = set(usable_endpoints(service.endpoints))
+        fallback = not any(endpoint.ready for endpoint in usable)
+        if not service.endpoints:
+            rows.append(head + ("(none)", "-", "-", "connections refused"))
+        for i, endpoint in enumerate(service.endpoints):
+            takes = _takes_new(endpoint, usable, fallback)
+            taking += takes.startswith("yes")
+            state = _endpoint_state(endpoint.ready, bool(endpoint.serving), endpoint.terminating)
+            rows.append((head if i == 0 else ("",) * len(head)) + (endpoint.address, state, str(endpoint.weight), takes))
+        endpoints += len(service.endpoints)
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.append(f"{_count(len(services), 'service')}, {_count(endpoints, 'endpoint')}, {taking} taking new connections")
+    return "\n".join(lines) + "\n"
+
+
+def _check(args: argparse.Namespace) -> int:
+    [services] = _load(args.files)
+    sys.stdout.write(check_table(services))
+    return 0
+
+
+# -- render ----------------------------------------------------------------------------
+
+
+def _add_render(commands: argparse._SubParsersAction) -> None:
+    render = commands.add_parser(
+        "render", help="print kernel configuration (iptables, ipset, IPVS) for the services",
+        description="Print the services as input for the kernel's tools.  Nothing is "
+        "applied: pipe the output to iptables-restore --noflush, ipset restore, ipvsadm -R "
+        "or sh.",
+    )
+    targets = render.add_subparsers(dest="target", required=True, metavar="TARGET")
+    iptables = _add_command(
+        targets, "iptables", _render_iptables, "iptables-restore input (apply with iptables-restore --noflush)",
+        "Print iptables-restore input in kube-proxy's layout under lbcore's chains; apply it "
+        "with iptables-restore --noflush (after the ipset payload, for ClientIP affinity).",
+        diff=True,
+    )
+    iptables.add_argument(
+        "--fallback", action="store_true",
+        help="render schedulers iptables cannot express (lc, wlc, dh, sh, mh) by the "
+        "documented fallback instead of refusing them",
+    )
+    _add_command(
+        targets, "ipset", _render_ipset, "ipset restore input for ClientIP affinity (apply before iptables)",
+        "Print the ipset restore input that the iptables rules' ClientIP affinity needs; "
+        "apply it with ipset restore before the iptables payload.",
+    )
+    _add_command(
+        targets, "ipvs", _render_ipvs, "ipvsadm-restore input (apply with ipvsadm -R)",
+        "Print ipvsadm-restore input: one virtual service per service, one real server per endpoint.",
+        diff=True,
+    )
+    node = _add_command(
+        targets, "ipvs-node", _render_ipvs_node, "shell commands that put the VIPs on a dummy interface",
+        "Print the node set-up IPVS needs around the rules: the services' VIPs on a dummy interface.",
+    )
+    node.add_argument("--interface", metavar="NAME", help="the dummy interface (default: the renderer's)")
+
+
+def _render_iptables(args: argparse.Namespace) -> int:
+    new, old = _load(args.files, args.diff or ())
+    from .render import iptables
+
+    if args.diff:
+        text = iptables.render_diff(old, new, fallback=args.fallback)
+    else:
+        text = iptables.render(new, fallback=args.fallback)
+    sys.stdout.write(text)
+    return 0
+
+
+def _render_ipset(args: argparse.Namespace) -> int:
+    [services] = _load(args.files)
+    from .render import ipset
+
+    sys.stdout.write(ipset.render(services))
+    return 0
+
+
+def _render_ipvs(args: argparse.Namespace) -> int:
+    new, old = _load(args.files, args.diff or ())
+    from .render import ipvs
+
+    sys.stdout.write(ipvs.render_diff(old, new) if args.diff else ipvs.render(new))
+    return 0
+
+
+def _render_ipvs_node(args: argparse.Namespace) -> int:
+    [services] = _load(args.files)
+    from .render import ipvs
+
+    options = {"interface": args.interface} if args.interface else {}
+    sys.stdout.write(ipvs.render_node_setup(services, **options))
+    return 0
+
+
+# -- forward ---------------------------------------------------------------------------
+
+
+def _positive(convert: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a number above 0, not {text!r}")
+        return value
+
+    return parse
+
+
+#: lbcore forward's tuning flags: (flag, keyword of lbcore.forwarder.run, type, help).
+#: A flag left out is not passed, so the forwarder's own default holds.
+_FORWARD_OPTIONS = (
+    ("--connect-timeout", "connect_timeout", _positive(float), "SECONDS",
+     "give up connecting to an endpoint after this long and try the next"),
+    ("--idle-timeout", "idle_timeout", _positive(float), "SECONDS",
+     "close a connection, or end a UDP flow, idle this long"),
+    ("--tries", "tries", _positive(int), "N",
+     "endpoints to try per connection before refusing the client"),
+    ("--drain-timeout", "drain_timeout", _positive(float), "SECONDS",
+     "on SIGTERM, wait this long for open connections to finish"),
+)
+
+
+def _add_forward(commands: argparse._SubParsersAction) -> None:
+    parser = _add_command(
+        commands, "forward", _forward, "run the userspace forwarder for the services",
+        "Listen on each service's listen address (default vip:port) and forward "
+        "connections to its endpoints.  SIGHUP reloads the files (a bad file is refused "
+        "and the old services keep serving); SIGTERM drains and exits.",
+    )
+    for flag, keyword, convert, metavar, help_text in _FORWARD_OPTIONS:
+        parser.add_argument(flag, dest=keyword, type=convert, metavar=metavar, help=help_text)
+
+
+def _forward(args: argparse.Namespace) -> int:
+    files = list(args.files)
+    _load(files)  # a bad file is refused before anything listens
+    from . import forwarder
+    from .sources import load_files
+
+    options = {keyword: getattr(args, keyword) for _, keyword, *_ in _FORWARD_OPTIONS
+               if getattr(args, keyword) is not None}
+    return forwarder.run(lambda: load_files(files), **options)
+
+
+# -- main ------------------------------------------------------------------------------
+
+#: The subcommands in help order; each adds its parser and sets ``run``.
+COMMANDS = (_add_check, _add_render, _add_forward)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lbcore",
+        description="Check, render and forward Kubernetes-style Services read from lbcore "
+        "YAML or Kubernetes Service + EndpointSlice dumps.  Exit status 2 means bad input.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lbcore`` command with ``argv`` (default: ``sys.argv[1:]``); the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except LbcoreError as error:
+        for line in str(error).splitlines():
+            print(f"lbcore: error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # The reader left (`lbcore render ... | head`): stop quietly, and keep Python's
+        # final flush from failing on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -1,0 +1,142 @@
+"""`lbcore forward`: real backends on 127.0.0.1, the forwarder in a subprocess, SIGHUP, SIGTERM.
+
+This needs lbcore.forwarder (the forwarder branch); bad input on `forward` is tested in
+test_cli.py and needs no forwarder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+
+
+class _Backend(socketserver.ThreadingTCPServer):
+    """Answers each connection with ``name:`` and what it read, then closes."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, name: bytes):
+        self.name = name
+        super().__init__(("127.0.0.1", 0), _Reply)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+class _Reply(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        data = self.request.recv(1024)
+        self.request.sendall(self.server.name + b":" + data)
+
+
+@pytest.fixture
+def backends():
+    servers = [_Backend(b"a"), _Backend(b"b")]
+    yield servers
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _config(path, port: int, *endpoint_ports: int) -> None:
+    endpoints = "".join(f"      - {{ip: 127.0.0.1, port: {p}}}\n" for p in endpoint_ports)
+    path.write_text(f"services:\n  - name: web\n    vip: 127.0.0.1\n    port: {port}\n    endpoints:\n{endpoints}")
+
+
+def _ask(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(b"hi")
+        reply = b""
+        while chunk := client.recv(1024):
+            reply += chunk
+    return reply
+
+
+def _until(process: subprocess.Popen, condition, timeout: float = 10.0):
+    """Poll ``condition`` until true; fail at once, with its stderr, if lbcore exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = condition()
+            if result:
+                return result
+        except OSError:
+            pass
+        if process.poll() is not None:
+            raise AssertionError(f"lbcore forward exited with {process.returncode}: {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def test_forward_serves_reloads_on_sighup_and_exits_on_sigterm(backends, tmp_path):
+    a, b = backends
+    port = _free_port()
+    config = tmp_path / "services.yaml"
+    _config(config, port, a.port)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    # Every tuning flag, so a keyword lbcore.forwarder.run does not take fails here.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lbcore", "forward", str(config), "--connect-timeout", "1",
+         "--idle-timeout", "30", "--tries", "2", "--drain-timeout", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert _until(process, lambda: _ask(port)) == b"a:hi"
+        assert {_ask(port) for _ in range(5)} == {b"a:hi"}
+
+        _config(config, port, b.port)  # the endpoint moves: new connections follow on SIGHUP
+        process.send_signal(signal.SIGHUP)
+        _until(process, lambda: _ask(port) == b"b:hi")
+        assert {_ask(port) for _ in range(5)} == {b"b:hi"}
+
+        config.write_text("services:\n  - {name: web, vip: 127.0.0.1, port: 0}\n")  # bad: refused
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert process.poll() is None
+        assert {_ask(port) for _ in range(5)} == {b"b:hi"}  # the old services keep serving
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def test_forward_retries_a_dead_endpoint(backends, tmp_path):
+    a, _ = backends
+    port = _free_port()
+    config = tmp_path / "services.yaml"
+    _config(config, port, _free_port(), a.port)  # the first endpoint refuses connections
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    process = subprocess.Popen([sys.executable, "-m", "lbcore", "forward", str(config), "--tries", "2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _until(process, lambda: _ask(port))
+        assert [_ask(port) for _ in range(10)] == [b"a:hi"] * 10
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stderr.close()

@@ -1,0 +1,59 @@
+"""Helpers for tests that hold the two twins of a balancer side by side."""
+
+from __future__ import annotations
+
+import importlib
+import random
+import types
+from typing import Any, Callable, Iterator
+
+from lbcore import Endpoint, NoEndpointsError
+
+
+def twin_modules() -> Iterator[types.ModuleType]:
+    """lbcore._pure, then lbcore._fast if it is built (for tests outside the fixtures)."""
+    yield importlib.import_module("lbcore._pure")
+    try:
+        yield importlib.import_module("lbcore._fast")
+    except ImportError:
+        return
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except NoEndpointsError as error:
+        return str(error)
+
+
+def assert_twins_agree(
+    a: Any,
+    b: Any,
+    rng: random.Random,
+    random_endpoints: Callable[[random.Random], list[Endpoint]],
+    steps: int,
+) -> None:
+    """Drive both twins through the same seeded random updates, marks and picks.
+
+    Every pick (or its NoEndpointsError) and every pick_many must be identical, and both
+    twins pass their _check() after every step.
+    """
+    endpoints = list(a.endpoints)
+    for _ in range(steps):
+        op = rng.random()
+        if op < 0.06:
+            endpoints = random_endpoints(rng)
+            a.update(endpoints)
+            b.update(endpoints)
+        elif op < 0.12 and endpoints:
+            target = rng.choice(endpoints)
+            mark = rng.choice(["mark_failed", "mark_healthy"])
+            getattr(a, mark)(target)
+            getattr(b, mark)(target)
+        elif op < 0.2:
+            keys = list(range(rng.randrange(5)))
+            assert _outcome(lambda: list(a.pick_many(keys))) == _outcome(lambda: list(b.pick_many(keys)))
+        else:
+            assert _outcome(a.pick) == _outcome(b.pick)
+        a._check()
+        b._check()
