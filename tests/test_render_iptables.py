@@ -119,7 +119,7 @@ def test_hash16_is_base32_of_sha256(texts):
 def test_chain_names_are_kube_proxys_with_lbcore_prefix_and_fit():
     text = iptables.render(golden_services())
     assert "-j LBCORE-SVC-XPGD46QRK7WJZT7O" in text
-    assert ":LBCORE-SEP-UKSFD7AGPMPPLUHC - [0:0]" in text
+    assert ":LBCORE-SVE-UKSFD7AGPMPPLUHC - [0:0]" in text  # kube-proxy's KUBE-SEP-UKSF...
     chains = re.findall(r"^(?::|-N )(\S+)", text, flags=re.M)
     assert all(c.startswith("LBCORE-") and len(c) <= 28 for c in chains)
 
@@ -212,6 +212,40 @@ def test_order_is_deterministic_whatever_the_input_order():
                     for s in rng.sample(services, len(services))]
         assert iptables.render(shuffled) == expected
         assert iptables.render_diff(services, shuffled) == ""
+
+
+def chain_of_each_command(payload: str) -> list[list[str]]:
+    """Per transaction, the chains iptables-nft notes for each command: the chain it
+    acts on and the chain it jumps to (nft-cache.c, nft_cache_level_set)."""
+    transactions, names = [], []
+    for line in payload.splitlines():
+        if line == "COMMIT":
+            transactions.append(names)
+            names = []
+        elif line.startswith(":"):
+            names.append(line[1:].split()[0])
+        elif line.startswith("-"):
+            names.append(line.split()[1])
+            if jump := re.search(r" -j (LBCORE-\S+)", line):
+                names.append(jump.group(1))
+    return transactions
+
+
+def test_commands_come_in_descending_chain_order_so_iptables_nft_stays_linear():
+    # See "Order" in lbcore.render.iptables: every command's chain, and every chain
+    # declaration, sorts at or below everything noted before it in its transaction,
+    # apart from the few fixed chains (and a jump's target, which is declared earlier).
+    services = golden_services() + [Service(f"ns/s{i}:p", f"10.97.0.{i}", 80, endpoints=endpoints(1, 1, 1))
+                                    for i in range(1, 60)]
+    new = services[5:] + [Service("ns/z:p", "10.98.0.1", 80, endpoints=endpoints(1))]
+    fixed = {"LBCORE-SERVICES", "LBCORE-POSTROUTING", "LBCORE-MARK-MASQ"}
+    for payload in (iptables.render(services), iptables.render(services, install=True),
+                    iptables.render_diff(services, new)):
+        for names in chain_of_each_command(payload):
+            hashed = [n for n in names if n.startswith("LBCORE-") and n not in fixed]
+            declared_first = [n for n in dict.fromkeys(hashed)]
+            assert declared_first == sorted(declared_first, reverse=True)
+            assert all(n > f for n in hashed for f in fixed)
 
 
 def test_long_names_are_cut_in_comments_only():
@@ -377,7 +411,8 @@ def test_partial_sync_of_one_endpoint_touches_one_service():
     new[20] = dataclasses.replace(services[20], endpoints=endpoints(1, 1))
     diff = iptables.render_diff(services, new)
     assert "LBCORE-SERVICES" not in diff  # the services chain is not touched
-    assert diff.count("\n:") == 2 and diff.count("\n-X ") == 1  # SVC rewritten, one SEP gone
+    # The service chain rewritten, the gone endpoint's chain flushed, then deleted.
+    assert diff.count("\n:") == 2 and diff.count("\n-X ") == 1
     assert "*filter" not in diff
 
 

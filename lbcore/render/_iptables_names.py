@@ -2,10 +2,11 @@
 a canonical order, the endpoints that get a chain, and kube-proxy-style hashed names.
 
 A Service's chain is ``LBCORE-SVC-`` + hash(name + protocol); an endpoint's chain, and
-its ClientIP affinity set, ``LBCORE-SEP-`` + hash(name + protocol + ip:port).  The hash
+its ClientIP affinity set, ``LBCORE-SVE-`` + hash(name + protocol + ip:port).  The hash
 is kube-proxy's ``servicePortChainName``/``servicePortEndpointChainName``: sha256,
 base32, first 16 characters, so the names are stable across runs and machines and fit
-iptables' 28-character chain names and ipset's 31-character set names.
+iptables' 28-character chain names and ipset's 31-character set names.  ``SVE`` sorts
+above ``SVC`` on purpose (see "Order" in `lbcore.render.iptables`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..errors import ConfigError
 from ..models import _NAME_RE, Endpoint, Service
 
 SERVICE_CHAIN_PREFIX = "LBCORE-SVC-"
-ENDPOINT_CHAIN_PREFIX = "LBCORE-SEP-"
+ENDPOINT_CHAIN_PREFIX = "LBCORE-SVE-"
 
 # base32 (RFC 4648) as a bytes.translate table: 5-bit value -> letter.
 _BASE32_TABLE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" + bytes(224)
@@ -144,7 +145,7 @@ def name_chains(services: Iterable[Service]) -> list[ServiceChains]:
     >>> [named] = name_chains([Service("ns1/svc1:p80", "172.30.0.41", 80,
     ...                                endpoints=[Endpoint("10.180.0.1", 80)])])
     >>> named.chain, named.endpoint_chains
-    ('LBCORE-SVC-XPGD46QRK7WJZT7O', ('LBCORE-SEP-SXIVWICOYRO3J4NJ',))
+    ('LBCORE-SVC-XPGD46QRK7WJZT7O', ('LBCORE-SVE-SXIVWICOYRO3J4NJ',))
     """
     services = list(services)
     chosen = [chosen_endpoints(s) for s in services]

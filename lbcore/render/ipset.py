@@ -1,7 +1,7 @@
 """ClientIP affinity sets as ``ipset restore`` input, for lbcore's iptables payloads.
 
 Each endpoint chain of a Service with ``affinity_timeout`` has a ``hash:ip`` set of the
-same name (``LBCORE-SEP-<hash>``, 27 characters; ipset allows 31) holding the clients
+same name (``LBCORE-SVE-<hash>``, 27 characters; ipset allows 31) holding the clients
 stuck to that endpoint (see `lbcore.render.iptables`).  Apply `render` (or
 `render_diff`) before the iptables payload that matches on the sets, and
 `render_cleanup` after the iptables diff that stopped using them: a set that a rule
@@ -44,7 +44,7 @@ def render(services: Iterable[Service]) -> str:
     >>> sticky = Service("ns1/svc1:p80", "172.30.0.41", 80, affinity_timeout=10800,
     ...                  endpoints=[Endpoint("10.180.0.1", 80)])
     >>> print(render([sticky]), end="")
-    create LBCORE-SEP-SXIVWICOYRO3J4NJ hash:ip family inet hashsize 4096 maxelem 65536 timeout 0 -exist
+    create LBCORE-SVE-SXIVWICOYRO3J4NJ hash:ip family inet hashsize 4096 maxelem 65536 timeout 0 -exist
     """
     return _lines(f"create {name} {_create_options(family)} -exist"
                   for name, family in _sets(name_chains(check_services(services).values())))
