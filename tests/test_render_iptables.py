@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from lbcore import ConfigError, Endpoint, Service
 from lbcore.render import iptables
-from lbcore.render._iptables_names import hash16, paused_gc
+from lbcore.render._iptables_names import chosen_endpoints, hash16, paused_gc
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -194,6 +194,15 @@ def test_weight_zero_and_unusable_endpoints_get_no_chain():
     assert "--probability" not in text
 
 
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.booleans(), st.booleans()), max_size=6))
+def test_the_diff_knows_which_table_a_service_renders_into_without_rendering_it(conditions):
+    endpoints_ = [Endpoint(f"10.0.0.{i + 1}", 80, weight=w, ready=r, serving=s, terminating=t)
+                  for i, (w, r, s, t) in enumerate(conditions)]
+    service = Service("s", "10.96.0.1", 80, endpoints=endpoints_)
+    assert iptables._has_endpoints(service) == bool(chosen_endpoints(service))
+
+
 def test_no_usable_endpoint_is_rejected_in_filter_not_nat():
     for endpoints_ in ([], [Endpoint("10.0.0.1", 80, weight=0)], [Endpoint("10.0.0.1", 80, ready=False)]):
         text = iptables.render([Service("ns/s:p", "10.96.0.1", 80, endpoints=endpoints_)])
@@ -246,6 +255,34 @@ def test_commands_come_in_descending_chain_order_so_iptables_nft_stays_linear():
             declared_first = [n for n in dict.fromkeys(hashed)]
             assert declared_first == sorted(declared_first, reverse=True)
             assert all(n > f for n in hashed for f in fixed)
+
+
+def quicksort_depth(names: list[str]) -> int:
+    """How deep iptables-save's chain sort recurses (nft-cache.c __nft_chain_list_sort:
+    the first chain is the pivot, smaller ones go left): the depth of the search tree
+    built by inserting the chains in creation order."""
+    depth, stack = 0, [(names, 1)]
+    while stack:
+        items, level = stack.pop()
+        if items:
+            depth = max(depth, level)
+            pivot, rest = items[0], items[1:]
+            stack += [([n for n in rest if n < pivot], level + 1), ([n for n in rest if n > pivot], level + 1)]
+    return depth
+
+
+def test_large_payloads_create_chains_in_an_order_iptables_save_can_sort():
+    services = [Service(f"ns/s{i}:p", f"10.97.{i // 250}.{i % 250 + 1}", 80, endpoints=endpoints(1, 1, 1, 1))
+                for i in range(1100)]  # 5,500 chains
+    nat = iptables.render(services).split("*nat\n")[1]
+    created = list(dict.fromkeys(re.findall(r"^:(LBCORE-SV\S+)", nat, flags=re.M)))
+    assert len(created) == 5500
+    # In plain descending order the sort would recurse 5,500 deep; 15 pivots first cut it
+    # to a sixteenth (plus the 4 levels of the pivots).
+    assert quicksort_depth(sorted(created, reverse=True)) == 5500
+    assert quicksort_depth(created) <= 5500 // 16 + 5
+    small = iptables.render(services[:100]).split("*nat\n")[1]
+    assert len(re.findall(r"^:LBCORE-SV", small, flags=re.M)) == 500  # no pivots: each chain once
 
 
 def test_long_names_are_cut_in_comments_only():
