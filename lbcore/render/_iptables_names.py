@@ -11,13 +11,11 @@ above ``SVC`` on purpose (see "Order" in `lbcore.render.iptables`).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import itertools
 import operator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from ..errors import ConfigError
 from ..models import _NAME_RE, Endpoint, Service, _family
@@ -190,19 +188,3 @@ def name_chains(services: Iterable[Service]) -> list[ServiceChains]:
         result.append(ServiceChains(service, chain, endpoints, addresses, endpoint_chains))
     return result
 
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """No cyclic garbage collection inside: a full render allocates some 300,000
-    containers, and CPython's collector, triggered by them, walked the caller's whole
-    heap again and again: 40 % of a 10,000 x 10 render's time, measured.  What a render
-    allocates holds no cycle, so nothing is left for the collector.  The previous state
-    is restored, also when the collector was off already.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
