@@ -3,8 +3,9 @@
 ::
 
     lbcore check FILE...                                    validate, print a table
-    lbcore render iptables FILE... [--diff OLD] [--fallback]   iptables-restore input
-    lbcore render ipset FILE...                             ipset restore input
+    lbcore render iptables FILE... [--diff OLD] [--fallback] [--install] [--family 6]
+                                                            iptables-restore input
+    lbcore render ipset FILE... [--diff OLD [--cleanup]]    ipset restore input
     lbcore render ipvs FILE... [--diff OLD]                 ipvsadm-restore input
     lbcore render ipvs-node FILE... [--interface NAME]      VIPs on a dummy interface
     lbcore forward FILE... [--connect-timeout S] ...        the userspace forwarder
@@ -28,7 +29,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from .errors import LbcoreError
+from .errors import ConfigError, LbcoreError
 from .models import Endpoint, Service, usable_endpoints
 
 __all__ = ["main", "COMMANDS", "EXIT_BAD_INPUT", "check_table"]
@@ -169,10 +170,27 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
         help="render schedulers iptables cannot express (lc, wlc, dh, sh, mh) by the "
         "documented fallback instead of refusing them",
     )
-    _add_command(
+    iptables.add_argument(
+        "--install", action="store_true",
+        help="the once-per-node form: also add the jumps from the built-in chains (guarded: "
+        "on a node where lbcore is installed it fails and changes nothing)",
+    )
+    iptables.add_argument(
+        "--family", type=int, choices=(4, 6), default=4,
+        help="4: the IPv4 services, for iptables-restore (default); 6: the IPv6 ones, for "
+        "ip6tables-restore",
+    )
+    ipset = _add_command(
         targets, "ipset", _render_ipset, "ipset restore input for ClientIP affinity (apply before iptables)",
         "Print the ipset restore input that the iptables rules' ClientIP affinity needs; "
-        "apply it with ipset restore before the iptables payload.",
+        "apply it with ipset restore before the iptables payload.  With --diff OLD, only "
+        "the sets to create (before the iptables diff); with --diff OLD --cleanup, the sets "
+        "to destroy (after it).",
+        diff=True,
+    )
+    ipset.add_argument(
+        "--cleanup", action="store_true",
+        help="with --diff: print the sets that are no longer used, to destroy after the iptables diff",
     )
     _add_command(
         targets, "ipvs", _render_ipvs, "ipvsadm-restore input (apply with ipvsadm -R)",
@@ -187,22 +205,30 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
 
 
 def _render_iptables(args: argparse.Namespace) -> int:
+    if args.diff and args.install:
+        raise ConfigError("--install", True, "installs a node from a full payload; it does not go with --diff")
     new, old = _load(args.files, args.diff or ())
     from .render import iptables
 
     if args.diff:
-        text = iptables.render_diff(old, new, fallback=args.fallback)
+        text = iptables.render_diff(old, new, fallback=args.fallback, family=args.family)
     else:
-        text = iptables.render(new, fallback=args.fallback)
+        text = iptables.render(new, fallback=args.fallback, install=args.install, family=args.family)
     sys.stdout.write(text)
     return 0
 
 
 def _render_ipset(args: argparse.Namespace) -> int:
-    [services] = _load(args.files)
+    if args.cleanup and not args.diff:
+        raise ConfigError("--cleanup", True, "needs --diff OLD: the sets OLD had and FILE has not")
+    new, old = _load(args.files, args.diff or ())
     from .render import ipset
 
-    sys.stdout.write(ipset.render(services))
+    if args.cleanup:
+        text = ipset.render_cleanup(old, new)
+    else:
+        text = ipset.render_diff(old, new) if args.diff else ipset.render(new)
+    sys.stdout.write(text)
     return 0
 
 

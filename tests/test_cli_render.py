@@ -117,7 +117,42 @@ def test_render_ipset_prints_the_sets_for_client_ip_affinity(tmp_path):
     result = lbcore("render", "ipset", path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ipset.render(load_files([path]))
-    assert "hash:ip" in result.stdout and "timeout 600" in result.stdout
+    # The sets hold clients; the timeout rides on the iptables rule that adds them.
+    assert "hash:ip" in result.stdout and "-exist" in result.stdout
+    rules = lbcore("render", "iptables", path)
+    assert "--exist --timeout 600" in rules.stdout
+
+
+def test_render_ipset_diff_and_cleanup(tmp_path):
+    from lbcore.render import ipset
+
+    old = write(tmp_path, "old.yaml", WEB)
+    new = write(tmp_path, "new.yaml", WEB.replace("10.1.0.8", "10.1.0.10"))
+    created = lbcore("render", "ipset", new, "--diff", old)
+    destroyed = lbcore("render", "ipset", new, "--diff", old, "--cleanup")
+    assert created.returncode == destroyed.returncode == 0, created.stderr + destroyed.stderr
+    before, after = load_files([old]), load_files([new])
+    assert created.stdout == ipset.render_diff(before, after) and created.stdout.startswith("create ")
+    assert destroyed.stdout == ipset.render_cleanup(before, after)
+    assert destroyed.stdout.startswith("destroy ")
+    lonely = lbcore("render", "ipset", new, "--cleanup")
+    assert lonely.returncode == 2 and lonely.stdout == ""
+    assert "--cleanup: True needs --diff OLD" in lonely.stderr
+
+
+def test_render_iptables_install_and_family(tmp_path):
+    from lbcore.render import iptables
+
+    path = write(tmp_path, "web.yaml", WEB)
+    installed = lbcore("render", "iptables", "--install", path)
+    assert installed.returncode == 0, installed.stderr
+    assert installed.stdout == iptables.render(load_files([path]), install=True)
+    v6 = lbcore("render", "iptables", "--family", "6", DUMP_YAML)
+    assert v6.returncode == 0, v6.stderr
+    assert v6.stdout == iptables.render(load_files([DUMP_YAML]), family=6)
+    assert "--to-destination [" in v6.stdout  # IPv6 endpoints only
+    both = lbcore("render", "iptables", "--install", path, "--diff", path)
+    assert both.returncode == 2 and both.stdout == ""
 
 
 # -- ipvs ------------------------------------------------------------------------------
