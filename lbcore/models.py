@@ -100,6 +100,7 @@ class Endpoint:
     terminating: bool = False
     _key: tuple = field(init=False, repr=False, compare=False, default=())
     _hash: int = field(init=False, repr=False, compare=False, default=0)
+    _address: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ip", _check_ip("ip", self.ip))
@@ -116,6 +117,8 @@ class Endpoint:
         key = (self.ip, self.port, self.weight, self.ready, self.serving, self.terminating)
         object.__setattr__(self, "_key", key)
         object.__setattr__(self, "_hash", hash(key))
+        # Renderers name a chain and write a rule per endpoint address: build it once.
+        object.__setattr__(self, "_address", _join_host_port(self.ip, self.port))
 
     def __hash__(self) -> int:
         return self._hash
@@ -128,7 +131,7 @@ class Endpoint:
     @property
     def address(self) -> str:
         """``ip:port``, with IPv6 in brackets (``[2001:db8::1]:80``)."""
-        return _join_host_port(self.ip, self.port)
+        return self._address
 
     @property
     def family(self) -> int:

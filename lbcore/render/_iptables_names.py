@@ -65,8 +65,9 @@ def chosen_endpoints(service: Service) -> list[tuple[str, Endpoint]]:
     ``ip:port`` as kube-proxy sorts them "to simplify diffing".  None means the Service
     is rejected.  O(e log e).
     """
-    # Addresses are unique within a Service, so the sort never compares endpoints.
-    return sorted([(e.address, e) for e in service.usable_endpoints if e.weight > 0])
+    chosen = [e for e in service.usable_endpoints if e.weight > 0]
+    chosen.sort(key=_endpoint_address)
+    return [(e.address, e) for e in chosen]
 
 
 #: What identifies a Service's chains: (name, protocol, address family).  kube-proxy
@@ -123,6 +124,7 @@ def _safe_name(name: object) -> bool:
     return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
 
 
+_endpoint_address = operator.attrgetter("address")
 _name_of = operator.attrgetter("name")
 _protocol_of = operator.attrgetter("protocol")
 _vip_of = operator.attrgetter("vip")
