@@ -26,6 +26,8 @@ from ..models import _NAME_RE, Endpoint, Service, usable_endpoints
 
 SERVICE_CHAIN_PREFIX = "LBCORE-SVC-"
 ENDPOINT_CHAIN_PREFIX = "LBCORE-SVE-"
+#: The chain that marks a packet for masquerading (`lbcore.render.iptables`).
+MARK_MASQ_CHAIN = "LBCORE-MARK-MASQ"
 
 # base32 (RFC 4648) as a bytes.translate table: 5-bit value -> letter; the letters of a
 # name's prefix (all above 31) stay themselves.

@@ -71,13 +71,15 @@ import collections
 import contextlib
 import functools
 import gc
-import itertools
 import operator
-from typing import Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
+from .._extensions import NO_EXTENSIONS
 from ..errors import ConfigError
 from ..models import Endpoint, Service
+from ._iptables_chains_py import ChainParts, chain_name, chain_texts
 from ._iptables_names import (
+    MARK_MASQ_CHAIN,
     ChainNames,
     Key,
     changed_keys,
@@ -85,6 +87,14 @@ from ._iptables_names import (
     in_key_order,
     name_chains,
 )
+
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._iptables_chains_py import join_payload
+else:
+    try:
+        from .._fast._iptables_chains import join_payload
+    except ImportError:  # not built: a pure install, or a checkout without build_ext
+        from ._iptables_chains_py import join_payload
 
 __all__ = [
     "render",
@@ -99,7 +109,6 @@ __all__ = [
 
 SERVICES_CHAIN = "LBCORE-SERVICES"
 POSTROUTING_CHAIN = "LBCORE-POSTROUTING"
-MARK_MASQ_CHAIN = "LBCORE-MARK-MASQ"
 #: kube-proxy's mark (``--iptables-masquerade-bit`` 14, written as kube-proxy writes it),
 #: so on a node that runs both, either proxy's POSTROUTING masquerades the other's.
 MASQUERADE_MARK = "0x00004000"
@@ -133,7 +142,6 @@ _NAT_FIXED_RULES = (
     "-j MASQUERADE --random-fully",
 )
 _PIVOTS = 15
-_T = TypeVar("_T")
 _PIVOT_THRESHOLD = 4096
 # xt_comment keeps at most 255 characters (XT_MAX_COMMENT_LEN 256 with the NUL); the
 # longest comment is "<name> -> [<39-character IPv6>]:65535", so names are cut to fit.
@@ -157,30 +165,27 @@ def render(
     >>> print(*[l for l in render([web]).splitlines() if l.startswith("-A LBCORE-SERVICES")])
     -A LBCORE-SERVICES -m comment --comment "ns1/svc1:p80 virtual IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j LBCORE-SVC-XPGD46QRK7WJZT7O
     """
+    create = "-N {}" if install else ":{} - [0:0]"
+    head = ["*filter", create.format(SERVICES_CHAIN)]
     with _paused_gc():
         by_key = check_services(services, family)
         _refuse_inexpressible(by_key, fallback)
         checked = in_key_order(by_key)
         named = name_chains(checked)
-        rejects: list[str] = []
         portals: list[str] = []
         for service, chain, count in zip(checked, named.chains, named.counts):
             if count:
                 portals.append(f"-A {SERVICES_CHAIN} {_portal(service, chain)}")
             else:
-                rejects.append(f"-A {SERVICES_CHAIN} {_reject(service)}")
-        ordered = _chain_texts(named, fallback)
-        # See "Order" in the module docstring.  A text starts with its chain's name, and
-        # all names are 27 letters long, so the texts sort as the names.
-        ordered.sort(reverse=True)
-        pivots = [f":{name} - [0:0]" for name in _save_pivots(ordered)]
-    create = "-N {}" if install else ":{} - [0:0]"
-    out = ["*filter", create.format(SERVICES_CHAIN), *rejects, *_hooks("filter", install), "COMMIT"]
-    out += ["*nat", create.format(POSTROUTING_CHAIN), f":{MARK_MASQ_CHAIN} - [0:0]", *_NAT_FIXED_RULES]
-    out += pivots
-    out += ordered
-    out += [create.format(SERVICES_CHAIN), *portals, *_hooks("nat", install), "COMMIT\n"]
-    return "\n".join(out)
+                head.append(f"-A {SERVICES_CHAIN} {_reject(service)}")
+        head += [*_hooks("filter", install), "COMMIT"]
+        head += ["*nat", create.format(POSTROUTING_CHAIN), f":{MARK_MASQ_CHAIN} - [0:0]", *_NAT_FIXED_RULES]
+        tail = [create.format(SERVICES_CHAIN), *portals, *_hooks("nat", install), "COMMIT\n"]
+        parts = _chain_parts(named, fallback)
+        ips = list(map(_ip_of, named.endpoints))
+        chains = len(named.endpoint_chains) + len(parts) - parts.count(None)
+        return join_payload(head, _pivot_ranks(chains), parts, named.counts,
+                            named.endpoint_chains, ips, named.addresses, _loopbacks(ips), tail)
 
 
 def render_diff(
@@ -260,10 +265,10 @@ def render_diff(
     return "\n".join(out) + "\n" if out else ""
 
 
-def _save_pivots(texts: Sequence[str]) -> list[str]:
-    """The names of a few of the chains whose ``texts`` are given (in descending name
-    order), to be created first, in breadth-first order of a balanced search tree over
-    them: median first, then the quartiles, and so on.
+def _pivot_ranks(count: int) -> list[int]:
+    """The ranks, in descending name order, of the few of ``count`` chains to be created
+    first, in breadth-first order of a balanced search tree over them: median first,
+    then the quartiles, and so on.
 
     iptables-save (nft 1.8.9) sorts the chains with a recursive quicksort whose pivot is
     the chain created first; chains created in name order make it recurse once per
@@ -272,9 +277,9 @@ def _save_pivots(texts: Sequence[str]) -> list[str]:
     and cost the restore at most 15 more comparisons per command.  Not needed for small
     rulesets, so none below `_PIVOT_THRESHOLD` chains.
     """
-    if len(texts) < _PIVOT_THRESHOLD:
+    if count < _PIVOT_THRESHOLD:
         return []
-    pivots = [_chain_name(texts[i * len(texts) // (_PIVOTS + 1)]) for i in range(1, _PIVOTS + 1)]
+    pivots = [i * count // (_PIVOTS + 1) for i in range(1, _PIVOTS + 1)]
     ordered, ranges = [], collections.deque([(0, len(pivots))])
     while ranges:
         low, high = ranges.popleft()
@@ -355,12 +360,14 @@ def _rendered(
     rule) by key.  Chain names differ between Services of one family, so one dict
     holds them all."""
     named = name_chains(services)
-    texts = _chain_texts(named, fallback)
+    ips = list(map(_ip_of, named.endpoints))
+    texts = chain_texts(_chain_parts(named, fallback), named.counts, named.endpoint_chains,
+                        ips, named.addresses, _loopbacks(ips))
     rules: dict[Key, tuple[str, str]] = {}
     for service, chain, count in zip(services, named.chains, named.counts):
         key = (service.name, service.protocol, service.family)
         rules[key] = ("nat", _portal(service, chain)) if count else ("filter", _reject(service))
-    return dict(zip(map(_chain_name, texts), texts)), rules
+    return dict(zip(map(chain_name, texts), texts)), rules
 
 
 def _inserted(table: str, inserts: list[tuple[Key, str]], new: dict[Key, Service]) -> list[str]:
@@ -374,11 +381,6 @@ def _inserted(table: str, inserts: list[tuple[Key, str]], new: dict[Key, Service
     keys = sorted(key for key, service in new.items() if _has_endpoints(service) == in_nat)
     positioned = sorted((bisect.bisect_left(keys, key) + 1, spec) for key, spec in inserts)
     return [f"-I {SERVICES_CHAIN} {position} {spec}" for position, spec in positioned]
-
-
-def _chain_name(text: str) -> str:
-    """The chain a text of `_chain_texts` declares: ``:NAME - [0:0]...``."""
-    return text[1 : text.index(" ")]
 
 
 def _label(service: Service) -> str:
@@ -404,88 +406,38 @@ def _reject(service: Service) -> str:
     return f'-m comment --comment "{_label(service)} has no endpoints" {_match(service)} -j REJECT'
 
 
-def _chain_texts(named: ChainNames, fallback: bool) -> list[str]:
-    """The texts of every chain of the Services in ``named`` (in no particular order;
-    the payloads sort them): each text is the chain's declaration and its rules, one
-    line each.
-
-    One text per chain, not per line, and one f-string per rule or chain: the full
-    payload is 420,000 lines for 10,000 Services x 10 endpoints.  The endpoint chains of
-    Services without affinity and without a loopback endpoint, the usual shape, are
-    made in one comprehension over all their endpoints, with the parts that are the
-    same for a whole Service made once per Service.
-    """
-    texts: list[str] = []
-    counts, endpoint_chains, addresses = named.counts, named.endpoint_chains, named.addresses
-    ips = list(map(_ip_of, named.endpoints))
-    loopback = _loopbacks(ips)
-    hairpins: list[str | None] = []  # per Service: None for one made per endpoint below
-    dnats: list[str] = []
+def _chain_parts(named: ChainNames, fallback: bool) -> list[ChainParts | None]:
+    """The parts of the chains of each Service in ``named``, None for one without
+    endpoints: everything that is the same for all of a Service's endpoints, made once
+    per Service."""
+    parts: list[ChainParts | None] = []
     start = 0
-    for service, svc, count in zip(named.services, named.chains, counts):
-        end = start + count
+    for service, chain, count in zip(named.services, named.chains, named.counts):
+        if not count:
+            parts.append(None)
+            continue
         label = _label(service)
         comment = f'-m comment --comment "{label}"'
-        p = service.protocol
-        dnat = f" {comment} -m {p} -p {p} -j DNAT --to-destination "
-        timeout = service.affinity_timeout
-        plain = timeout is None and (not loopback or loopback.isdisjoint(ips[start:end]))
-        hairpins.append(f" {comment} -s " if plain else None)
-        dnats.append(dnat)
-        if not count:
-            continue
-        chains, to = endpoint_chains[start:end], addresses[start:end]
-        head = f'\n-A {svc} -m comment --comment "{label} -> '
         if _split(service, fallback) == "rr":
             jumps = _even_jumps(count)
         else:
-            jumps = _weighted_jumps(named.endpoints[start:end])
-        rules = "".join([f"{head}{a}{jump}{c}" for a, jump, c in zip(to, jumps, chains)])
-        if timeout is not None:
-            # Sticky clients first (kube-proxy: every affinity rule before the split).
-            rules = "".join([f'{head}{a}" -m set --match-set {c} src -j {c}' for a, c in zip(to, chains)]) + rules
-        texts.append(f":{svc} - [0:0]{rules}")
-        if not plain:
-            texts += [
-                _endpoint_chain(c, ip, a, comment, dnat, timeout, ip in loopback)
-                for c, ip, a in zip(chains, ips[start:end], to)
-            ]
-        start = end
-    texts += [
-        f":{c} - [0:0]\n-A {c}{hairpin}{ip} -j {MARK_MASQ_CHAIN}\n-A {c}{dnat}{a}"
-        for c, ip, a, hairpin, dnat in zip(
-            endpoint_chains, ips, addresses, _spread(hairpins, counts), _spread(dnats, counts)
-        )
-        if hairpin is not None
-    ]
-    return texts
-
-
-def _endpoint_chain(
-    chain: str, ip: str, address: str, comment: str, dnat: str, timeout: int | None, loopback: bool
-) -> str:
-    """An endpoint chain's text, whatever its shape (`_chain_texts` makes the usual one
-    itself, as this makes it)."""
-    lines = [f":{chain} - [0:0]"]
-    if not loopback:
-        # Hairpin: an endpoint reaching its own Service must see the reply come back
-        # through the node, so its source is masqueraded.  Not for a loopback endpoint:
-        # its replies never leave the node, and MASQUERADE out of lo finds no address
-        # to use and drops the packet (measured: the connection hangs).
-        lines.append(f"-A {chain} {comment} -s {ip} -j {MARK_MASQ_CHAIN}")
-    if timeout is not None:
-        # Affinity: add the client to the endpoint's set, or refresh its timeout.
-        lines.append(f"-A {chain} {comment} -j SET --add-set {chain} src --exist --timeout {timeout}")
-    lines.append(f"-A {chain}{dnat}{address}")
-    return "\n".join(lines)
+            jumps = _weighted_jumps(named.endpoints[start : start + count])
+        p = service.protocol
+        timeout = service.affinity_timeout
+        parts.append(ChainParts(
+            chain,
+            f'\n-A {chain} -m comment --comment "{label} -> ',
+            jumps,
+            f" {comment} -s ",
+            f" {comment} -m {p} -p {p} -j DNAT --to-destination ",
+            None if timeout is None else f" {comment} -j SET --add-set ",
+            None if timeout is None else f" src --exist --timeout {timeout}",
+        ))
+        start += count
+    return parts
 
 
 _ip_of = operator.attrgetter("ip")
-
-
-def _spread(per_service: list[_T], counts: list[int]) -> Iterator[_T]:
-    """Each Service's value once per endpoint, in C."""
-    return itertools.chain.from_iterable(map(itertools.repeat, per_service, counts))
 
 
 def _loopbacks(ips: list[str]) -> frozenset[str]:
