@@ -100,7 +100,9 @@ class Endpoint:
     terminating: bool = False
     _key: tuple = field(init=False, repr=False, compare=False, default=())
     _hash: int = field(init=False, repr=False, compare=False, default=0)
-    _address: str = field(init=False, repr=False, compare=False, default="")
+    #: ``ip:port``, with IPv6 in brackets (``[2001:db8::1]:443``).  A plain slot, built
+    #: once: renderers read it for every endpoint, and a property costs a Python call.
+    address: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ip", _check_ip("ip", self.ip))
@@ -118,7 +120,7 @@ class Endpoint:
         object.__setattr__(self, "_key", key)
         object.__setattr__(self, "_hash", hash(key))
         # Renderers name a chain and write a rule per endpoint address: build it once.
-        object.__setattr__(self, "_address", _join_host_port(self.ip, self.port))
+        object.__setattr__(self, "address", _join_host_port(self.ip, self.port))
 
     def __hash__(self) -> int:
         return self._hash
@@ -127,11 +129,6 @@ class Endpoint:
         if type(other) is not Endpoint:
             return NotImplemented
         return self._key == other._key  # type: ignore[attr-defined]
-
-    @property
-    def address(self) -> str:
-        """``ip:port``, with IPv6 in brackets (``[2001:db8::1]:80``)."""
-        return self._address
 
     @property
     def family(self) -> int:

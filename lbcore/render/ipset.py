@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..models import Service
-from ._iptables_names import ServiceChains, changed_keys, check_services, name_chains
+from ._iptables_names import ChainNames, changed_keys, check_services, in_key_order, name_chains
 
 __all__ = ["render", "render_diff", "render_cleanup", "HASHSIZE", "MAXELEM"]
 
@@ -48,7 +48,7 @@ def render(services: Iterable[Service]) -> str:
     create LBCORE-SVE-SXIVWICOYRO3J4NJ hash:ip family inet hashsize 4096 maxelem 65536 timeout 0 -exist
     """
     return _lines(f"create {name} {_create_options(family)} -exist"
-                  for name, family in _sets(name_chains(check_services(services).values())))
+                  for name, family in _sets(name_chains(in_key_order(check_services(services)))))
 
 
 def render_diff(old_services: Iterable[Service], new_services: Iterable[Service]) -> str:
@@ -81,14 +81,15 @@ def _lines(lines: Iterable[str]) -> str:
     return text + "\n" if text else ""
 
 
-def _sets(named_services: Iterable[ServiceChains]) -> list[tuple[str, int]]:
+def _sets(named: ChainNames) -> list[tuple[str, int]]:
     """(set name, address family) of every affinity set, in payload order."""
-    return [
-        (chain, named.service.family)
-        for named in named_services
-        if named.service.affinity_timeout is not None
-        for chain in named.endpoint_chains
-    ]
+    sets = []
+    start = 0
+    for service, count in zip(named.services, named.counts):
+        if service.affinity_timeout is not None:
+            sets += [(chain, service.family) for chain in named.endpoint_chains[start : start + count]]
+        start += count
+    return sets
 
 
 def _changed_sets(
@@ -98,6 +99,6 @@ def _changed_sets(
     old = check_services(old_services)
     new = check_services(new_services)
     changed = changed_keys(old, new)
-    old_sets = _sets(name_chains(old[key] for key in changed if key in old))
-    new_sets = _sets(name_chains(new[key] for key in changed if key in new))
+    old_sets = _sets(name_chains([old[key] for key in changed if key in old]))
+    new_sets = _sets(name_chains([new[key] for key in changed if key in new]))
     return old_sets, new_sets

@@ -71,11 +71,30 @@ import collections
 import contextlib
 import functools
 import gc
-from typing import Iterable, Iterator, Sequence
+import operator
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
+from .._extensions import NO_EXTENSIONS
 from ..errors import ConfigError
 from ..models import Endpoint, Service
-from ._iptables_names import Key, ServiceChains, changed_keys, check_services, name_chains
+from ._iptables_chains_py import ChainParts, chain_name, chain_texts
+from ._iptables_names import (
+    MARK_MASQ_CHAIN,
+    ChainNames,
+    Key,
+    changed_keys,
+    check_services,
+    in_key_order,
+    name_chains,
+)
+
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._iptables_chains_py import join_payload
+else:
+    try:
+        from .._fast._iptables_chains import join_payload
+    except ImportError:  # not built: a pure install, or a checkout without build_ext
+        from ._iptables_chains_py import join_payload
 
 __all__ = [
     "render",
@@ -90,7 +109,6 @@ __all__ = [
 
 SERVICES_CHAIN = "LBCORE-SERVICES"
 POSTROUTING_CHAIN = "LBCORE-POSTROUTING"
-MARK_MASQ_CHAIN = "LBCORE-MARK-MASQ"
 #: kube-proxy's mark (``--iptables-masquerade-bit`` 14, written as kube-proxy writes it),
 #: so on a node that runs both, either proxy's POSTROUTING masquerades the other's.
 MASQUERADE_MARK = "0x00004000"
@@ -147,27 +165,27 @@ def render(
     >>> print(*[l for l in render([web]).splitlines() if l.startswith("-A LBCORE-SERVICES")])
     -A LBCORE-SERVICES -m comment --comment "ns1/svc1:p80 virtual IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j LBCORE-SVC-XPGD46QRK7WJZT7O
     """
-    with _paused_gc():
-        named_services = name_chains(check_services(services, family).values())
-        rejects: list[str] = []
-        portals: list[str] = []
-        chains: dict[str, str] = {}
-        for named in named_services:
-            split = _split(named.service, fallback)
-            if not named.endpoints:
-                rejects.append(f"-A {SERVICES_CHAIN} {_reject(named.service)}")
-                continue
-            portals.append(f"-A {SERVICES_CHAIN} {_portal(named)}")
-            chains.update(_chains(named, split))
-        names = sorted(chains, reverse=True)  # see "Order" in the module docstring
-        ordered = [f":{name} - [0:0]" for name in _save_pivots(names)]
-        ordered += [chains[name] for name in names]
     create = "-N {}" if install else ":{} - [0:0]"
-    out = ["*filter", create.format(SERVICES_CHAIN), *rejects, *_hooks("filter", install), "COMMIT"]
-    out += ["*nat", create.format(POSTROUTING_CHAIN), f":{MARK_MASQ_CHAIN} - [0:0]", *_NAT_FIXED_RULES]
-    out += ordered
-    out += [create.format(SERVICES_CHAIN), *portals, *_hooks("nat", install), "COMMIT\n"]
-    return "\n".join(out)
+    head = ["*filter", create.format(SERVICES_CHAIN)]
+    with _paused_gc():
+        by_key = check_services(services, family)
+        _refuse_inexpressible(by_key, fallback)
+        checked = in_key_order(by_key)
+        named = name_chains(checked)
+        portals: list[str] = []
+        for service, chain, count in zip(checked, named.chains, named.counts):
+            if count:
+                portals.append(f"-A {SERVICES_CHAIN} {_portal(service, chain)}")
+            else:
+                head.append(f"-A {SERVICES_CHAIN} {_reject(service)}")
+        head += [*_hooks("filter", install), "COMMIT"]
+        head += ["*nat", create.format(POSTROUTING_CHAIN), f":{MARK_MASQ_CHAIN} - [0:0]", *_NAT_FIXED_RULES]
+        tail = [create.format(SERVICES_CHAIN), *portals, *_hooks("nat", install), "COMMIT\n"]
+        parts = _chain_parts(named, fallback)
+        ips = list(map(_ip_of, named.endpoints))
+        chains = len(named.endpoint_chains) + len(parts) - parts.count(None)
+        return join_payload(head, _pivot_ranks(chains), parts, named.counts,
+                            named.endpoint_chains, ips, named.addresses, _loopbacks(ips), tail)
 
 
 def render_diff(
@@ -188,7 +206,8 @@ def render_diff(
     an equal copy one comparison.  Empty when nothing changed.  The ``-D`` lines fail
     the table, changing nothing, if the node is not in the old state; re-apply the
     full payload then, as kube-proxy does after a failed partial restore.
-    O(n log n) in Services plus the size of the changed ones.
+    O(n) in Services plus the size of the changed ones (O(n log n) when a rule of
+    ``LBCORE-SERVICES`` moves).
 
     >>> from lbcore import Endpoint, Service
     >>> old = Service("ns1/svc1:p80", "172.30.0.41", 80, endpoints=[Endpoint("10.180.0.1", 80)])
@@ -210,59 +229,46 @@ def render_diff(
     """
     old = check_services(old_services, family)
     new = check_services(new_services, family)
-    for service in new.values():
-        _split(service, fallback)
+    _refuse_inexpressible(new, fallback)  # as render(new_services) would
     changed = changed_keys(old, new)
     if not changed:
         return ""
-    old_keys = [key for key in changed if key in old]
-    new_keys = [key for key in changed if key in new]
-    old_named = dict(zip(old_keys, name_chains(old[key] for key in old_keys)))
-    new_named = dict(zip(new_keys, name_chains(new[key] for key in new_keys)))
-    # Where a rule of LBCORE-SERVICES sits in the full payload: its rank in key order
-    # among the new Services that render into that table.
-    nat_keys: list[Key] = []
-    filter_keys: list[Key] = []
-    for key, service in new.items():
-        (nat_keys if _has_endpoints(service) else filter_keys).append(key)
-
-    written: list[tuple[str, str]] = []
-    deleted: list[str] = []
+    old_chains, old_rules = _rendered([old[key] for key in changed if key in old], fallback)
+    new_chains, new_rules = _rendered([new[key] for key in changed if key in new], fallback)
+    # A chain that goes away is flushed now and deleted in a second transaction: see
+    # "Order" in the module docstring.
+    deleted = sorted(old_chains.keys() - new_chains.keys(), reverse=True)
+    written = sorted(
+        [(c, text) for c, text in new_chains.items() if old_chains.get(c) != text]
+        + [(c, f":{c} - [0:0]") for c in deleted],
+        reverse=True,
+    )
     removals: dict[str, list[str]] = {"filter": [], "nat": []}
-    inserts: dict[str, list[tuple[int, str]]] = {"filter": [], "nat": []}
+    inserts: dict[str, list[tuple[Key, str]]] = {"filter": [], "nat": []}
     for key in changed:
-        old_chains, old_portal = _rendered(old_named.get(key), fallback)
-        new_chains, new_portal = _rendered(new_named.get(key), fallback)
-        written += [(c, text) for c, text in new_chains.items() if old_chains.get(c) != text]
-        # A chain that goes away is flushed now and deleted in a second transaction:
-        # see "Order" in the module docstring.
-        gone = old_chains.keys() - new_chains.keys()
-        written += [(c, f":{c} - [0:0]") for c in gone]
-        deleted += gone
-        if old_portal != new_portal:
-            if old_portal is not None:
-                table, spec = old_portal
+        old_rule, new_rule = old_rules.get(key), new_rules.get(key)
+        if old_rule != new_rule:
+            if old_rule is not None:
+                table, spec = old_rule
                 removals[table].append(f"-D {SERVICES_CHAIN} {spec}")
-            if new_portal is not None:
-                table, spec = new_portal
-                keys = nat_keys if table == "nat" else filter_keys
-                position = bisect.bisect_left(keys, key) + 1
-                inserts[table].append((position, f"-I {SERVICES_CHAIN} {position} {spec}"))
-    written.sort(reverse=True)
+            if new_rule is not None:
+                table, spec = new_rule
+                inserts[table].append((key, spec))
     out: list[str] = []
     for table, body in (
-        ("filter", removals["filter"] + _ascending(inserts["filter"])),
-        ("nat", [text for _, text in written] + removals["nat"] + _ascending(inserts["nat"])),
-        ("nat", [f"-X {chain}" for chain in sorted(deleted, reverse=True)]),
+        ("filter", removals["filter"] + _inserted("filter", inserts["filter"], new)),
+        ("nat", [text for _, text in written] + removals["nat"] + _inserted("nat", inserts["nat"], new)),
+        ("nat", [f"-X {chain}" for chain in deleted]),
     ):
         if body:
             out += [f"*{table}", *body, "COMMIT"]
     return "\n".join(out) + "\n" if out else ""
 
 
-def _save_pivots(names: Sequence[str]) -> list[str]:
-    """A few of ``names`` (sorted), to be created first, in breadth-first order of a
-    balanced search tree over them: median first, then the quartiles, and so on.
+def _pivot_ranks(count: int) -> list[int]:
+    """The ranks, in descending name order, of the few of ``count`` chains to be created
+    first, in breadth-first order of a balanced search tree over them: median first,
+    then the quartiles, and so on.
 
     iptables-save (nft 1.8.9) sorts the chains with a recursive quicksort whose pivot is
     the chain created first; chains created in name order make it recurse once per
@@ -271,9 +277,9 @@ def _save_pivots(names: Sequence[str]) -> list[str]:
     and cost the restore at most 15 more comparisons per command.  Not needed for small
     rulesets, so none below `_PIVOT_THRESHOLD` chains.
     """
-    if len(names) < _PIVOT_THRESHOLD:
+    if count < _PIVOT_THRESHOLD:
         return []
-    pivots = [names[i * len(names) // (_PIVOTS + 1)] for i in range(1, _PIVOTS + 1)]
+    pivots = [i * count // (_PIVOTS + 1) for i in range(1, _PIVOTS + 1)]
     ordered, ranges = [], collections.deque([(0, len(pivots))])
     while ranges:
         low, high = ranges.popleft()
@@ -308,10 +314,19 @@ def _hooks(table: str, install: bool) -> list[str]:
     return [_CHECK_NOTE, *(f"-C {builtin} {spec}" for t, builtin, spec in HOOKS if t == table)]
 
 
+def _refuse_inexpressible(checked: dict[Key, Service], fallback: bool) -> None:
+    """Raise `ConfigError` for the first Service, in key order, whose scheduler iptables
+    cannot express, unless ``fallback``.  One pass in C when there is none."""
+    if fallback or _EXPRESSIBLE.issuperset(map(_scheduler_of, checked.values())):
+        return
+    for service in in_key_order(checked):
+        _split(service, fallback)
+
+
 def _split(service: Service, fallback: bool) -> str:
     """``rr`` or ``wrr``: how the Service's connections are split in iptables."""
     scheduler = service.scheduler
-    if scheduler in ("rr", "wrr"):
+    if scheduler in _EXPRESSIBLE:
         return scheduler
     if not fallback:
         raise ConfigError(
@@ -321,6 +336,10 @@ def _split(service: Service, fallback: bool) -> str:
             f"{FALLBACK[scheduler]}",
         )
     return FALLBACK[scheduler]
+
+
+_EXPRESSIBLE = frozenset(("rr", "wrr"))
+_scheduler_of = operator.attrgetter("scheduler")
 
 
 def _has_endpoints(service: Service) -> bool:
@@ -335,20 +354,33 @@ def _has_endpoints(service: Service) -> bool:
 
 
 def _rendered(
-    named: ServiceChains | None, fallback: bool
-) -> tuple[dict[str, str], tuple[str, str] | None]:
-    """A Service's chains (name -> text) and its (table, LBCORE-SERVICES rule)."""
-    if named is None:
-        return {}, None
-    if not named.endpoints:
-        return {}, ("filter", _reject(named.service))
-    return dict(_chains(named, _split(named.service, fallback))), ("nat", _portal(named))
+    services: list[Service], fallback: bool
+) -> tuple[dict[str, str], dict[Key, tuple[str, str]]]:
+    """The chains of ``services`` (name -> text) and each one's (table, LBCORE-SERVICES
+    rule) by key.  Chain names differ between Services of one family, so one dict
+    holds them all."""
+    named = name_chains(services)
+    ips = list(map(_ip_of, named.endpoints))
+    texts = chain_texts(_chain_parts(named, fallback), named.counts, named.endpoint_chains,
+                        ips, named.addresses, _loopbacks(ips))
+    rules: dict[Key, tuple[str, str]] = {}
+    for service, chain, count in zip(services, named.chains, named.counts):
+        key = (service.name, service.protocol, service.family)
+        rules[key] = ("nat", _portal(service, chain)) if count else ("filter", _reject(service))
+    return dict(zip(map(chain_name, texts), texts)), rules
 
 
-def _ascending(inserts: list[tuple[int, str]]) -> list[str]:
-    # Inserting in ascending position after every deletion puts each rule where the full
-    # payload has it: all rules before it are in place by then.
-    return [line for _, line in sorted(inserts)]
+def _inserted(table: str, inserts: list[tuple[Key, str]], new: dict[Key, Service]) -> list[str]:
+    """``-I`` lines putting each rule where the full payload of ``new`` has it: at its
+    key's rank among the Services of ``new`` that render into ``table``.  Inserting in
+    ascending position after every deletion does it: all rules before it are in place
+    by then.  O(n log n), and nothing when there is nothing to insert."""
+    if not inserts:
+        return []
+    in_nat = table == "nat"
+    keys = sorted(key for key, service in new.items() if _has_endpoints(service) == in_nat)
+    positioned = sorted((bisect.bisect_left(keys, key) + 1, spec) for key, spec in inserts)
+    return [f"-I {SERVICES_CHAIN} {position} {spec}" for position, spec in positioned]
 
 
 def _label(service: Service) -> str:
@@ -364,88 +396,80 @@ def _match(service: Service) -> str:
     return f"-m {p} -p {p} -d {service.vip} --dport {service.port}"
 
 
-def _portal(named: ServiceChains) -> str:
-    label = _label(named.service)
-    return f'-m comment --comment "{label} virtual IP" {_match(named.service)} -j {named.chain}'
+def _portal(service: Service, chain: str) -> str:
+    return f'-m comment --comment "{_label(service)} virtual IP" {_match(service)} -j {chain}'
 
 
 def _reject(service: Service) -> str:
     # In filter, not nat: REJECT is only valid in INPUT, FORWARD, OUTPUT and chains
     # called from them (iptables-extensions(8); kube-proxy does the same).
-    label = _label(service)
-    return f'-m comment --comment "{label} has no endpoints" {_match(service)} -j REJECT'
+    return f'-m comment --comment "{_label(service)} has no endpoints" {_match(service)} -j REJECT'
 
 
-def _chains(named: ServiceChains, split: str) -> list[tuple[str, str]]:
-    """(name, text) of the service chain and each endpoint chain of a Service with
-    endpoints; the text is the chain's declaration and its rules, one line each.
-
-    One text per chain, not per line: the full payload is 420,000 lines for 10,000
-    Services x 10 endpoints, and one f-string per endpoint chain costs less than one
-    per rule.
-    """
-    service = named.service
-    svc = named.chain
-    endpoint_chains = named.endpoint_chains
-    timeout = service.affinity_timeout
-    label = _label(service)
-    arrows = [f'"{label} -> {address}"' for address in named.addresses]
-    svc_rules = []
-    if timeout is not None:
-        # Sticky clients first (kube-proxy: every affinity rule before the split).
-        svc_rules += [
-            f"-A {svc} -m comment --comment {arrow} -m set --match-set {chain} src -j {chain}"
-            for arrow, chain in zip(arrows, endpoint_chains)
-        ]
-    probabilities = _probabilities(named.endpoints, split)
-    svc_rules += [
-        f"-A {svc} -m comment --comment {arrow} -m statistic --mode random "
-        f"--probability {probability} -j {chain}"
-        for arrow, chain, probability in zip(arrows, endpoint_chains, probabilities)
-    ]
-    svc_rules.append(f"-A {svc} -m comment --comment {arrows[-1]} -j {endpoint_chains[-1]}")
-    chains = [(svc, "\n".join([f":{svc} - [0:0]", *svc_rules]))]
-
-    comment = f'-m comment --comment "{label}"'
-    protocol = f"-m {service.protocol} -p {service.protocol}"
-    for endpoint, address, chain in zip(named.endpoints, named.addresses, endpoint_chains):
-        if _is_loopback(endpoint.ip):
-            hairpin = ""
+def _chain_parts(named: ChainNames, fallback: bool) -> list[ChainParts | None]:
+    """The parts of the chains of each Service in ``named``, None for one without
+    endpoints: everything that is the same for all of a Service's endpoints, made once
+    per Service."""
+    parts: list[ChainParts | None] = []
+    start = 0
+    for service, chain, count in zip(named.services, named.chains, named.counts):
+        if not count:
+            parts.append(None)
+            continue
+        label = _label(service)
+        comment = f'-m comment --comment "{label}"'
+        if _split(service, fallback) == "rr":
+            jumps = _even_jumps(count)
         else:
-            # Hairpin: an endpoint reaching its own Service must see the reply come back
-            # through the node, so its source is masqueraded.  Not for a loopback
-            # endpoint: its replies never leave the node, and MASQUERADE out of lo finds
-            # no address to use and drops the packet (measured: the connection hangs).
-            hairpin = f"-A {chain} {comment} -s {endpoint.ip} -j {MARK_MASQ_CHAIN}\n"
-        # Affinity: add the client to the endpoint's set, or refresh its timeout.
-        affinity = "" if timeout is None else (
-            f"-A {chain} {comment} -j SET --add-set {chain} src --exist --timeout {timeout}\n"
-        )
-        dnat = f"-A {chain} {comment} {protocol} -j DNAT --to-destination {address}"
-        chains.append((chain, f":{chain} - [0:0]\n{hairpin}{affinity}{dnat}"))
-    return chains
+            jumps = _weighted_jumps(named.endpoints[start : start + count])
+        p = service.protocol
+        timeout = service.affinity_timeout
+        parts.append(ChainParts(
+            chain,
+            f'\n-A {chain} -m comment --comment "{label} -> ',
+            jumps,
+            f" {comment} -s ",
+            f" {comment} -m {p} -p {p} -j DNAT --to-destination ",
+            None if timeout is None else f" {comment} -j SET --add-set ",
+            None if timeout is None else f" src --exist --timeout {timeout}",
+        ))
+        start += count
+    return parts
 
 
-def _is_loopback(ip: str) -> bool:
-    # Endpoint ips are canonical (ipaddress): 127.0.0.0/8 and ::1 are the loopback ones.
-    return ip.startswith("127.") or ip == "::1"
+_ip_of = operator.attrgetter("ip")
 
 
-def _probabilities(endpoints: Sequence[Endpoint], split: str) -> Sequence[str]:
-    """``--probability`` of each split rule but the last (which takes the rest)."""
-    if split == "rr":
-        return _even_shares(len(endpoints))
-    remaining = sum(e.weight for e in endpoints)
-    shares = []
-    for endpoint in endpoints[:-1]:
-        # The chance to stop here among the endpoints not passed yet.
-        shares.append("%0.10f" % (endpoint.weight / remaining))
-        remaining -= endpoint.weight
-    return shares
+def _loopbacks(ips: list[str]) -> frozenset[str]:
+    """The loopback addresses among ``ips``: 127.0.0.0/8 and ::1 (ips are canonical)."""
+    lines = "\n" + "\n".join(ips) + "\n"  # one search in C finds out if there is any
+    if "\n127." not in lines and "\n::1\n" not in lines:
+        return frozenset()
+    return frozenset(ip for ip in ips if ip.startswith("127.") or ip == "::1")
 
 
 @functools.lru_cache(maxsize=1024)
-def _even_shares(n: int) -> tuple[str, ...]:
+def _even_jumps(n: int) -> tuple[str, ...]:
+    """The end of each rr split rule of a Service with ``n`` endpoints."""
     # kube-proxy's probability strings: 1/n, 1/(n-1), ... with 10 decimals (PR #83599:
-    # 5 decimals repeat from 319 endpoints, 10 not before 100,223).
-    return tuple("%0.10f" % (1.0 / (n - i)) for i in range(n - 1))
+    # 5 decimals repeat from 319 endpoints, 10 not before 100,223); the last rule takes
+    # the rest.
+    return tuple(_jump("%0.10f" % (1.0 / (n - i))) for i in range(n - 1)) + _LAST_JUMP[: n > 0]
+
+
+def _weighted_jumps(endpoints: Sequence[Endpoint]) -> tuple[str, ...]:
+    """The end of each wrr split rule: the chance to stop at an endpoint among the ones
+    not passed yet."""
+    remaining = sum(e.weight for e in endpoints)
+    jumps = []
+    for endpoint in endpoints[:-1]:
+        jumps.append(_jump("%0.10f" % (endpoint.weight / remaining)))
+        remaining -= endpoint.weight
+    return (*jumps, *_LAST_JUMP[: len(endpoints) > 0])
+
+
+def _jump(probability: str) -> str:
+    return f'" -m statistic --mode random --probability {probability} -j '
+
+
+_LAST_JUMP = ('" -j ',)

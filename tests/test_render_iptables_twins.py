@@ -1,0 +1,131 @@
+"""The two twins that put an iptables payload's chains together
+(lbcore/render/_iptables_chains_py.py and lbcore/_fast/_iptables_chains.pyx): the
+compiled one loads where it should and writes exactly what the pure one writes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+from unittest import mock
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lbcore import Endpoint, Service
+from lbcore.render import _iptables_chains_py as pure
+from lbcore.render import iptables
+from lbcore.render._iptables_chains_py import ChainParts
+
+
+def _compiled():
+    try:
+        return importlib.import_module("lbcore._fast._iptables_chains")
+    except ImportError:
+        pytest.skip("compiled twins not built (test_compiled_twin_is_selected fails if they should be)")
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("LBCORE_NO_EXTENSIONS")), reason="LBCORE_NO_EXTENSIONS=1: pure mode asked for"
+)
+def test_compiled_twin_is_selected():
+    assert iptables.join_payload.__module__ == "lbcore._fast._iptables_chains"
+
+
+@pytest.mark.skipif(not os.environ.get("LBCORE_NO_EXTENSIONS"), reason="only in pure mode")
+def test_no_extensions_selects_the_pure_twin():
+    assert iptables.join_payload is pure.join_payload
+
+
+def random_services(rng: random.Random, count: int) -> list[Service]:
+    """Every shape: both families, loopback endpoints, affinity, wrr weights, quiesced,
+    unready and terminating endpoints, no endpoints, long names."""
+    services = []
+    for i in rng.sample(range(count * 4), count):
+        v6 = rng.random() < 0.2
+        eps = {}
+        for j in rng.sample(range(1, 60), rng.choice([0, 1, 2, 3, 7, 12])):
+            if v6:
+                ip = rng.choice([f"fd00:{i:x}::{j:x}", "::1"])
+            else:
+                ip = rng.choice([f"10.{i % 250}.{j}.1", f"127.{i % 250}.0.{j}", f"192.168.{j}.9"])
+            port = rng.choice([j, 8080, 65535])
+            eps[(ip, port)] = Endpoint(ip, port, weight=rng.choice([0, 1, 1, 2, 1000]),
+                                       ready=rng.random() > 0.1, terminating=rng.random() < 0.2)
+        services.append(Service(
+            f"ns{i % 5}/svc-{i}:p{'x' * rng.choice([0, 0, 40, 250])}"[:253],
+            f"fd00:96::{i:x}" if v6 else f"10.96.{i // 250}.{i % 250}",
+            rng.choice([80, 443]), protocol=rng.choice(["tcp", "udp", "sctp"]),
+            scheduler=rng.choice(["rr", "wrr"]), affinity_timeout=rng.choice([None, None, 1, 86400]),
+            endpoints=list(eps.values()),
+        ))
+    return services
+
+
+def both_payloads(services: list[Service], **options: object) -> tuple[str, str]:
+    """render(services) with the compiled twin, and with the pure one."""
+    compiled = iptables.render(services, **options)
+    with mock.patch.object(iptables, "join_payload", pure.join_payload):
+        return compiled, iptables.render(services, **options)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.randoms(use_true_random=False), st.sampled_from([0, 1, 5, 40]), st.sampled_from([4, 6]),
+       st.booleans())
+def test_the_twins_render_the_same_payload(rng, count, family, install):
+    _compiled()
+    compiled, pure_text = both_payloads(random_services(rng, count), family=family, install=install)
+    assert compiled == pure_text
+
+
+def test_the_twins_agree_on_a_payload_with_pivots():
+    _compiled()
+    services = random_services(random.Random(3), 1500)  # over 4,096 chains: 15 pivots come first
+    compiled, pure_text = both_payloads(services)
+    assert compiled == pure_text
+    assert compiled.count(" - [0:0]\n") > iptables._PIVOT_THRESHOLD
+
+
+def parts(chain: str, count: int, affinity: bool = False) -> ChainParts:
+    return ChainParts(chain, f'\n-A {chain} -m comment --comment "s -> ', ('" -j ',) * count,
+                      " -s ", " -j DNAT --to-destination ",
+                      " -j SET --add-set " if affinity else None,
+                      " src --exist --timeout 9" if affinity else None)
+
+
+@pytest.mark.parametrize("names", [
+    # Shared prefixes longer than the 16 bytes the compiled sort keys hold, names that
+    # are prefixes of others, and names of every length around the key's end.
+    ["A" * 40 + "B", "A" * 40 + "C", "A" * 40, "A" * 39, "A" * 40 + "B" * 3, "A" * 41],
+    ["P" + "Q" * n for n in range(40)],
+    ["X" * 9 + "Y" * 16 + tail for tail in ("", "a", "b", "ab", "ba", "aa")],
+    ["c", "b", "a"],
+])
+def test_the_twins_order_any_names_alike(names):
+    compiled = _compiled()
+    rng = random.Random(5)
+    rng.shuffle(names)
+    # The first name is a service chain, the others its endpoints' chains.
+    endpoints = names[1:]
+    args = (["*nat"], [0, len(names) - 1], [parts(names[0], len(endpoints), affinity=True)],
+            [len(endpoints)], endpoints, [f"10.0.0.{i}" for i in range(len(endpoints))],
+            [f"10.0.0.{i}:80" for i in range(len(endpoints))], frozenset(["10.0.0.1"]), ["COMMIT\n"])
+    assert compiled.join_payload(*args) == pure.join_payload(*args)
+
+
+def test_a_part_that_is_not_ascii_goes_to_the_pure_twin():
+    compiled = _compiled()
+    # Only a tampered model can bring one; the pure twin writes any text.
+    args = ([], [], [parts("LBCORE-SVC-A", 1)], [1], ["LBCORE-SVE-B"], ["10.0.0.1"],
+            ["10.0.0.1:80\u00e9"], frozenset(), [])
+    assert compiled.join_payload(*args) == pure.join_payload(*args)
+    assert "10.0.0.1:80\u00e9" in compiled.join_payload(*args)
+
+
+def test_nothing_to_join():
+    compiled = _compiled()
+    for module in (compiled, pure):
+        assert module.join_payload([], [], [], [], [], [], [], frozenset(), []) == ""
+        assert module.join_payload(["a"], [], [None], [0], [], [], [], frozenset(), ["b"]) == "a\nb"
