@@ -162,6 +162,37 @@ def blackhole() -> tuple[socket.socket, list[socket.socket]]:
     return sock, fillers
 
 
+def test_a_retry_never_goes_back_to_an_endpoint_that_failed_the_same_connection(loop_kind):
+    """A cool-down shorter than a try: the failed endpoint is back before the next try.
+
+    sh tiles its buckets in list order (hole, hole, a, ...) and falls back to the next
+    usable bucket, so a client hashed to the first hole meets the second next; without
+    the rule, the first is back by then and the two holes take all four tries.
+    """
+    holes = [blackhole() for _ in range(2)]
+
+    async def main():
+        (a,) = await backends("a")
+        endpoints = [Endpoint("127.0.0.1", hole.getsockname()[1]) for hole, _ in holes]
+        fw = Forwarder([service("web", endpoints + [a.endpoint], scheduler="sh")],
+                       connect_timeout=0.05, cooldown=0.01, tries=4)
+        await fw.start()
+        answers = [await who(fw.addresses["web"], f"127.0.0.{2 + i}") for i in range(12)]
+        stats = fw.stats()["web"]
+        await fw.stop()
+        return answers, stats
+
+    try:
+        answers, stats = run_async(loop_kind, main())
+    finally:
+        for hole, fillers in holes:
+            for sock in [hole, *fillers]:
+                sock.close()
+    assert answers == ["a"] * 12
+    assert stats["unavailable"] == 0
+    assert stats["failures"] > 0  # the holes were met, and got past
+
+
 def test_connect_timeout_to_a_blackhole_then_the_next_endpoint(loop_kind):
     hole, fillers = blackhole()
 

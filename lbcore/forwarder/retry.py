@@ -4,7 +4,8 @@ kube-proxy's userspace proxier retried a connection on another endpoint with gro
 timeouts (250 ms to 2 s, 4 tries) and bypassed affinity after a failure (reference
 kube-proxy.md §3.2).  Here a failed endpoint is marked failed on the balancer, which also
 drops its sticky sessions, so the retry's pick goes elsewhere; it is marked healthy again
-after the cool-down.
+after the cool-down.  A connection never retries an endpoint that failed it, even one
+back from a cool-down shorter than the connection's tries (`place`).
 """
 
 from __future__ import annotations
@@ -94,9 +95,18 @@ async def place(
     that does not end in a returned connection is released here.
     """
     options = runtime.options
+    health = runtime.health
+    tried: list[Endpoint] = []  # the endpoints that failed this connection
     for attempt in range(first_try, options.tries):
         balancer = runtime.balancer
-        endpoint = runtime.health.pick(balancer, key, attempt == 0)
+        endpoint = health.pick(balancer, key, attempt == 0)
+        while endpoint in tried:
+            # Back from a cool-down shorter than this connection's tries: it failed this
+            # connection moments ago, so cool it down again and pick past it.  Each turn
+            # takes one tried endpoint out, so the loop ends (NoEndpointsError at worst).
+            balancer.release(endpoint)
+            health.failed(balancer, endpoint, runtime.stats.endpoint(endpoint))
+            endpoint = health.pick(balancer, key, False)
         endpoint_stats = runtime.stats.endpoint(endpoint)
         try:
             transport, protocol = await connect(
@@ -105,6 +115,7 @@ async def place(
         except OSError as exc:  # refused, unreachable, timed out (TimeoutError is an OSError)
             balancer.release(endpoint)
             failed(runtime, balancer, endpoint, endpoint_stats, exc)
+            tried.append(endpoint)
             continue
         except BaseException:
             balancer.release(endpoint)
