@@ -74,5 +74,6 @@ def test_services_without_affinity_need_no_set():
 def test_a_tampered_name_is_refused(name):
     service = tampered(name)
     for render in (ipset.render, lambda s: ipset.render_diff([], s), lambda s: ipset.render_cleanup(s, [])):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError) as err:
             render([service])
+        assert err.value.field == "services[0].name"

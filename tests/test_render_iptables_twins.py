@@ -65,10 +65,13 @@ def random_services(rng: random.Random, count: int) -> list[Service]:
 
 
 def both_payloads(services: list[Service], **options: object) -> tuple[str, str]:
-    """render(services) with the compiled twin, and with the pure one."""
-    compiled = iptables.render(services, **options)
-    with mock.patch.object(iptables, "join_payload", pure.join_payload):
-        return compiled, iptables.render(services, **options)
+    """render(services) with the compiled twin, and with the pure one, whichever
+    `iptables` selected (under LBCORE_NO_EXTENSIONS=1 it selected the pure one)."""
+    texts = []
+    for twin in (_compiled(), pure):
+        with mock.patch.object(iptables, "join_payload", twin.join_payload):
+            texts.append(iptables.render(services, **options))
+    return texts[0], texts[1]
 
 
 @settings(max_examples=100, deadline=None)

@@ -62,8 +62,9 @@ def join_payload(
     Chain names are distinct.  O(c log c) in chains.
     """
     texts = chain_texts(parts, counts, endpoint_chains, ips, addresses, loopback)
-    # A text starts with ":NAME - [0:0]" and names are all 27 letters long, so the texts
-    # sort as their names do.
+    # A text starts with ":NAME - [0:0]" and the space after a name sorts below every
+    # character a chain name can hold, so the texts sort as their names do (also names
+    # of different lengths: test_the_twins_order_any_names_alike).
     texts.sort(reverse=True)
     declared = [f":{chain_name(texts[rank])} - [0:0]" for rank in first]
     return "\n".join([*head, *declared, *texts, *tail])

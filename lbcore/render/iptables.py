@@ -451,26 +451,26 @@ def _loopbacks(ips: list[str]) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=1024)
 def _even_jumps(n: int) -> tuple[str, ...]:
-    """The end of each rr split rule of a Service with ``n`` endpoints."""
+    """The end of each rr split rule of a Service with ``n`` (> 0) endpoints."""
     # kube-proxy's probability strings: 1/n, 1/(n-1), ... with 10 decimals (PR #83599:
     # 5 decimals repeat from 319 endpoints, 10 not before 100,223); the last rule takes
     # the rest.
-    return tuple(_jump("%0.10f" % (1.0 / (n - i))) for i in range(n - 1)) + _LAST_JUMP[: n > 0]
+    return (*(_jump("%0.10f" % (1.0 / (n - i))) for i in range(n - 1)), _LAST_JUMP)
 
 
 def _weighted_jumps(endpoints: Sequence[Endpoint]) -> tuple[str, ...]:
     """The end of each wrr split rule: the chance to stop at an endpoint among the ones
-    not passed yet."""
+    not passed yet.  ``endpoints`` is not empty."""
     remaining = sum(e.weight for e in endpoints)
     jumps = []
     for endpoint in endpoints[:-1]:
         jumps.append(_jump("%0.10f" % (endpoint.weight / remaining)))
         remaining -= endpoint.weight
-    return (*jumps, *_LAST_JUMP[: len(endpoints) > 0])
+    return (*jumps, _LAST_JUMP)
 
 
 def _jump(probability: str) -> str:
     return f'" -m statistic --mode random --probability {probability} -j '
 
 
-_LAST_JUMP = ('" -j ',)
+_LAST_JUMP = '" -j '

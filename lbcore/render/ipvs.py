@@ -95,10 +95,6 @@ _IDENTITY = operator.attrgetter("protocol", "vip", "port")
 _KEY = operator.attrgetter("key")
 
 
-def _family(ip: str) -> int:
-    return 6 if ":" in ip else 4
-
-
 def _address(family: int, ip: str, packed: bytes, port: int) -> str:
     # ipvsadm prints addresses with inet_ntop, which writes some IPv6 forms differently
     # from Python (``::ffff:10.1.2.3``, not ``::ffff:a01:203``); IPv4 text is the same.
@@ -113,7 +109,7 @@ class _Virtual:
     __slots__ = ("key", "spec", "options", "service")
 
     def __init__(self, service: Service):
-        family = _family(service.vip)
+        family = service.family
         packed = socket.inet_pton(_AF[family], service.vip)
         # ipvsadm's listing order: family, protocol number, address, port (network-order
         # bytes compare as the numbers do)
@@ -313,7 +309,7 @@ def render_node_setup(services: Iterable[Service], *, interface: str = DEFAULT_I
         )
     vips = set()
     for service in _index(services, "services").values():
-        family = _family(service.vip)
+        family = service.family
         vips.add((family, socket.inet_pton(_AF[family], service.vip)))
     listed = "".join(
         f"{socket.inet_ntop(_AF[family], packed)}/{32 if family == 4 else 128}\n"

@@ -169,8 +169,12 @@ def test_partial_sync_from_the_wrong_state_fails_and_changes_nothing(ns):
     ns.ipset_restore(ipset.render(new))
     ns.iptables_restore(iptables.render(new, install=True))
     before = raw_save(ns)
-    done = ns.iptables_restore(iptables.render_diff(old, new), check=False)
+    diff = iptables.render_diff(old, new)
+    done = ns.iptables_restore(diff, check=False)
     assert done.returncode != 0
+    # It fails where it should: deleting a rule the node does not have.
+    failed = int(re.search(r"line (\d+) failed", done.stderr).group(1))
+    assert diff.splitlines()[failed - 1].startswith("-D LBCORE-SERVICES ")
     assert raw_save(ns) == before
 
 
