@@ -143,6 +143,14 @@ def test_make_balancer():
     assert lbcore.make_balancer_for(service).endpoints == tuple(eps(2))
 
 
+@pytest.mark.parametrize("scheduler", lbcore.SCHEDULERS)
+def test_make_balancer_builds_every_scheduler(scheduler):
+    # Every name a Service accepts has a balancer: the registry and SCHEDULERS agree.
+    b = lbcore.make_balancer(scheduler, eps(2))
+    assert b.scheduler == scheduler
+    assert b.endpoints == tuple(eps(2))
+
+
 # ---- differential: both twins, seeded random operations, identical picks -----------------
 
 def _random_endpoints(rng: random.Random) -> list[Endpoint]:
