@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import lbcore
 from lbcore import ConfigError, Endpoint, NoEndpointsError
-from twins import assert_twins_agree
+from twins import assert_twins_agree, twin_modules
 
 
 def eps(n: int, **kw) -> list[Endpoint]:
@@ -111,6 +111,7 @@ def test_release_and_lease(impl):
     b.release(endpoint)  # a no-op for rr, but part of the face
 
 
+
 def test_pick_many(impl):
     endpoints = eps(3)
     a = impl.RoundRobin(endpoints, rng=random.Random(4))
@@ -190,11 +191,7 @@ endpoint_lists = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(endpoints=endpoint_lists, seed=st.integers(0, 2**32 - 1), k=st.integers(1, 4))
 def test_property_fair_and_usable(endpoints, seed, k):
-    for twin in ("_pure", "_fast"):
-        try:
-            module = __import__(f"lbcore.{twin}", fromlist=["RoundRobin"])
-        except ImportError:
-            continue
+    for module in twin_modules():
         b = module.RoundRobin(endpoints, rng=random.Random(seed))
         usable = [e for e in lbcore.usable_endpoints(endpoints) if e.weight > 0]
         if not usable:
