@@ -109,7 +109,12 @@ def test_release_and_lease(impl):
     with b.lease() as endpoint:
         assert endpoint == eps(1)[0]
     b.release(endpoint)  # a no-op for rr, but part of the face
-
+    # ... that leaves the cycle where it was: a twin that never released picks alike.
+    a = impl.RoundRobin(eps(3), rng=random.Random(5))
+    c = impl.RoundRobin(eps(3), rng=random.Random(5))
+    for endpoint in [a.pick() for _ in range(2)]:
+        a.release(endpoint)
+    assert [a.pick() for _ in range(4)] == [c.pick() for _ in range(6)][2:]
 
 
 def test_pick_many(impl):
