@@ -15,6 +15,7 @@ import lbcore
 from lbcore import ConfigError, Endpoint, NoEndpointsError
 from lbcore import balancers as registry
 from lbcore.hashing import key_hash
+from twins import twin_modules
 
 # The schedulers Affinity is tested over: every one, each built by its registry entry in
 # the twin under test.
@@ -480,15 +481,6 @@ def test_twins_agree_on_random_sequences(both, scheduler, seed):
 
 # ---- properties ------------------------------------------------------------------------
 
-def _twins():
-    out = [__import__("lbcore._pure", fromlist=["Affinity"])]
-    try:
-        out.append(__import__("lbcore._fast", fromlist=["Affinity"]))
-    except ImportError:
-        pass
-    return out
-
-
 @settings(max_examples=100, deadline=None)
 @given(
     n=st.integers(1, 12),
@@ -499,7 +491,7 @@ def _twins():
 def test_property_a_key_keeps_its_endpoint(n, keys, scheduler, seed):
     # For a fixed endpoint set and no expiry, the same key always gets the same endpoint.
     endpoints = eps(n)
-    for twin in _twins():
+    for twin in twin_modules():
         clock = Clock()
         a = twin.Affinity(make_inner(twin, scheduler, endpoints, seed), 86400, clock=clock)
         first = {}

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import lbcore
 from lbcore import ConfigError, Endpoint, NoEndpointsError
+from twins import twin_modules
 
 CLASSES = ["DestinationHash", "SourceHash", "Maglev"]
 SIZES = {"DestinationHash": 64, "SourceHash": 64, "Maglev": 251}
@@ -214,18 +215,10 @@ endpoint_lists = st.lists(
 keys = st.one_of(st.text(max_size=20), st.binary(max_size=20), st.integers(-(2**63), 2**64 - 1))
 
 
-def _twins():
-    yield __import__("lbcore._pure", fromlist=["Maglev"])
-    try:
-        yield __import__("lbcore._fast", fromlist=["Maglev"])
-    except ImportError:
-        return
-
-
 @settings(max_examples=60, deadline=None)
 @given(endpoints=endpoint_lists, failed=st.sets(st.integers(0, 11)), key_list=st.lists(keys, max_size=8))
 def test_property_picks_are_usable_and_stable(endpoints, failed, key_list):
-    for impl in _twins():
+    for impl in twin_modules():
         for name in CLASSES:
             b = make(impl, name, endpoints)
             for i in failed:
