@@ -15,7 +15,7 @@ import lbcore
 from lbcore import ConfigError, Endpoint, NoEndpointsError
 from lbcore import balancers as registry
 from lbcore.hashing import key_hash
-from twins import twin_modules
+from twins import outcome, twin_modules
 
 # The schedulers Affinity is tested over: every one, each built by its registry entry in
 # the twin under test.
@@ -431,14 +431,6 @@ def _random_endpoints(rng: random.Random) -> list[Endpoint]:
     ]
 
 
-def _outcome(call):
-    try:
-        result = call()
-    except NoEndpointsError as error:
-        return ("none", str(error))
-    return list(result) if isinstance(result, array) else result
-
-
 @pytest.mark.parametrize("seed", range(30))
 def test_twins_agree_on_random_sequences(both, scheduler, seed):
     pure, fast = both
@@ -469,10 +461,10 @@ def test_twins_agree_on_random_sequences(both, scheduler, seed):
             outcomes = [twin.release(target) for twin in twins]
         elif op < 0.45:
             batch = [rng.choice(keys) for _ in range(rng.randrange(6))]
-            outcomes = [_outcome(lambda: twin.pick_many(batch)) for twin in twins]
+            outcomes = [outcome(lambda: twin.pick_many(batch)) for twin in twins]
         else:
             key = rng.choice(keys)
-            outcomes = [_outcome(lambda: twin.pick(key)) for twin in twins]
+            outcomes = [outcome(lambda: twin.pick(key)) for twin in twins]
         assert outcomes[0] == outcomes[1]
         assert twins[0]._sessions() == twins[1]._sessions()
         for twin in twins:
