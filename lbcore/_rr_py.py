@@ -57,9 +57,7 @@ class RoundRobin(Balancer):
         self._cycle = cycle
 
     def _advance(self, n: int) -> int:
-        i = self._cursor
-        if i >= n:  # an update shrank the cycle since the cursor last moved
-            i %= n
+        i = self._cursor  # below n: _rebuild reduced it
         self._cursor = i + 1 if i + 1 < n else 0
         return i
 

@@ -55,6 +55,12 @@ def reduced_weights(weights: list[int]) -> list[int]:
     return [w // divisor for w in weights]
 
 
+def _fits_cycle(weights: list[int]) -> bool:
+    """Whether the period of ``weights`` is computed ahead (else: the deadline schedule)."""
+    period = sum(weights)
+    return period <= MAX_CYCLE and len(set(weights)) * period <= MAX_CYCLE_WORK
+
+
 def swrr_cycle(weights: list[int]) -> list[int]:
     """One period of nginx's smooth weighted round robin, as positions in ``weights``.
 
@@ -165,9 +171,8 @@ class WeightedRoundRobin(Balancer):
         cycle, deadlines = _Cycle((), ()), None
         if pickable:
             weights = reduced_weights([endpoints[i].weight for i in pickable])
-            period = sum(weights)
-            position %= period
-            if period <= MAX_CYCLE and len(set(weights)) * period <= MAX_CYCLE_WORK:
+            position %= sum(weights)
+            if _fits_cycle(weights):
                 order = [pickable[p] for p in swrr_cycle(weights)]
                 cycle = _Cycle(tuple(endpoints[i] for i in order), tuple(order))
             else:
@@ -212,13 +217,13 @@ class WeightedRoundRobin(Balancer):
             return
         weights = reduced_weights([self._endpoints[i].weight for i in pickable])
         if deadlines is None:
-            assert sum(weights) <= MAX_CYCLE and len(set(weights)) * sum(weights) <= MAX_CYCLE_WORK
+            assert _fits_cycle(weights)
             assert cycle.indices == tuple(pickable[p] for p in swrr_cycle(weights))
             assert cycle.endpoints == tuple(self._endpoints[i] for i in cycle.indices)
             assert 0 <= self._cursor < len(cycle.indices)
             return
         assert not cycle.indices
-        assert len(set(weights)) * sum(weights) > MAX_CYCLE_WORK or sum(weights) > MAX_CYCLE
+        assert not _fits_cycle(weights)
         assert deadlines.indices == tuple(pickable) and deadlines.weights == weights
         assert deadlines.endpoints == tuple(self._endpoints[i] for i in pickable)
         heap = deadlines.heap

@@ -83,10 +83,6 @@ def make_balancer(
     """
     if scheduler not in SCHEDULERS:
         raise ConfigError("scheduler", scheduler, f"is not one of {', '.join(SCHEDULERS)}")
-    if scheduler not in _REGISTRY:
-        raise ConfigError(
-            "scheduler", scheduler, f"is not implemented yet; available: {', '.join(_REGISTRY)}"
-        )
     cls, accepted = _REGISTRY[scheduler]
     for name in options:
         if name not in accepted:

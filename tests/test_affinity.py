@@ -15,6 +15,7 @@ import lbcore
 from lbcore import ConfigError, Endpoint, NoEndpointsError
 from lbcore import balancers as registry
 from lbcore.hashing import key_hash
+from twins import outcome, twin_modules
 
 # The schedulers Affinity is tested over: every one, each built by its registry entry in
 # the twin under test.
@@ -272,7 +273,7 @@ def test_a_hit_is_counted_by_least_connection(impl, scheduler):
 
 def test_hits_count_and_releases_reach_the_wrapped_balancer():
     # The hook lc/wlc rely on, observed on a pure round robin that records its calls.
-    pure = pytest.importorskip("lbcore._pure")
+    import lbcore._pure as pure
 
     class Recording(pure.RoundRobin):
         __slots__ = ("counted", "released")
@@ -430,14 +431,6 @@ def _random_endpoints(rng: random.Random) -> list[Endpoint]:
     ]
 
 
-def _outcome(call):
-    try:
-        result = call()
-    except NoEndpointsError as error:
-        return ("none", str(error))
-    return list(result) if isinstance(result, array) else result
-
-
 @pytest.mark.parametrize("seed", range(30))
 def test_twins_agree_on_random_sequences(both, scheduler, seed):
     pure, fast = both
@@ -468,10 +461,10 @@ def test_twins_agree_on_random_sequences(both, scheduler, seed):
             outcomes = [twin.release(target) for twin in twins]
         elif op < 0.45:
             batch = [rng.choice(keys) for _ in range(rng.randrange(6))]
-            outcomes = [_outcome(lambda: twin.pick_many(batch)) for twin in twins]
+            outcomes = [outcome(lambda: twin.pick_many(batch)) for twin in twins]
         else:
             key = rng.choice(keys)
-            outcomes = [_outcome(lambda: twin.pick(key)) for twin in twins]
+            outcomes = [outcome(lambda: twin.pick(key)) for twin in twins]
         assert outcomes[0] == outcomes[1]
         assert twins[0]._sessions() == twins[1]._sessions()
         for twin in twins:
@@ -479,15 +472,6 @@ def test_twins_agree_on_random_sequences(both, scheduler, seed):
 
 
 # ---- properties ------------------------------------------------------------------------
-
-def _twins():
-    out = [__import__("lbcore._pure", fromlist=["Affinity"])]
-    try:
-        out.append(__import__("lbcore._fast", fromlist=["Affinity"]))
-    except ImportError:
-        pass
-    return out
-
 
 @settings(max_examples=100, deadline=None)
 @given(
@@ -499,7 +483,7 @@ def _twins():
 def test_property_a_key_keeps_its_endpoint(n, keys, scheduler, seed):
     # For a fixed endpoint set and no expiry, the same key always gets the same endpoint.
     endpoints = eps(n)
-    for twin in _twins():
+    for twin in twin_modules():
         clock = Clock()
         a = twin.Affinity(make_inner(twin, scheduler, endpoints, seed), 86400, clock=clock)
         first = {}

@@ -9,6 +9,8 @@ import sys
 import pytest
 
 import lbcore
+from lbcore import balancers
+from twins import twin_modules
 
 
 @pytest.mark.skipif(
@@ -23,6 +25,11 @@ def test_compiled_twins_loaded():
     assert fast.RoundRobin.__module__ == "lbcore._fast._rr"
     assert lbcore.RoundRobin is fast.RoundRobin
     assert lbcore.key_hash is fast.key_hash
+    # Every balancer lbcore.balancers exports is the compiled one, not only rr.
+    for name in balancers.__all__:
+        if name in fast.__all__:
+            assert getattr(balancers, name) is getattr(fast, name), name
+            assert getattr(fast, name).__module__.startswith("lbcore._fast."), name
 
 
 @pytest.mark.skipif(not os.environ.get("LBCORE_NO_EXTENSIONS"), reason="only in pure mode")
@@ -32,6 +39,19 @@ def test_no_extensions_selects_pure_twins():
     assert lbcore.IMPLEMENTATION == "pure"
     assert lbcore.RoundRobin is pure.RoundRobin
     assert lbcore.key_hash is pure.key_hash
+
+
+def test_twin_namespaces_export_the_same_names():
+    # lbcore.balancers picks names from one namespace or the other: they must match.
+    import lbcore._pure as pure
+
+    assert set(balancers.__all__) - {"IMPLEMENTATION", "make_balancer", "make_balancer_for"} <= set(
+        pure.__all__
+    )
+    for twin in twin_modules():
+        assert twin.__all__ == pure.__all__, twin.__name__
+        for name in twin.__all__:
+            assert callable(getattr(twin, name)), (twin.__name__, name)
 
 
 def test_environment_variable_forces_pure_twins():

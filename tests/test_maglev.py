@@ -137,6 +137,8 @@ def test_weights_split_the_slots(impl):
     b._check()
     counts = Counter(b._picker.table)
     assert [counts[e] for e in range(3)] == impl.maglev_counts(10007, [1, 3, 6])
+    # ... and, independently of maglev_counts, proportional to the weights within one slot.
+    assert all(abs(counts[e] - 10007 * w / 10) < 1 for e, w in enumerate([1, 3, 6]))
     picks = Counter(b.pick_many(array("Q", range(100_000))))
     for i, w in enumerate([1, 3, 6]):
         assert abs(picks[i] / 100_000 - w / 10) < 0.01

@@ -80,7 +80,10 @@ def test_service_defaults():
     assert s.listen_address == ("10.96.0.10", 80)
     assert s.endpoints == (ep(),) and isinstance(s.endpoints, tuple)
     assert s.address == "10.96.0.10:80"
-    hash(s)
+    # Hashable, and equal to the same Service spelled with the normalised protocol.
+    same = svc(endpoints=[ep()], protocol="tcp")
+    assert s == same and hash(s) == hash(same)
+    assert s != svc(endpoints=[ep()], port=81)
 
 
 def test_service_listen_forms():

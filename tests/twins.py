@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import random
 import types
+from array import array
 from typing import Any, Callable, Iterator
 
 from lbcore import Endpoint, NoEndpointsError
@@ -19,11 +20,14 @@ def twin_modules() -> Iterator[types.ModuleType]:
         return
 
 
-def _outcome(call: Callable[[], Any]) -> Any:
+def outcome(call: Callable[[], Any], *errors: type[Exception]) -> Any:
+    """What ``call()`` gave, to compare across twins: its result (an array as a list),
+    or the type and message of a NoEndpointsError or one of ``errors``."""
     try:
-        return call()
-    except NoEndpointsError as error:
-        return str(error)
+        result = call()
+    except (NoEndpointsError, *errors) as error:
+        return type(error).__name__, str(error)
+    return list(result) if isinstance(result, array) else result
 
 
 def assert_twins_agree(
@@ -52,8 +56,8 @@ def assert_twins_agree(
             getattr(b, mark)(target)
         elif op < 0.2:
             keys = list(range(rng.randrange(5)))
-            assert _outcome(lambda: list(a.pick_many(keys))) == _outcome(lambda: list(b.pick_many(keys)))
+            assert outcome(lambda: a.pick_many(keys)) == outcome(lambda: b.pick_many(keys))
         else:
-            assert _outcome(a.pick) == _outcome(b.pick)
+            assert outcome(a.pick) == outcome(b.pick)
         a._check()
         b._check()

@@ -27,11 +27,15 @@ cdef uint64_t OFFSET_SEED = 0
 cdef uint64_t SKIP_SEED = 1
 
 
-def maglev_permutation(str address, uint64_t size):
-    """(offset, skip) of an endpoint's preference list in a table of size slots."""
+cdef (uint64_t, uint64_t) _permutation(object address, uint64_t size) except *:
     cdef bytes data = address.encode("utf-8")
     return (xxh64(<const char*>data, len(data), OFFSET_SEED) % size,
             xxh64(<const char*>data, len(data), SKIP_SEED) % (size - 1) + 1)
+
+
+def maglev_permutation(str address, uint64_t size):
+    """(offset, skip) of an endpoint's preference list in a table of size slots."""
+    return _permutation(address, size)
 
 
 @cython.cdivision(True)  # top and every weight are at least 1
@@ -178,9 +182,6 @@ def maglev_table(uint64_t size, entries):
     cdef Py_ssize_t n = len(entries), i
     cdef array offsets = clone(_U64_ARRAY, n, zero=False)
     cdef array skips = clone(_U64_ARRAY, n, zero=False)
-    cdef bytes data
     for i in range(n):
-        data = entries[i][0].encode("utf-8")
-        offsets.data.as_ulonglongs[i] = xxh64(<const char*>data, len(data), OFFSET_SEED) % size
-        skips.data.as_ulonglongs[i] = xxh64(<const char*>data, len(data), SKIP_SEED) % (size - 1) + 1
+        offsets.data.as_ulonglongs[i], skips.data.as_ulonglongs[i] = _permutation(entries[i][0], size)
     return maglev_populate(size, offsets, skips, [weight for _, weight in entries])

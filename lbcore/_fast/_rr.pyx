@@ -46,11 +46,8 @@ cdef class RoundRobin(Balancer):
         self._cycle = cycle
         return 0
 
-    @cython.cdivision(True)
     cdef inline Py_ssize_t _advance(self, Py_ssize_t n) noexcept:
-        cdef Py_ssize_t i = self._cursor
-        if i >= n:  # an update shrank the cycle since the cursor last moved
-            i %= n
+        cdef Py_ssize_t i = self._cursor  # below n: _rebuild reduced it
         self._cursor = i + 1 if i + 1 < n else 0
         return i
 

@@ -107,6 +107,12 @@ def swrr_cycle(list weights):
         PyMem_Free(cycle)
 
 
+cdef bint _fits_cycle(list weights) except -1:
+    # lbcore._wrr_py._fits_cycle: the period is computed ahead, else the deadline schedule.
+    period = sum(weights)
+    return period <= MAX_CYCLE and len(set(weights)) * period <= MAX_CYCLE_WORK
+
+
 cdef _Cycle _NO_CYCLE = _Cycle((), ())
 
 
@@ -275,9 +281,8 @@ cdef class WeightedRoundRobin(Balancer):
         cdef _Deadlines deadlines = None
         if pickable:
             weights = _reduced_weights([endpoints[i].weight for i in pickable])
-            period = sum(weights)
-            position %= period
-            if period <= MAX_CYCLE and len(set(weights)) * period <= MAX_CYCLE_WORK:
+            position %= sum(weights)
+            if _fits_cycle(weights):
                 order = [pickable[p] for p in swrr_cycle(weights)]
                 cycle = _Cycle(tuple([endpoints[i] for i in order]), tuple(order))
             else:
@@ -324,13 +329,13 @@ cdef class WeightedRoundRobin(Balancer):
             return
         weights = _reduced_weights([self._endpoints[i].weight for i in pickable])
         if self._deadlines is None:
-            assert sum(weights) <= MAX_CYCLE and len(set(weights)) * sum(weights) <= MAX_CYCLE_WORK
+            assert _fits_cycle(weights)
             assert self._cycle.indices == tuple([pickable[p] for p in swrr_cycle(weights)])
             assert self._cycle.endpoints == tuple([self._endpoints[i] for i in self._cycle.indices])
             assert 0 <= self._cursor < self._cycle.n
             return
         assert self._cycle.n == 0
-        assert len(set(weights)) * sum(weights) > MAX_CYCLE_WORK or sum(weights) > MAX_CYCLE
+        assert not _fits_cycle(weights)
         assert self._deadlines.indices == tuple(pickable)
         assert self._deadlines.endpoints == tuple([self._endpoints[i] for i in pickable])
         self._deadlines._check(weights)
