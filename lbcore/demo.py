@@ -268,8 +268,14 @@ def _stickiness(scenario: Scenario, stats: dict) -> list[str]:
     ]
 
 
-def main(out: TextIO = sys.stdout, progress: TextIO = sys.stderr) -> int:
-    """Run the demo; exit status 0 when no client saw a failure, 1 otherwise."""
+def main(out: TextIO | None = None, progress: TextIO | None = None) -> int:
+    """Run the demo; exit status 0 when no client saw a failure, 1 otherwise.
+
+    ``out`` and ``progress`` default to the ``sys.stdout`` and ``sys.stderr`` of the
+    call (not of the import), so a redirected stdout gets the tables.
+    """
+    out = sys.stdout if out is None else out
+    progress = sys.stderr if progress is None else progress
     print("lbcore demo: 4 backends and one forwarder on 127.0.0.1, "
           f"clients from {CLIENTS} addresses in 127.1.0.0/16", file=out)
     print("pick costs: per call in a plain Python loop, beside a len() call in the same loop",
