@@ -290,5 +290,8 @@ def test_closed_stdout_is_not_a_traceback():
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     process.stdout.close()  # the reader leaves before lbcore writes, as `| head -0` would
     stderr = process.stderr.read().decode()
-    process.wait()
+    assert process.wait() == 1
     assert "Traceback" not in stderr
+    # Quiet: the notes on the dump's skipped Services, and no word about the pipe.
+    assert len(stderr.splitlines()) == 3
+    assert all(line.startswith("lbcore: note: ") for line in stderr.splitlines())
