@@ -15,7 +15,7 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, TextIO
 
 from .balancers import make_balancer
@@ -182,21 +182,23 @@ def pick_cost(scheduler: str, affinity_timeout: int | None) -> tuple[float, floa
 
 async def run_demo(out: TextIO, progress: TextIO) -> int:
     """Run every scenario; print the tables to ``out``; return the number of failures."""
+    # Fresh tallies each run: SCENARIOS only describes them, so a second run counts anew.
+    scenarios = [replace(s, answers=Counter(), failures=0, placements={}) for s in SCENARIOS]
     backends = {name: await _start_backend(name) for name in BACKENDS}
     ports = {name: server.sockets[0].getsockname()[1] for name, server in backends.items()}
-    forwarder = Forwarder([_service(s, ports) for s in SCENARIOS], connect_timeout=1.0)
+    forwarder = Forwarder([_service(s, ports) for s in scenarios], connect_timeout=1.0)
     await forwarder.start()
     show = _progress(progress)
     try:
-        for i, scenario in enumerate(SCENARIOS, 1):
-            show(f"[{i}/{len(SCENARIOS)}] {scenario.title} ...")
+        for i, scenario in enumerate(scenarios, 1):
+            show(f"[{i}/{len(scenarios)}] {scenario.title} ...")
             address = forwarder.addresses[scenario.name]
             for round_no in range(scenario.rounds):
                 midway = None
                 if scenario.affinity_timeout and round_no == 1:
                     def midway(s: Scenario = scenario) -> None:
                         services = [_service(x, ports, without="b2" if x is s else None)
-                                    for x in SCENARIOS]
+                                    for x in scenarios]
                         forwarder.update(services)
                 await _drive(scenario, address, round_no, midway)
             cost = pick_cost(scenario.scheduler, scenario.affinity_timeout)
@@ -207,7 +209,7 @@ async def run_demo(out: TextIO, progress: TextIO) -> int:
         for server in backends.values():
             server.close()
             await server.wait_closed()
-    return sum(s.failures for s in SCENARIOS)
+    return sum(s.failures for s in scenarios)
 
 
 def _progress(stream: TextIO) -> Callable[[str], None]:
@@ -266,8 +268,14 @@ def _stickiness(scenario: Scenario, stats: dict) -> list[str]:
     ]
 
 
-def main(out: TextIO = sys.stdout, progress: TextIO = sys.stderr) -> int:
-    """Run the demo; exit status 0 when no client saw a failure, 1 otherwise."""
+def main(out: TextIO | None = None, progress: TextIO | None = None) -> int:
+    """Run the demo; exit status 0 when no client saw a failure, 1 otherwise.
+
+    ``out`` and ``progress`` default to the ``sys.stdout`` and ``sys.stderr`` of the
+    call (not of the import), so a redirected stdout gets the tables.
+    """
+    out = sys.stdout if out is None else out
+    progress = sys.stderr if progress is None else progress
     print("lbcore demo: 4 backends and one forwarder on 127.0.0.1, "
           f"clients from {CLIENTS} addresses in 127.1.0.0/16", file=out)
     print("pick costs: per call in a plain Python loop, beside a len() call in the same loop",

@@ -126,9 +126,12 @@ def test_check_loads_no_renderer_and_no_asyncio():
 
 
 def test_importing_the_cli_loads_no_yaml():
-    code = "import sys, lbcore.cli; print('yaml' in sys.modules, 'asyncio' in sys.modules)"
+    code = (
+        "import sys, lbcore.cli; print('yaml' in sys.modules, 'asyncio' in sys.modules, "
+        "sorted(m for m in sys.modules if m.startswith(('lbcore.sources', 'lbcore.render', 'lbcore.forwarder'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "[]"]
 
 
 # -- bad input: exit 2, one line per problem naming file and field, empty stdout -------
@@ -287,5 +290,8 @@ def test_closed_stdout_is_not_a_traceback():
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     process.stdout.close()  # the reader leaves before lbcore writes, as `| head -0` would
     stderr = process.stderr.read().decode()
-    process.wait()
+    assert process.wait() == 1
     assert "Traceback" not in stderr
+    # Quiet: the notes on the dump's skipped Services, and no word about the pipe.
+    assert len(stderr.splitlines()) == 3
+    assert all(line.startswith("lbcore: note: ") for line in stderr.splitlines())

@@ -6,7 +6,9 @@ test_cli.py and needs no forwarder.
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -14,8 +16,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from dataclasses import fields
 
 import pytest
+from forwarder_support import free_port
+
+from lbcore.cli import _FORWARD_OPTIONS
+from lbcore.forwarder import Options, run
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
@@ -51,12 +59,6 @@ def backends():
         server.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _config(path, port: int, *endpoint_ports: int) -> None:
     endpoints = "".join(f"      - {{ip: 127.0.0.1, port: {p}}}\n" for p in endpoint_ports)
     path.write_text(f"services:\n  - name: web\n    vip: 127.0.0.1\n    port: {port}\n    endpoints:\n{endpoints}")
@@ -90,18 +92,23 @@ def _until(process: subprocess.Popen, condition, timeout: float = 10.0):
 
 def test_forward_serves_reloads_on_sighup_and_exits_on_sigterm(backends, tmp_path):
     a, b = backends
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "services.yaml"
     _config(config, port, a.port)
+    metrics_port = free_port()
     env = dict(os.environ, PYTHONPATH=ROOT)
     # Every tuning flag, so a keyword lbcore.forwarder.run does not take fails here.
     process = subprocess.Popen(
         [sys.executable, "-m", "lbcore", "forward", str(config), "--connect-timeout", "1",
-         "--idle-timeout", "30", "--tries", "2", "--drain-timeout", "2"],
+         "--idle-timeout", "30", "--udp-idle-timeout", "20", "--tries", "2", "--cooldown", "5",
+         "--max-connections", "100", "--drain-timeout", "2",
+         "--metrics-listen", f"127.0.0.1:{metrics_port}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         assert _until(process, lambda: _ask(port)) == b"a:hi"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            assert b"lbcore_forwarder_" in response.read()
         assert {_ask(port) for _ in range(5)} == {b"a:hi"}
 
         _config(config, port, b.port)  # the endpoint moves: new connections follow on SIGHUP
@@ -127,9 +134,9 @@ def test_forward_serves_reloads_on_sighup_and_exits_on_sigterm(backends, tmp_pat
 
 def test_forward_retries_a_dead_endpoint(backends, tmp_path):
     a, _ = backends
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "services.yaml"
-    _config(config, port, _free_port(), a.port)  # the first endpoint refuses connections
+    _config(config, port, free_port(), a.port)  # the first endpoint refuses connections
     env = dict(os.environ, PYTHONPATH=ROOT)
     process = subprocess.Popen([sys.executable, "-m", "lbcore", "forward", str(config), "--tries", "2"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -140,3 +147,18 @@ def test_forward_retries_a_dead_endpoint(backends, tmp_path):
         process.terminate()
         process.wait(timeout=10)
         process.stderr.close()
+
+
+def test_forward_help_states_the_forwarder_defaults():
+    """The help of each flag states lbcore.forwarder's own default, which holds when the
+    flag is left out.  lbcore.cli cannot read Options for it (that would import asyncio
+    on every command), so this test keeps the two from drifting apart."""
+    defaults = Options()
+    option_names = {f.name for f in fields(Options)}
+    for flag, keyword, _, _, help_text in _FORWARD_OPTIONS:
+        stated = re.search(r"\(default ([^)]+)\)", help_text)
+        if keyword in option_names:
+            assert stated, f"{flag}: its help states no default"
+            assert float(stated[1]) == getattr(defaults, keyword), flag
+        else:  # a keyword of run() itself, off by default
+            assert inspect.signature(run).parameters[keyword].default is None and stated is None, flag

@@ -158,31 +158,34 @@ def test_render_iptables_install_and_family(tmp_path):
 # -- ipvs ------------------------------------------------------------------------------
 
 
-def test_render_ipvs_prints_the_renderer_output():
+@pytest.mark.parametrize(
+    "path, expected_lines",
+    [
+        (SERVICES_YAML, [
+            "-A -t 127.0.0.1:8080 -s wrr",
+            "-a -t 127.0.0.1:8080 -r 127.0.0.1:9001 -m -w 3",
+            "-A -t 127.0.0.1:8443 -s mh -p 600 -b mh-port",
+            "-A -u 127.0.0.1:5353 -s rr",
+        ]),
+        (DUMP_YAML, [  # both families
+            "-A -u 10.96.0.10:53 -s rr",
+            "-A -t 10.96.45.12:80 -s wrr",
+            "-A -t 10.96.77.201:8080 -s rr -p 600",
+            "-A -t [fd00:10:96::7a1]:80 -s rr",
+            "-a -t [fd00:10:96::7a1]:80 -r [fd00:10:244:1::28]:9200 -m -w 1",
+        ]),
+    ],
+    ids=["services.yaml", "k8s-dump.yaml"],
+)
+def test_render_ipvs_prints_the_renderer_output(path, expected_lines):
     from lbcore.render import ipvs
 
-    result = lbcore("render", "ipvs", SERVICES_YAML)
+    result = lbcore("render", "ipvs", path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == ipvs.render(load_files([SERVICES_YAML]))
+    assert result.stdout == ipvs.render(load_files([path]))
     lines = result.stdout.splitlines()
-    assert "-A -t 127.0.0.1:8080 -s wrr" in lines
-    assert "-a -t 127.0.0.1:8080 -r 127.0.0.1:9001 -m -w 3" in lines
-    assert "-A -t 127.0.0.1:8443 -s mh -p 600 -b mh-port" in lines
-    assert "-A -u 127.0.0.1:5353 -s rr" in lines
-
-
-def test_render_ipvs_from_the_kubernetes_dump_both_families():
-    from lbcore.render import ipvs
-
-    result = lbcore("render", "ipvs", DUMP_YAML)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == ipvs.render(load_files([DUMP_YAML]))
-    lines = result.stdout.splitlines()
-    assert "-A -u 10.96.0.10:53 -s rr" in lines
-    assert "-A -t 10.96.45.12:80 -s wrr" in lines
-    assert "-A -t 10.96.77.201:8080 -s rr -p 600" in lines
-    assert "-A -t [fd00:10:96::7a1]:80 -s rr" in lines
-    assert "-a -t [fd00:10:96::7a1]:80 -r [fd00:10:244:1::28]:9200 -m -w 1" in lines
+    for line in expected_lines:
+        assert line in lines
 
 
 def test_render_ipvs_diff(tmp_path):

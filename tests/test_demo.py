@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 
 from lbcore import demo
+from lbcore.cli import main
 
 
 def _tables(out: str) -> dict[str, str]:
@@ -51,8 +53,14 @@ def test_demo_command_shows_every_scheduler_with_zero_failures():
 
 
 def test_demo_cleans_up_its_sockets():
+    # In process, as `lbcore demo` calls it: demo.main() with the streams of the call.
     out = io.StringIO()
-    assert demo.main(out=out, progress=io.StringIO()) == 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["demo"]) == 0
+    totals = [int(n) for n in re.findall(r"^    (\d+) requests from ", out.getvalue(), re.M)]
+    assert totals == [demo.CLIENTS * s.rounds for s in demo.SCENARIOS]
+    # The run kept its tallies to itself: a second run in this process starts from zero.
+    assert all(not s.answers and not s.placements and s.failures == 0 for s in demo.SCENARIOS)
     ports = {int(p) for p in re.findall(r"b\d :(\d+)", out.getvalue())}
     assert len(ports) == len(demo.BACKENDS)
     for port in ports:

@@ -211,3 +211,4 @@ def test_a_bad_service_does_not_half_apply_the_good_ones():
     with pytest.raises(SourceError) as caught:
         load_text(text)
     assert len(caught.value.problems) == 1
+    assert str(caught.value.problems[0]) == "<input>: services[1] (bad): port: 0 is out of range; valid: 1..65535"
