@@ -178,8 +178,11 @@ def test_a_retry_never_goes_back_to_an_endpoint_that_failed_the_same_connection(
     async def main():
         (a,) = await backends("a")
         endpoints = [Endpoint("127.0.0.1", hole) for hole in holes]
+        # Tries of 0.1, 0.2 and 0.4 s: "a", met on the third at the latest, has 0.4 s to
+        # connect, room for a loop stalled by load or a full collection mid-suite
+        # (0.2 s was not always enough there).
         fw = Forwarder([service("web", endpoints + [a.endpoint], scheduler="sh")],
-                       connect_timeout=0.05, cooldown=0.01, tries=4)
+                       connect_timeout=0.1, cooldown=0.01, tries=4)
         await fw.start()
         answers = [await who(fw.addresses["web"], f"127.0.0.{2 + i}") for i in range(12)]
         stats = fw.stats()["web"]
