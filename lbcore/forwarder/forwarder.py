@@ -224,7 +224,7 @@ class Forwarder:
         """A connection or flow ended: forget drained services; see whether stop() may go on."""
         if self._draining:
             self._draining = [rt for rt in self._draining if rt.stats.live]
-        if self._stopping and not self._live("tcp"):
+        if self._stopping and not self._any_live("tcp"):
             assert self._drained is not None
             self._drained.set()
 
@@ -233,6 +233,14 @@ class Forwarder:
 
     def _live(self, protocol: str) -> list[Any]:
         return [c for rt in self._all_runtimes() if rt.protocol == protocol for c in rt.stats.live]
+
+    def _any_live(self, protocol: str) -> bool:
+        """Whether any connection (flow) of ``protocol`` is live; O(services).
+
+        `_ended` asks on every connection end while stopping: listing them all there
+        would make a drain of n connections O(n²).
+        """
+        return any(rt.stats.live for rt in self._all_runtimes() if rt.protocol == protocol)
 
     def _sweep(self, protocol: str, timeout: float) -> None:
         """Every timeout/IDLE_TICKS seconds: close what has been silent for the timeout.
@@ -296,6 +304,6 @@ class Forwarder:
             rt.health.forgive()
         # Aborted transports report connection_lost on the next loop iterations.
         for _ in range(1000):
-            if not (self._live("tcp") or self._live("udp")):
+            if not (self._any_live("tcp") or self._any_live("udp")):
                 break
             await asyncio.sleep(0.001)

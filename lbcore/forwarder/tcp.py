@@ -179,7 +179,7 @@ class Relay:
         self.endpoint: Any = None
         self.endpoint_stats: Any = None
         self.key: Any = None
-        self.tries = 0  # tries used so far
+        self.tries = 0  # the try (0-based) that placed the current connection
         self.task: asyncio.Task | None = None
         self.idle = 0  # idle sweeps without progress (Forwarder._sweep)
         self.seen = 0  # bytes moved at the last sweep

@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 from ..errors import NoEndpointsError
+from .retry import failed
 
 __all__ = ["ListenerProtocol", "Flow"]
 
@@ -135,10 +136,7 @@ class Flow(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         if isinstance(exc, ConnectionRefusedError):  # ICMP port unreachable
-            runtime = self.runtime
-            runtime.stats.connect_failed(self.endpoint_stats)
-            runtime.health.failed(self.balancer, self.endpoint, self.endpoint_stats)
-            log.warning("%s: %s refused UDP; cooling it down", runtime.name, self.endpoint.address)
+            failed(self.runtime, self.balancer, self.endpoint, self.endpoint_stats, "refused UDP")
             self.close()
 
     def close(self) -> None:
