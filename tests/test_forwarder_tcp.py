@@ -13,6 +13,7 @@ from lbcore import ConfigError, Endpoint
 from lbcore.forwarder import Forwarder, Options
 from lbcore.forwarder import forwarder as forwarder_module
 from lbcore.forwarder import splice as splice_module
+from lbcore.forwarder.connector import connect
 
 from forwarder_support import (
     LOOPS, backends, digest, fetch, free_port, open_client, payload, run_async,
@@ -193,6 +194,43 @@ def test_a_retry_never_goes_back_to_an_endpoint_that_failed_the_same_connection(
     assert answers == ["a"] * 12
     assert stats["unavailable"] == 0
     assert stats["failures"] > 0  # the holes were met, and got past
+
+
+def test_a_deadline_that_fires_after_the_handshake_keeps_the_connection(loop_kind):
+    """The connect timeout bounds connecting, not the loop's hand-over after it.
+
+    A slow step once the socket is connected (a slow protocol factory under asyncio,
+    which calls it after connecting; a slow ``connection_made`` under uvloop) makes the
+    timer due while the loop hands the new transport over: the connection must come
+    back open, not be closed under its protocol as a timeout.
+    """
+
+    async def main():
+        (a,) = await backends("a")
+        made = []
+
+        class Upstream(asyncio.Protocol):
+            transport = None
+
+            def connection_made(self, transport):
+                self.transport = transport  # as the relay's sides do: connector.py
+                made.append(transport)
+                if loop_kind == "uvloop":
+                    time.sleep(0.05)  # the 0.01 s deadline is due when the loop gets back
+
+        def factory():
+            if loop_kind != "uvloop":
+                time.sleep(0.05)
+            return Upstream()
+
+        loop = asyncio.get_running_loop()
+        transport, protocol = await connect(loop, a.endpoint, factory, 0.01)
+        await asyncio.sleep(0.05)  # a late cancel would have closed it by now
+        alive = not transport.is_closing()
+        transport.close()
+        return made == [transport], isinstance(protocol, Upstream), alive
+
+    assert run_async(loop_kind, main()) == (True, True, True)
 
 
 def test_connect_timeout_to_a_blackhole_then_the_next_endpoint(loop_kind, blackhole):
