@@ -64,7 +64,7 @@ def test_endpoint_removed_during_transfers_drains_byte_exact(loop_kind):
         size = 4_000_000
         # Slow readers keep the transfers in flight across the update.
         transfers = [
-            asyncio.ensure_future(fetch(address, size, read_delay=0.002)) for _ in range(6)
+            asyncio.ensure_future(fetch(address, size, read_delay=0.01)) for _ in range(6)
         ]
         await asyncio.sleep(0.15)
         in_flight_on_a = fw.stats()["web"]["endpoints"][a.endpoint.address]["active"]

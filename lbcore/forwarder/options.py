@@ -24,6 +24,8 @@ class Options:
     move through the kernel with ``splice(2)`` (Linux) instead of through Python.
     ``retry_unanswered`` moves a connection that its endpoint closes before answering to
     the next endpoint, replaying the client's first bytes (see `lbcore.forwarder.tcp`).
+    ``copier`` lets a persistent connection's steady state copy between the raw sockets
+    instead of through asyncio transports (fewer CPU cycles per request; same behaviour).
 
     >>> Options(tries=2).tries
     2
@@ -42,6 +44,7 @@ class Options:
     drain_timeout: float = 30.0
     splice: bool = True
     retry_unanswered: bool = True
+    copier: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):

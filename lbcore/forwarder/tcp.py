@@ -17,19 +17,36 @@ what keeps a crashed backend invisible to clients whose requests were in flight 
 (the check HAProxy's ``retry-on empty-response`` makes for HTTP).  The price, which L4
 cannot avoid: a request the dead endpoint processed without answering runs twice.
 Turn it off with ``retry_unanswered=False``.
+
+Steady state: once the endpoint has answered and the client sends again, the
+connection is persistent, and both directions move to a `Copier` (``_copier_py``, or
+its compiled twin) that copies between the raw sockets from event-loop callbacks, with
+no bytes object or protocol call per read.  It hands the connection back to the
+transports for anything but a complete copy: backpressure, end of stream, an error, a
+bulk read (see `Relay.copier_left`).  A one-request connection never pays for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .._extensions import NO_EXTENSIONS
 from ..errors import NoEndpointsError
 from . import splice
 from .retry import failed, place
+
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._copier_py import Copier
+else:
+    try:
+        from .._fast._copier import Copier
+    except ImportError:  # not built: a pure install, or a checkout without build_ext
+        from ._copier_py import Copier
 
 __all__ = ["Relay", "reset", "REPLAY_LIMIT"]
 
@@ -97,6 +114,14 @@ class _Side(asyncio.Protocol):
 
 class _ClientSide(_Side):
     __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        relay = self.relay
+        upstream = relay.upstream
+        # The endpoint has answered and the client speaks again: a persistent connection.
+        if upstream is not None and upstream.bytes and relay.copy and relay.start_copier(data):
+            return
+        _Side.data_received(self, data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -169,6 +194,7 @@ class Relay:
     __slots__ = (
         "runtime", "client", "upstream", "balancer", "endpoint", "endpoint_stats", "key",
         "tries", "task", "idle", "seen", "splice", "replay", "replay_size", "finished",
+        "copy", "copier",
     )
 
     def __init__(self, runtime: Any) -> None:
@@ -188,6 +214,8 @@ class Relay:
         self.replay: list[bytes] | None = [] if runtime.options.retry_unanswered else None
         self.replay_size = 0
         self.finished = False
+        self.copy = runtime.options.copier  # may hand the steady state to a Copier
+        self.copier: Copier | None = None
 
     @property
     def bytes_in(self) -> int:
@@ -276,6 +304,66 @@ class Relay:
         self.task = runtime.loop.create_task(self._connect())
         return True
 
+    def start_copier(self, data: bytes) -> bool:
+        """Hand both directions to a `Copier`, sending ``data`` (the client's) first.
+
+        False, and nothing done, unless the connection is quiet in Python: endpoint
+        placed and answered, nothing queued either way, no end of stream, no splice.
+        """
+        client, upstream = self.client, self.upstream
+        if (
+            self.replay is not None or self.task is not None or len(data) >= _BULK_READ
+            or client.eof or upstream.eof or client.done or upstream.done  # type: ignore[union-attr]
+            or client.pump is not None or upstream.pump is not None  # type: ignore[union-attr]
+            or client.transport.get_write_buffer_size()
+            or upstream.transport.get_write_buffer_size()  # type: ignore[union-attr]
+        ):
+            return False
+        fds: list[int] = []
+        try:
+            for side in (client, upstream):
+                fds.append(os.dup(side.transport.get_extra_info("socket").fileno()))  # type: ignore[union-attr]
+            copier = Copier(self, self.runtime.loop, fds[0], fds[1], self.splice)
+        except OSError as exc:  # out of descriptors, say: keep to the transports
+            for fd in fds:
+                os.close(fd)
+            log.warning("%s: copier unavailable: %s", self.runtime.name, exc)
+            self.copy = False
+            return False
+        try:
+            sent = copier.send(data)
+        except OSError:
+            copier.close()
+            return False  # the transport's write meets the same error and reports it
+        client.bytes += len(data)
+        if sent < len(data):  # the endpoint is slow to read: stay with the transports
+            copier.close()
+            upstream.transport.write(data[sent:])  # type: ignore[union-attr]
+            return True
+        client.transport.pause_reading()
+        upstream.transport.pause_reading()  # type: ignore[union-attr]
+        copier.start()
+        self.copier = copier
+        return True
+
+    def copier_left(self, side: _Side, rest: bytes | None, exc: OSError | None) -> None:
+        """The copier, no longer watching, hands the connection back: ``rest`` is
+        ``side``'s unsent bytes, ``exc`` an error of either socket."""
+        self._stop_copier()
+        if exc is not None:
+            self.abort(exc)
+            return
+        self.client.transport.resume_reading()
+        self.upstream.transport.resume_reading()  # type: ignore[union-attr]
+        if rest:
+            side.peer.transport.write(rest)  # queued, so the transport's flow control applies
+
+    def _stop_copier(self) -> None:
+        # Before any transport closes: the copier's duplicates keep the sockets open.
+        if self.copier is not None:
+            self.copier.close()
+            self.copier = None
+
     def start_splice(self, side: _Side) -> None:
         """Move ``side``'s direction into the kernel if nothing is queued ahead of it."""
         if self.replay is not None or side.peer.transport.get_write_buffer_size():
@@ -303,6 +391,7 @@ class Relay:
     def lost(self, side: _Side, exc: Exception | None) -> None:
         if side is not self.client and side is not self.upstream:
             return  # abandoned: a connect deadline, or an unanswered connection
+        self._stop_copier()
         if exc is not None and self._unanswered(side, exc):
             return
         side.done = True
@@ -318,6 +407,7 @@ class Relay:
 
     def close(self) -> None:
         """Close both sides after their queued bytes are written."""
+        self._stop_copier()
         for side in (self.client, self.upstream):
             if side is not None and not side.done:
                 side.transport.close()
@@ -326,6 +416,7 @@ class Relay:
         """Drop both sides now (an error, the idle timeout, the drain deadline)."""
         if exc is not None:
             log.debug("%s: relay aborted: %s", self.runtime.name, exc)
+        self._stop_copier()
         if self.task is not None:
             self.task.cancel()
         for side in (self.client, self.upstream):
@@ -340,6 +431,7 @@ class Relay:
         if self.upstream is not None and not self.upstream.done:
             return
         self.finished = True
+        self._stop_copier()
         for side in (self.client, self.upstream):
             if side is not None and side.pump is not None:
                 side.pump.close()

@@ -1,0 +1,433 @@
+"""The steady-state copier: a persistent connection's bytes between raw sockets.
+
+First the two twins of `Copier` alone, on real TCP sockets on 127.0.0.1 under a real
+event loop, with a recording stand-in for the relay they report to; then the forwarder
+with a copier in charge: byte-exact, backpressure, half-close, resets, idle timeout and
+stop, each checked to reach the endpoint (the copier's duplicate descriptors must not
+keep a socket open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import struct
+
+import pytest
+
+from lbcore.forwarder import Forwarder
+from lbcore.forwarder import _copier_py
+
+from forwarder_support import LOOPS, digest, payload, run_async, service
+
+try:
+    from lbcore._fast import _copier as _copier_compiled
+except ImportError:  # a pure build: test_build.py fails if it should have been built
+    _copier_compiled = None
+
+
+@pytest.fixture(params=LOOPS)
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(params=["pure", "compiled"])
+def copier_class(request: pytest.FixtureRequest) -> type:
+    if request.param == "pure":
+        return _copier_py.Copier
+    if _copier_compiled is None:
+        pytest.skip("compiled twins not built (test_build.py fails if they should be)")
+    return _copier_compiled.Copier
+
+
+def test_both_twins_use_one_buffer_size():
+    if _copier_compiled is None:
+        pytest.skip("compiled twins not built")
+    assert _copier_compiled.BUFFER_SIZE == _copier_py.BUFFER_SIZE == 64 * 1024
+
+
+# -- the twins alone ------------------------------------------------------------------
+
+
+class _Side:
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
+class _Relay:
+    """What a Copier sees of its relay: two sides that count, and where it reports."""
+
+    def __init__(self) -> None:
+        self.client = _Side()
+        self.upstream = _Side()
+        self.left: list[tuple[object, bytes | None, OSError | None]] = []
+
+    def copier_left(self, side, rest, exc) -> None:
+        self.left.append((side, rest, exc))
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        outer = socket.create_connection(server.getsockname())
+        inner, _ = server.accept()
+    inner.setblocking(False)
+    return outer, inner
+
+
+class _Rig:
+    """client peer ⇄ [client_fd | Copier | upstream_fd] ⇄ upstream peer, all TCP."""
+
+    def __init__(self, copier_class: type, bulk_hands_back: bool = False) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.client_peer, client_inner = _tcp_pair()
+        self.upstream_peer, upstream_inner = _tcp_pair()
+        self.inner = (client_inner, upstream_inner)
+        self.relay = _Relay()
+        self.fds = (os.dup(client_inner.fileno()), os.dup(upstream_inner.fileno()))
+        self.copier = copier_class(self.relay, self.loop, *self.fds, bulk_hands_back)
+        self.copier.start()
+
+    def turn(self, seconds: float = 0.05) -> None:
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+    def close(self) -> None:
+        self.copier.close()
+        for sock in (self.client_peer, self.upstream_peer, *self.inner):
+            sock.close()
+        self.loop.close()
+
+
+def _read_all(sock: socket.socket, n: int) -> bytes:
+    sock.settimeout(5)
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, f"EOF after {len(data)} of {n} bytes"
+        data += chunk
+    return data
+
+
+def test_a_copier_copies_both_ways_and_counts(copier_class):
+    rig = _Rig(copier_class)
+    try:
+        rig.client_peer.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        rig.turn()
+        assert _read_all(rig.upstream_peer, 18) == b"GET / HTTP/1.1\r\n\r\n"
+        rig.upstream_peer.sendall(payload(5000))
+        rig.turn()
+        assert _read_all(rig.client_peer, 5000) == payload(5000)
+        assert (rig.relay.client.bytes, rig.relay.upstream.bytes) == (18, 5000)
+        assert rig.relay.left == []
+        assert rig.copier.send(b"direct") == 6  # the relay's first message goes this way
+        assert _read_all(rig.upstream_peer, 6) == b"direct"
+    finally:
+        rig.close()
+
+
+def test_end_of_stream_hands_back_without_bytes(copier_class):
+    rig = _Rig(copier_class)
+    try:
+        rig.upstream_peer.shutdown(socket.SHUT_WR)
+        rig.turn()
+        assert rig.relay.left == [(rig.relay.upstream, None, None)]
+    finally:
+        rig.close()
+
+
+def test_a_reset_hands_back_the_error(copier_class):
+    rig = _Rig(copier_class)
+    try:
+        rig.client_peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        rig.client_peer.close()
+        rig.turn()
+        ((side, rest, exc),) = rig.relay.left
+        assert side is rig.relay.client and rest is None
+        assert isinstance(exc, ConnectionResetError) and exc.errno == errno.ECONNRESET
+    finally:
+        rig.close()
+
+
+def test_a_full_destination_hands_back_exactly_the_unsent_bytes(copier_class):
+    rig = _Rig(copier_class)
+    try:
+        # The upstream peer reads nothing: its window and our send buffer fill up.
+        rig.inner[1].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        data = payload(4_000_000)
+        rig.client_peer.setblocking(False)
+        sent = 0
+        while not rig.relay.left and sent < len(data):
+            try:
+                sent += rig.client_peer.send(data[sent:sent + 65536])
+            except BlockingIOError:
+                pass
+            rig.turn(0.001)
+        ((side, rest, exc),) = rig.relay.left
+        assert side is rig.relay.client and exc is None and rest
+        # Everything the copier read either reached the upstream peer or came back as rest.
+        counted = rig.relay.client.bytes
+        arrived = counted - len(rest)
+        assert _read_all(rig.upstream_peer, arrived) == data[:arrived]
+        assert rest == data[arrived:counted]
+    finally:
+        rig.close()
+
+
+def test_a_full_read_hands_back_for_splice_only_when_asked(copier_class):
+    for bulk_hands_back in (True, False):
+        rig = _Rig(copier_class, bulk_hands_back)
+        try:
+            rig.upstream_peer.sendall(payload(1_000_000))
+            rig.turn(0.2)
+            got = _read_all(rig.client_peer, 65536)
+            assert got == payload(1_000_000)[:65536]
+            if bulk_hands_back:  # the first full read is sent, then handed back
+                assert rig.relay.left == [(rig.relay.upstream, None, None)]
+                assert rig.relay.upstream.bytes == 65536
+            else:
+                assert rig.relay.left == []
+                assert _read_all(rig.client_peer, 1_000_000 - 65536) == payload(1_000_000)[65536:]
+        finally:
+            rig.close()
+
+
+def test_close_stops_watching_and_closes_both_descriptors_once(copier_class):
+    rig = _Rig(copier_class)
+    try:
+        rig.copier.close()
+        rig.copier.close()  # idempotent
+        for fd in rig.fds:
+            with pytest.raises(OSError) as raised:
+                os.fstat(fd)
+            assert raised.value.errno == errno.EBADF
+        rig.client_peer.sendall(b"after close")
+        rig.turn()
+        assert rig.relay.client.bytes == 0  # nothing watches the socket any more
+    finally:
+        rig.close()
+
+
+# -- the forwarder with a copier in charge -----------------------------------------------
+
+
+_LINE_LIMIT = 1024 * 1024
+
+
+async def open_client(address):
+    return await asyncio.open_connection(*address, limit=_LINE_LIMIT)
+
+
+async def _line_server(handle_line) -> tuple[asyncio.AbstractServer, list[bytes]]:
+    """An endpoint answering each line with ``handle_line(line)``; it records how each
+    connection ended: b"eof" (FIN) or the error's name."""
+    endings: list[bytes] = []
+
+    async def serve(reader, writer):
+        try:
+            while line := await reader.readline():
+                answer = handle_line(line)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+            endings.append(b"eof")
+        except OSError as exc:
+            endings.append(type(exc).__name__.encode())
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=_LINE_LIMIT)
+    return server, endings
+
+
+def _endpoint(server):
+    from lbcore import Endpoint
+
+    return Endpoint("127.0.0.1", server.sockets[0].getsockname()[1])
+
+
+def _relays(fw: Forwarder) -> list:
+    return [relay for runtime in fw._all_runtimes() for relay in runtime.stats.live]
+
+
+async def _wait_for(predicate, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def _ping(reader, writer, line: bytes) -> bytes:
+    writer.write(line)
+    return await reader.readline()
+
+
+@pytest.mark.parametrize("copier", [True, False], ids=["copier", "transports"])
+def test_a_persistent_connection_is_byte_exact_and_counted(loop_kind, copier):
+    """Hundreds of requests of every size on one connection: each answer exact; the copier
+    takes over from the second request (or never, with ``copier=False``)."""
+
+    def answer(line: bytes) -> bytes:
+        return digest(line).encode() + b" " + line
+
+    async def main():
+        server, endings = await _line_server(answer)
+        fw = Forwarder([service("web", [_endpoint(server)])], copier=copier)
+        await fw.start()
+        reader, writer = await open_client(fw.addresses["web"])
+        copying = []
+        sent = received = 0
+        for i in range(300):
+            # Below the splice threshold: a bulk read would hand a direction to a pump.
+            line = payload(1 + (i * 7919) % 60_000).replace(b"\n", b"-") + b"\n"
+            got = await _ping(reader, writer, line)
+            assert got == answer(line), i
+            sent, received = sent + len(line), received + len(got)
+            copying.append(_relays(fw)[0].copier is not None)
+        writer.close()
+        await _wait_for(lambda: not _relays(fw))
+        stats = fw.stats()["web"]
+        await fw.stop()
+        server.close()
+        return copying, stats, sent, received
+
+    copying, stats, sent, received = run_async(loop_kind, main())
+    if copier:
+        assert copying[0] is False and sum(copying) >= 250  # big reads pass through Python
+    else:
+        assert not any(copying)
+    assert (stats["bytes_in"], stats["bytes_out"], stats["active"]) == (sent, received, 0)
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "no-splice"])
+def test_a_slow_reader_in_the_copier_gets_bounded_buffers_then_everything(loop_kind, splice):
+    """The client stops reading while its endpoint answers with 30 MB: the copier hands the
+    connection back, the transports hold a bounded amount, and every byte arrives.  Then
+    the copier takes over again, unless that bulk answer moved its direction to splice."""
+    big = 30_000_000
+
+    def answer(line: bytes) -> bytes:
+        return payload(big) if line == b"big\n" else b"pong\n"
+
+    async def main():
+        server, _ = await _line_server(answer)
+        fw = Forwarder([service("web", [_endpoint(server)])], splice=splice)
+        await fw.start()
+        reader, writer = await asyncio.open_connection(*fw.addresses["web"])
+        for _ in range(2):
+            assert await _ping(reader, writer, b"ping\n") == b"pong\n"
+        (relay,) = _relays(fw)
+        assert relay.copier is not None
+        writer.write(b"big\n")
+        await asyncio.sleep(0.5)  # no reading: everything between us stalls
+        held = relay.client.transport.get_write_buffer_size()
+        handed_back = relay.copier is None
+        got = await reader.readexactly(big)
+        assert await _ping(reader, writer, b"ping\n") == b"pong\n"
+        assert await _ping(reader, writer, b"ping\n") == b"pong\n"
+        copying_again = relay.copier is not None
+        spliced = relay.upstream.pump is not None
+        writer.close()
+        await fw.stop()
+        server.close()
+        return held, handed_back, got, copying_again, spliced
+
+    held, handed_back, got, copying_again, spliced = run_async(loop_kind, main())
+    assert handed_back and (copying_again, spliced) == (not splice, splice)
+    assert held <= 1024 * 1024  # a high-water mark and a read or two, not 30 MB
+    assert digest(got) == digest(payload(big))
+
+
+def test_half_close_and_the_endpoint_closing_pass_through_the_copier(loop_kind):
+    def answer(line: bytes) -> bytes | None:
+        return b"pong\n" if line == b"ping\n" else None  # anything else: close
+
+    async def main():
+        server, endings = await _line_server(answer)
+        fw = Forwarder([service("web", [_endpoint(server)])])
+        await fw.start()
+        # 1. the client half-closes: the endpoint sees the FIN and closes; the client EOF.
+        reader, writer = await open_client(fw.addresses["web"])
+        for _ in range(3):
+            assert await _ping(reader, writer, b"ping\n") == b"pong\n"
+        copying = _relays(fw)[0].copier is not None
+        writer.write_eof()
+        first = await asyncio.wait_for(reader.read(), 5), list(endings)
+        writer.close()
+        # 2. the endpoint closes first.
+        reader, writer = await open_client(fw.addresses["web"])
+        for _ in range(3):
+            assert await _ping(reader, writer, b"ping\n") == b"pong\n"
+        writer.write(b"quit\n")
+        second = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await _wait_for(lambda: not _relays(fw))
+        stats = fw.stats()["web"]
+        await fw.stop()
+        server.close()
+        return copying, first, second, stats
+
+    copying, (first, endings), second, stats = run_async(loop_kind, main())
+    assert copying
+    assert first == b"" and endings == [b"eof"]
+    assert second == b""
+    assert stats["total"] == 2 and stats["active"] == 0
+
+
+def test_a_client_reset_in_the_copier_closes_the_endpoint_connection(loop_kind):
+    async def main():
+        server, endings = await _line_server(lambda line: b"pong\n")
+        fw = Forwarder([service("web", [_endpoint(server)])])
+        await fw.start()
+        reader, writer = await open_client(fw.addresses["web"])
+        for _ in range(3):
+            assert await _ping(reader, writer, b"ping\n") == b"pong\n"
+        copying = _relays(fw)[0].copier is not None
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+        await _wait_for(lambda: endings)
+        await _wait_for(lambda: not _relays(fw))
+        await fw.stop()
+        server.close()
+        return copying, endings
+
+    copying, endings = run_async(loop_kind, main())
+    assert copying and len(endings) == 1
+
+
+@pytest.mark.parametrize("how", ["idle timeout", "stop"])
+def test_idle_timeout_and_stop_really_close_a_copier_connection(loop_kind, how):
+    """Both the client and the endpoint see the end: no duplicate keeps a socket open."""
+
+    async def main():
+        server, endings = await _line_server(lambda line: b"pong\n")
+        fw = Forwarder([service("web", [_endpoint(server)])],
+                       idle_timeout=0.2 if how == "idle timeout" else 60, drain_timeout=0.2)
+        await fw.start()
+        reader, writer = await open_client(fw.addresses["web"])
+        for _ in range(3):
+            assert await _ping(reader, writer, b"ping\n") == b"pong\n"
+        copying = _relays(fw)[0].copier is not None
+        stopping = asyncio.ensure_future(fw.stop()) if how == "stop" else None
+        tail = await asyncio.wait_for(reader.read(), 5)
+        await _wait_for(lambda: endings)
+        if stopping is None:
+            await fw.stop()
+        else:
+            await stopping
+        writer.close()
+        server.close()
+        return copying, tail, endings
+
+    copying, tail, endings = run_async(loop_kind, main())
+    assert copying and tail == b"" and len(endings) == 1
+
+
+def test_copier_option_is_validated_by_name():
+    from lbcore import ConfigError
+
+    with pytest.raises(ConfigError, match="^copier: 1 must be true or false"):
+        Forwarder([], copier=1)
