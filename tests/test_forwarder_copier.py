@@ -14,6 +14,7 @@ import errno
 import os
 import socket
 import struct
+import types
 
 import pytest
 
@@ -34,12 +35,13 @@ def loop_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(params=["pure", "compiled"])
-def copier_class(request: pytest.FixtureRequest) -> type:
+def twin(request: pytest.FixtureRequest) -> types.ModuleType:
+    """One twin's module."""
     if request.param == "pure":
-        return _copier_py.Copier
+        return _copier_py
     if _copier_compiled is None:
         pytest.skip("compiled twins not built (test_build.py fails if they should be)")
-    return _copier_compiled.Copier
+    return _copier_compiled
 
 
 def test_both_twins_use_one_buffer_size():
@@ -51,17 +53,12 @@ def test_both_twins_use_one_buffer_size():
 # -- the twins alone ------------------------------------------------------------------
 
 
-class _Side:
-    def __init__(self) -> None:
-        self.bytes = 0
-
-
 class _Relay:
-    """What a Copier sees of its relay: two sides that count, and where it reports."""
+    """What a Copier sees of its relay: its two sides, and where it reports."""
 
     def __init__(self) -> None:
-        self.client = _Side()
-        self.upstream = _Side()
+        self.client = "client side"
+        self.upstream = "upstream side"
         self.left: list[tuple[object, bytes | None, OSError | None]] = []
 
     def copier_left(self, side, rest, exc) -> None:
@@ -79,14 +76,14 @@ def _tcp_pair() -> tuple[socket.socket, socket.socket]:
 class _Rig:
     """client peer ⇄ [client_fd | Copier | upstream_fd] ⇄ upstream peer, all TCP."""
 
-    def __init__(self, copier_class: type, bulk_hands_back: bool = False) -> None:
+    def __init__(self, twin: types.ModuleType, bulk_hands_back: bool = False) -> None:
         self.loop = asyncio.new_event_loop()
         self.client_peer, client_inner = _tcp_pair()
         self.upstream_peer, upstream_inner = _tcp_pair()
         self.inner = (client_inner, upstream_inner)
         self.relay = _Relay()
         self.fds = (os.dup(client_inner.fileno()), os.dup(upstream_inner.fileno()))
-        self.copier = copier_class(self.relay, self.loop, *self.fds, bulk_hands_back)
+        self.copier = twin.Copier(self.relay, self.loop, *self.fds, bulk_hands_back)
         self.copier.start()
 
     def turn(self, seconds: float = 0.05) -> None:
@@ -109,8 +106,8 @@ def _read_all(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def test_a_copier_copies_both_ways_and_counts(copier_class):
-    rig = _Rig(copier_class)
+def test_a_copier_copies_both_ways_and_counts(twin):
+    rig = _Rig(twin)
     try:
         rig.client_peer.sendall(b"GET / HTTP/1.1\r\n\r\n")
         rig.turn()
@@ -118,7 +115,7 @@ def test_a_copier_copies_both_ways_and_counts(copier_class):
         rig.upstream_peer.sendall(payload(5000))
         rig.turn()
         assert _read_all(rig.client_peer, 5000) == payload(5000)
-        assert (rig.relay.client.bytes, rig.relay.upstream.bytes) == (18, 5000)
+        assert (rig.copier.client_bytes, rig.copier.upstream_bytes) == (18, 5000)
         assert rig.relay.left == []
         assert rig.copier.send(b"direct") == 6  # the relay's first message goes this way
         assert _read_all(rig.upstream_peer, 6) == b"direct"
@@ -126,8 +123,8 @@ def test_a_copier_copies_both_ways_and_counts(copier_class):
         rig.close()
 
 
-def test_end_of_stream_hands_back_without_bytes(copier_class):
-    rig = _Rig(copier_class)
+def test_end_of_stream_hands_back_without_bytes(twin):
+    rig = _Rig(twin)
     try:
         rig.upstream_peer.shutdown(socket.SHUT_WR)
         rig.turn()
@@ -136,8 +133,8 @@ def test_end_of_stream_hands_back_without_bytes(copier_class):
         rig.close()
 
 
-def test_a_reset_hands_back_the_error(copier_class):
-    rig = _Rig(copier_class)
+def test_a_reset_hands_back_the_error(twin):
+    rig = _Rig(twin)
     try:
         rig.client_peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         rig.client_peer.close()
@@ -149,8 +146,8 @@ def test_a_reset_hands_back_the_error(copier_class):
         rig.close()
 
 
-def test_a_full_destination_hands_back_exactly_the_unsent_bytes(copier_class):
-    rig = _Rig(copier_class)
+def test_a_full_destination_hands_back_exactly_the_unsent_bytes(twin):
+    rig = _Rig(twin)
     try:
         # The upstream peer reads nothing: its window and our send buffer fill up.
         rig.inner[1].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -166,7 +163,7 @@ def test_a_full_destination_hands_back_exactly_the_unsent_bytes(copier_class):
         ((side, rest, exc),) = rig.relay.left
         assert side is rig.relay.client and exc is None and rest
         # Everything the copier read either reached the upstream peer or came back as rest.
-        counted = rig.relay.client.bytes
+        counted = rig.copier.client_bytes
         arrived = counted - len(rest)
         assert _read_all(rig.upstream_peer, arrived) == data[:arrived]
         assert rest == data[arrived:counted]
@@ -174,9 +171,9 @@ def test_a_full_destination_hands_back_exactly_the_unsent_bytes(copier_class):
         rig.close()
 
 
-def test_a_full_read_hands_back_for_splice_only_when_asked(copier_class):
+def test_a_full_read_hands_back_for_splice_only_when_asked(twin):
     for bulk_hands_back in (True, False):
-        rig = _Rig(copier_class, bulk_hands_back)
+        rig = _Rig(twin, bulk_hands_back)
         try:
             rig.upstream_peer.sendall(payload(1_000_000))
             rig.turn(0.2)
@@ -184,7 +181,7 @@ def test_a_full_read_hands_back_for_splice_only_when_asked(copier_class):
             assert got == payload(1_000_000)[:65536]
             if bulk_hands_back:  # the first full read is sent, then handed back
                 assert rig.relay.left == [(rig.relay.upstream, None, None)]
-                assert rig.relay.upstream.bytes == 65536
+                assert rig.copier.upstream_bytes == 65536
             else:
                 assert rig.relay.left == []
                 assert _read_all(rig.client_peer, 1_000_000 - 65536) == payload(1_000_000)[65536:]
@@ -192,8 +189,8 @@ def test_a_full_read_hands_back_for_splice_only_when_asked(copier_class):
             rig.close()
 
 
-def test_close_stops_watching_and_closes_both_descriptors_once(copier_class):
-    rig = _Rig(copier_class)
+def test_close_stops_watching_and_closes_both_descriptors_once(twin):
+    rig = _Rig(twin)
     try:
         rig.copier.close()
         rig.copier.close()  # idempotent
@@ -203,7 +200,7 @@ def test_close_stops_watching_and_closes_both_descriptors_once(copier_class):
             assert raised.value.errno == errno.EBADF
         rig.client_peer.sendall(b"after close")
         rig.turn()
-        assert rig.relay.client.bytes == 0  # nothing watches the socket any more
+        assert rig.copier.client_bytes == 0  # nothing watches the socket any more
     finally:
         rig.close()
 
@@ -286,14 +283,16 @@ def test_a_persistent_connection_is_byte_exact_and_counted(loop_kind, copier):
             assert got == answer(line), i
             sent, received = sent + len(line), received + len(got)
             copying.append(_relays(fw)[0].copier is not None)
+        live = fw.stats()["web"]  # counted while the copier still holds the connection
         writer.close()
         await _wait_for(lambda: not _relays(fw))
         stats = fw.stats()["web"]
         await fw.stop()
         server.close()
-        return copying, stats, sent, received
+        return copying, live, stats, sent, received
 
-    copying, stats, sent, received = run_async(loop_kind, main())
+    copying, live, stats, sent, received = run_async(loop_kind, main())
+    assert (live["bytes_in"], live["bytes_out"], live["active"]) == (sent, received, 1)
     if copier:
         assert copying[0] is False and sum(copying) >= 250  # big reads pass through Python
     else:

@@ -2,23 +2,27 @@
 
 Once a connection has carried a request and its answer and the client sends again, it
 is a persistent connection in its steady state, and the relay hands both directions to
-a copier: the event loop watches the two sockets, and each readable socket costs one
-``recv`` into a buffer the copier owns and one ``send`` of it to the other socket.  No
-bytes object, no protocol callback, no transport write queue per message: the work an
-asyncio transport does per read is most of a proxy's own CPU per request (bench/README.md).
+a `Copier`: the event loop watches the two sockets, and each readable one costs a
+callback, one ``recv`` into a buffer the copier owns and one ``send`` of it to the other
+socket.  No bytes object, no protocol callback, no
+transport write queue per message: that work, per read, was most of the forwarder's own
+CPU per request (bench/README.md).  (Tried and measured slower: one epoll instance of
+the copiers' own, watched by the loop as one descriptor, to take every ready socket in
+one callback; the nested epoll costs the kernel more than the callbacks it saves.)
 
-The copier handles only that common case.  Anything else hands the connection back to
-the relay (``relay.copier_left(side, rest, error)``), which resumes its transports:
+A copier handles only the common case.  For anything else it stops watching and hands
+the connection back to the relay (``relay.copier_left(side, rest, error)``), which
+closes the copier and resumes its transports:
 
 - the other socket would block (``rest`` is what the send left over: the relay queues it
   in the transport, whose flow control then applies backpressure);
 - end of stream (``recv`` gives 0; the transport reads the FIN again and passes it on);
-- an error (``error``: the relay aborts both sides);
+- an error of either socket (``error``: the relay aborts both sides);
 - a full buffer when bulk transfers may splice (the transport's next read starts it).
 
-Like the splice pump, the copier works on duplicated descriptors (the transports keep
-owning the sockets) and owns those duplicates: `close` removes them from the loop and
-closes them.  ``side.bytes`` of the two relay sides counts what each sent.
+Like the splice pump, a copier works on duplicated descriptors (the transports keep
+owning the sockets) and owns those duplicates: `Copier.close` closes them.  It counts
+the bytes it moved each way in ``client_bytes`` and ``upstream_bytes``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-__all__ = ["Copier", "BUFFER_SIZE"]
+__all__ = ["BUFFER_SIZE", "Copier"]
 
 #: One read's worth: equal to the splice threshold, so a full read means bulk.
 BUFFER_SIZE = 64 * 1024
@@ -37,28 +41,34 @@ _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 class Copier:
     """Copies bytes both ways between ``client_fd`` and ``upstream_fd`` (owned from now on)."""
 
-    __slots__ = ("relay", "client", "upstream", "loop", "client_fd", "upstream_fd",
+    __slots__ = ("relay", "loop", "client_fd", "upstream_fd", "client_bytes", "upstream_bytes",
                  "bulk_hands_back", "_socks", "_buffer", "_view", "_started")
 
     def __init__(self, relay: Any, loop: Any, client_fd: int, upstream_fd: int,
                  bulk_hands_back: bool) -> None:
         self.relay = relay
-        self.client = relay.client
-        self.upstream = relay.upstream
         self.loop = loop
         self.client_fd = client_fd
         self.upstream_fd = upstream_fd
+        self.client_bytes = self.upstream_bytes = 0  # moved from each side
         self.bulk_hands_back = bulk_hands_back
         self._socks: dict[int, socket.socket] = {}
-        for fd in (client_fd, upstream_fd):
-            sock = self._socks[fd] = socket.socket(fileno=fd)
-            sock.setblocking(False)
+        try:
+            for fd in (client_fd, upstream_fd):
+                self._socks[fd] = socket.socket(fileno=fd)
+        except OSError:
+            for sock in self._socks.values():
+                sock.detach()  # the caller still owns the descriptors
+            raise
         self._buffer = bytearray(BUFFER_SIZE)
         self._view = memoryview(self._buffer)
         self._started = False
 
     def send(self, data: bytes) -> int:
-        """Send client bytes to the upstream socket now; how many went (0: it would block)."""
+        """Send client bytes to the upstream socket now; how many went (0: it would block).
+
+        Not counted: the relay counts what it was given.
+        """
         try:
             return self._socks[self.upstream_fd].send(data, _NOSIGNAL)
         except (BlockingIOError, InterruptedError):
@@ -66,42 +76,49 @@ class Copier:
 
     def start(self) -> None:
         self.loop.add_reader(self.client_fd, self.client_readable)
-        self.loop.add_reader(self.upstream_fd, self.upstream_readable)
         self._started = True
+        self.loop.add_reader(self.upstream_fd, self.upstream_readable)
 
     def client_readable(self) -> None:
-        self._move(self.client_fd, self.upstream_fd, self.client)
+        self._move(self.client_fd, True)
 
     def upstream_readable(self) -> None:
-        self._move(self.upstream_fd, self.client_fd, self.upstream)
+        self._move(self.upstream_fd, False)
 
-    def _move(self, src: int, dst: int, side: Any) -> None:
+    def _move(self, fd: int, from_client: bool) -> None:
+        """One read from ``fd`` sent on to the other socket."""
         try:
-            n = self._socks[src].recv_into(self._buffer)
+            n = self._socks[fd].recv_into(self._buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._hand_back(side, None, exc)
+            self._hand_back(from_client, None, exc)
             return
         if n == 0:
-            self._hand_back(side, None, None)
+            self._hand_back(from_client, None, None)
             return
-        side.bytes += n
+        if from_client:  # counted before any hand-back: the relay takes the counts then
+            self.client_bytes += n
+        else:
+            self.upstream_bytes += n
         try:
-            sent = self._socks[dst].send(self._view[:n], _NOSIGNAL)
+            sent = self._socks[self.upstream_fd if from_client else self.client_fd].send(
+                self._view[:n], _NOSIGNAL
+            )
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self._hand_back(side, None, exc)
+            self._hand_back(from_client, None, exc)
             return
         if sent < n:
-            self._hand_back(side, bytes(self._view[sent:n]), None)
+            self._hand_back(from_client, bytes(self._view[sent:n]), None)
         elif n == BUFFER_SIZE and self.bulk_hands_back:
-            self._hand_back(side, None, None)
+            self._hand_back(from_client, None, None)
 
-    def _hand_back(self, side: Any, rest: bytes | None, exc: OSError | None) -> None:
+    def _hand_back(self, from_client: bool, rest: bytes | None, exc: OSError | None) -> None:
         self._stop_watching()  # nothing more is read, whatever the relay does next
-        self.relay.copier_left(side, rest, exc)
+        relay = self.relay
+        relay.copier_left(relay.client if from_client else relay.upstream, rest, exc)
 
     def _stop_watching(self) -> None:
         if self._started:

@@ -220,12 +220,16 @@ class Relay:
     @property
     def bytes_in(self) -> int:
         """Bytes from the client to the endpoint so far."""
-        return self.client.bytes
+        copier = self.copier
+        return self.client.bytes + (copier.client_bytes if copier is not None else 0)
 
     @property
     def bytes_out(self) -> int:
         """Bytes from the endpoint to the client so far."""
-        return self.upstream.bytes if self.upstream is not None else 0
+        if self.upstream is None:
+            return 0
+        copier = self.copier
+        return self.upstream.bytes + (copier.upstream_bytes if copier is not None else 0)
 
     def admit(self) -> None:
         runtime = self.runtime
@@ -310,25 +314,18 @@ class Relay:
         False, and nothing done, unless the connection is quiet in Python: endpoint
         placed and answered, nothing queued either way, no end of stream, no splice.
         """
-        client, upstream = self.client, self.upstream
+        client = self.client
+        upstream: _Side = self.upstream  # type: ignore[assignment]
         if (
             self.replay is not None or self.task is not None or len(data) >= _BULK_READ
-            or client.eof or upstream.eof or client.done or upstream.done  # type: ignore[union-attr]
-            or client.pump is not None or upstream.pump is not None  # type: ignore[union-attr]
+            or client.eof or upstream.eof or client.done or upstream.done
+            or client.pump is not None or upstream.pump is not None
             or client.transport.get_write_buffer_size()
-            or upstream.transport.get_write_buffer_size()  # type: ignore[union-attr]
+            or upstream.transport.get_write_buffer_size()
         ):
             return False
-        fds: list[int] = []
-        try:
-            for side in (client, upstream):
-                fds.append(os.dup(side.transport.get_extra_info("socket").fileno()))  # type: ignore[union-attr]
-            copier = Copier(self, self.runtime.loop, fds[0], fds[1], self.splice)
-        except OSError as exc:  # out of descriptors, say: keep to the transports
-            for fd in fds:
-                os.close(fd)
-            log.warning("%s: copier unavailable: %s", self.runtime.name, exc)
-            self.copy = False
+        copier = self._new_copier()
+        if copier is None:
             return False
         try:
             sent = copier.send(data)
@@ -338,13 +335,35 @@ class Relay:
         client.bytes += len(data)
         if sent < len(data):  # the endpoint is slow to read: stay with the transports
             copier.close()
-            upstream.transport.write(data[sent:])  # type: ignore[union-attr]
+            upstream.transport.write(data[sent:])
             return True
         client.transport.pause_reading()
-        upstream.transport.pause_reading()  # type: ignore[union-attr]
-        copier.start()
+        upstream.transport.pause_reading()
         self.copier = copier
+        try:
+            copier.start()
+        except OSError as exc:  # the loop refused the descriptors: back to the transports
+            self._no_copier(exc)
+            self.copier_left(client, None, None)
         return True
+
+    def _new_copier(self) -> Copier | None:
+        fds: list[int] = []
+        try:
+            for side in (self.client, self.upstream):
+                sock = side.transport.get_extra_info("socket")  # type: ignore[union-attr]
+                fds.append(os.dup(sock.fileno()))
+            return Copier(self, self.runtime.loop, fds[0], fds[1], self.splice)
+        except OSError as exc:  # out of descriptors, say: keep to the transports
+            for fd in fds:
+                os.close(fd)
+            self._no_copier(exc)
+            return None
+
+    def _no_copier(self, exc: OSError) -> None:
+        log.warning("%s: copier unavailable, copying through transports: %s",
+                    self.runtime.name, exc)
+        self.copy = False
 
     def copier_left(self, side: _Side, rest: bytes | None, exc: OSError | None) -> None:
         """The copier, no longer watching, hands the connection back: ``rest`` is
@@ -360,9 +379,12 @@ class Relay:
 
     def _stop_copier(self) -> None:
         # Before any transport closes: the copier's duplicates keep the sockets open.
-        if self.copier is not None:
-            self.copier.close()
+        copier = self.copier
+        if copier is not None:
             self.copier = None
+            copier.close()
+            self.client.bytes += copier.client_bytes
+            self.upstream.bytes += copier.upstream_bytes  # type: ignore[union-attr]
 
     def start_splice(self, side: _Side) -> None:
         """Move ``side``'s direction into the kernel if nothing is queued ahead of it."""
