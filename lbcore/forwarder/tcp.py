@@ -406,9 +406,10 @@ class Relay:
         peer = side.peer
         if peer.done:
             return
-        peer.transport.write_eof()
         if peer.eof:
-            self.close()
+            self.close()  # the close sends this FIN after the queued bytes: no shutdown()
+        else:
+            peer.transport.write_eof()
 
     def lost(self, side: _Side, exc: Exception | None) -> None:
         if side is not self.client and side is not self.upstream:
