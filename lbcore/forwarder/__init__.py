@@ -1,7 +1,8 @@
 """The userspace forwarder: kube-proxy's old userspace mode, done properly.
 
 One listener per Service; per TCP connection pick → connect with retries and passive
-health → copy both ways with backpressure (bulk through ``splice(2)``) → `release()`;
+health → copy both ways with backpressure (bulk through ``splice(2)``, a persistent
+connection's steady state through a compiled copier between the raw sockets) → `release()`;
 per-client UDP flows; live updates that never cut established connections; limits,
 timeouts, draining, and stats.  Runs on uvloop when it is installed (``lbcore[uvloop]``).
 

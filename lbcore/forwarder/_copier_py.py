@@ -4,11 +4,11 @@ Once a connection has carried a request and its answer and the client sends agai
 is a persistent connection in its steady state, and the relay hands both directions to
 a `Copier`: the event loop watches the two sockets, and each readable one costs a
 callback, one ``recv`` into a buffer the copier owns and one ``send`` of it to the other
-socket.  No bytes object, no protocol callback, no
-transport write queue per message: that work, per read, was most of the forwarder's own
-CPU per request (bench/README.md).  (Tried and measured slower: one epoll instance of
-the copiers' own, watched by the loop as one descriptor, to take every ready socket in
-one callback; the nested epoll costs the kernel more than the callbacks it saves.)
+socket.  No bytes object, no protocol callback, no transport write queue per read: that
+work was most of the forwarder's own CPU per request (bench/README.md).  (Tried and
+measured slower: one epoll instance of the copiers' own, watched by the loop as one
+descriptor, to take every ready socket in one callback; the nested epoll costs the
+kernel more than the callbacks it saves.)
 
 A copier handles only the common case.  For anything else it stops watching and hands
 the connection back to the relay (``relay.copier_left(side, rest, error)``), which
