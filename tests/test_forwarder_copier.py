@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import types
+from typing import Any
 
 import pytest
 
@@ -261,6 +262,16 @@ async def _ping(reader, writer, line: bytes) -> bytes:
     return await reader.readline()
 
 
+async def _steady_client(fw: Forwarder) -> tuple[Any, Any, bool]:
+    """A client of "web" after three pings; whether a copier holds its connection now."""
+    reader, writer = await open_client(fw.addresses["web"])
+    for _ in range(3):
+        assert await _ping(reader, writer, b"ping\n") == b"pong\n"
+    me = writer.get_extra_info("sockname")
+    (relay,) = [r for r in _relays(fw) if r.client.transport.get_extra_info("peername") == me]
+    return reader, writer, relay.copier is not None
+
+
 @pytest.mark.parametrize("copier", [True, False], ids=["copier", "transports"])
 def test_a_persistent_connection_is_byte_exact_and_counted(loop_kind, copier):
     """Hundreds of requests of every size on one connection: each answer exact; the copier
@@ -348,17 +359,12 @@ def test_half_close_and_the_endpoint_closing_pass_through_the_copier(loop_kind):
         fw = Forwarder([service("web", [_endpoint(server)])])
         await fw.start()
         # 1. the client half-closes: the endpoint sees the FIN and closes; the client EOF.
-        reader, writer = await open_client(fw.addresses["web"])
-        for _ in range(3):
-            assert await _ping(reader, writer, b"ping\n") == b"pong\n"
-        copying = _relays(fw)[0].copier is not None
+        reader, writer, copying = await _steady_client(fw)
         writer.write_eof()
         first = await asyncio.wait_for(reader.read(), 5), list(endings)
         writer.close()
         # 2. the endpoint closes first.
-        reader, writer = await open_client(fw.addresses["web"])
-        for _ in range(3):
-            assert await _ping(reader, writer, b"ping\n") == b"pong\n"
+        reader, writer, _ = await _steady_client(fw)
         writer.write(b"quit\n")
         second = await asyncio.wait_for(reader.read(), 5)
         writer.close()
@@ -380,10 +386,7 @@ def test_a_client_reset_in_the_copier_closes_the_endpoint_connection(loop_kind):
         server, endings = await _line_server(lambda line: b"pong\n")
         fw = Forwarder([service("web", [_endpoint(server)])])
         await fw.start()
-        reader, writer = await open_client(fw.addresses["web"])
-        for _ in range(3):
-            assert await _ping(reader, writer, b"ping\n") == b"pong\n"
-        copying = _relays(fw)[0].copier is not None
+        reader, writer, copying = await _steady_client(fw)
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()
@@ -406,10 +409,7 @@ def test_idle_timeout_and_stop_really_close_a_copier_connection(loop_kind, how):
         fw = Forwarder([service("web", [_endpoint(server)])],
                        idle_timeout=0.2 if how == "idle timeout" else 60, drain_timeout=0.2)
         await fw.start()
-        reader, writer = await open_client(fw.addresses["web"])
-        for _ in range(3):
-            assert await _ping(reader, writer, b"ping\n") == b"pong\n"
-        copying = _relays(fw)[0].copier is not None
+        reader, writer, copying = await _steady_client(fw)
         stopping = asyncio.ensure_future(fw.stop()) if how == "stop" else None
         tail = await asyncio.wait_for(reader.read(), 5)
         await _wait_for(lambda: endings)
