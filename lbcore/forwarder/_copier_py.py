@@ -3,9 +3,10 @@
 Once a connection has carried a request and its answer and the client sends again, it
 is a persistent connection in its steady state, and the relay hands both directions to
 a `Copier`: the event loop watches the two sockets, and each readable one costs a
-callback, one ``recv`` into a buffer the copier owns and one ``send`` of it to the other
-socket.  No bytes object, no protocol callback, no transport write queue per read: that
-work was most of the forwarder's own CPU per request (bench/README.md).  (Tried and
+callback, one ``recv`` and one ``send`` of what it read to the other socket.  The
+compiled twin reads into a static buffer: no bytes object, no protocol callback, no
+transport write queue per read, which was most of the forwarder's own CPU per request
+(bench/README.md).  (Tried and
 measured slower: one epoll instance of the copiers' own, watched by the loop as one
 descriptor, to take every ready socket in one callback; the nested epoll costs the
 kernel more than the callbacks it saves.)
@@ -42,7 +43,7 @@ class Copier:
     """Copies bytes both ways between ``client_fd`` and ``upstream_fd`` (owned from now on)."""
 
     __slots__ = ("relay", "loop", "client_fd", "upstream_fd", "client_bytes", "upstream_bytes",
-                 "bulk_hands_back", "_socks", "_buffer", "_view", "_started")
+                 "bulk_hands_back", "_socks", "_started")
 
     def __init__(self, relay: Any, loop: Any, client_fd: int, upstream_fd: int,
                  bulk_hands_back: bool) -> None:
@@ -60,8 +61,8 @@ class Copier:
             for sock in self._socks.values():
                 sock.detach()  # the caller still owns the descriptors
             raise
-        self._buffer = bytearray(BUFFER_SIZE)
-        self._view = memoryview(self._buffer)
+        # No buffer of its own (the compiled twin shares one static buffer, safe under
+        # the GIL; here the GIL is dropped inside recv and send): a read is a bytes object.
         self._started = False
 
     def send(self, data: bytes) -> int:
@@ -88,12 +89,13 @@ class Copier:
     def _move(self, fd: int, from_client: bool) -> None:
         """One read from ``fd`` sent on to the other socket."""
         try:
-            n = self._socks[fd].recv_into(self._buffer)
+            data = self._socks[fd].recv(BUFFER_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._hand_back(from_client, None, exc)
             return
+        n = len(data)
         if n == 0:
             self._hand_back(from_client, None, None)
             return
@@ -103,7 +105,7 @@ class Copier:
             self.upstream_bytes += n
         try:
             sent = self._socks[self.upstream_fd if from_client else self.client_fd].send(
-                self._view[:n], _NOSIGNAL
+                data, _NOSIGNAL
             )
         except (BlockingIOError, InterruptedError):
             sent = 0
@@ -111,7 +113,7 @@ class Copier:
             self._hand_back(from_client, None, exc)
             return
         if sent < n:
-            self._hand_back(from_client, bytes(self._view[sent:n]), None)
+            self._hand_back(from_client, data[sent:], None)
         elif n == BUFFER_SIZE and self.bulk_hands_back:
             self._hand_back(from_client, None, None)
 
