@@ -6,10 +6,9 @@ a `Copier`: the event loop watches the two sockets, and each readable one costs 
 callback, one ``recv`` and one ``send`` of what it read to the other socket.  The
 compiled twin reads into a static buffer: no bytes object, no protocol callback, no
 transport write queue per read, which was most of the forwarder's own CPU per request
-(bench/README.md).  (Tried and
-measured slower: one epoll instance of the copiers' own, watched by the loop as one
-descriptor, to take every ready socket in one callback; the nested epoll costs the
-kernel more than the callbacks it saves.)
+(bench/README.md).  (Tried and measured slower: one epoll instance of the copiers' own,
+watched by the loop as one descriptor, to take every ready socket in one callback; the
+nested epoll costs the kernel more than the callbacks it saves.)
 
 A copier handles only the common case.  For anything else it stops watching and hands
 the connection back to the relay (``relay.copier_left(side, rest, error)``), which
