@@ -30,6 +30,10 @@ def test_compiled_twins_loaded():
         if name in fast.__all__:
             assert getattr(balancers, name) is getattr(fast, name), name
             assert getattr(fast, name).__module__.startswith("lbcore._fast."), name
+    # The forwarder's steady-state copier too (its keep-alive figure rests on it).
+    from lbcore.forwarder import tcp
+
+    assert tcp.Copier.__module__ == "lbcore._fast._copier"
 
 
 @pytest.mark.skipif(not os.environ.get("LBCORE_NO_EXTENSIONS"), reason="only in pure mode")
@@ -39,6 +43,9 @@ def test_no_extensions_selects_pure_twins():
     assert lbcore.IMPLEMENTATION == "pure"
     assert lbcore.RoundRobin is pure.RoundRobin
     assert lbcore.key_hash is pure.key_hash
+    from lbcore.forwarder import tcp
+
+    assert tcp.Copier.__module__ == "lbcore.forwarder._copier_py"
 
 
 def test_twin_namespaces_export_the_same_names():
