@@ -42,7 +42,7 @@ class Copier:
     """Copies bytes both ways between ``client_fd`` and ``upstream_fd`` (owned from now on)."""
 
     __slots__ = ("relay", "loop", "client_fd", "upstream_fd", "client_bytes", "upstream_bytes",
-                 "bulk_hands_back", "_socks", "_started")
+                 "bulk_hands_back", "_client", "_upstream", "_started")
 
     def __init__(self, relay: Any, loop: Any, client_fd: int, upstream_fd: int,
                  bulk_hands_back: bool) -> None:
@@ -52,13 +52,11 @@ class Copier:
         self.upstream_fd = upstream_fd
         self.client_bytes = self.upstream_bytes = 0  # moved from each side
         self.bulk_hands_back = bulk_hands_back
-        self._socks: dict[int, socket.socket] = {}
+        self._client = socket.socket(fileno=client_fd)
         try:
-            for fd in (client_fd, upstream_fd):
-                self._socks[fd] = socket.socket(fileno=fd)
+            self._upstream = socket.socket(fileno=upstream_fd)
         except OSError:
-            for sock in self._socks.values():
-                sock.detach()  # the caller still owns the descriptors
+            self._client.detach()  # the caller still owns the descriptors
             raise
         # No buffer of its own (the compiled twin shares one static buffer, safe under
         # the GIL; here the GIL is dropped inside recv and send): a read is a bytes object.
@@ -70,7 +68,7 @@ class Copier:
         Not counted: the relay counts what it was given.
         """
         try:
-            return self._socks[self.upstream_fd].send(data, _NOSIGNAL)
+            return self._upstream.send(data, _NOSIGNAL)
         except (BlockingIOError, InterruptedError):
             return 0
 
@@ -80,15 +78,15 @@ class Copier:
         self.loop.add_reader(self.upstream_fd, self.upstream_readable)
 
     def client_readable(self) -> None:
-        self._move(self.client_fd, True)
+        self._move(self._client, self._upstream, True)
 
     def upstream_readable(self) -> None:
-        self._move(self.upstream_fd, False)
+        self._move(self._upstream, self._client, False)
 
-    def _move(self, fd: int, from_client: bool) -> None:
-        """One read from ``fd`` sent on to the other socket."""
+    def _move(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        """One read from ``src`` sent on to ``dst``."""
         try:
-            data = self._socks[fd].recv(BUFFER_SIZE)
+            data = src.recv(BUFFER_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -103,9 +101,7 @@ class Copier:
         else:
             self.upstream_bytes += n
         try:
-            sent = self._socks[self.upstream_fd if from_client else self.client_fd].send(
-                data, _NOSIGNAL
-            )
+            sent = dst.send(data, _NOSIGNAL)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
@@ -130,7 +126,6 @@ class Copier:
     def close(self) -> None:
         """Stop watching and close both descriptors; idempotent."""
         self._stop_watching()
-        for sock in self._socks.values():
-            sock.close()
-        self._socks.clear()
+        self._client.close()  # idempotent, as socket.close is
+        self._upstream.close()
         self.client_fd = self.upstream_fd = -1
