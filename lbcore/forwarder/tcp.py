@@ -379,6 +379,8 @@ class Relay:
 
     def _stop_copier(self) -> None:
         # Before any transport closes: the copier's duplicates keep the sockets open.
+        # While a copier runs, the transports are paused and quiet, so only its own
+        # hand-back (`copier_left`) or `abort` (errors, idle, stop) ends a connection.
         copier = self.copier
         if copier is not None:
             self.copier = None
@@ -414,7 +416,6 @@ class Relay:
     def lost(self, side: _Side, exc: Exception | None) -> None:
         if side is not self.client and side is not self.upstream:
             return  # abandoned: a connect deadline, or an unanswered connection
-        self._stop_copier()
         if exc is not None and self._unanswered(side, exc):
             return
         side.done = True
@@ -430,7 +431,6 @@ class Relay:
 
     def close(self) -> None:
         """Close both sides after their queued bytes are written."""
-        self._stop_copier()
         for side in (self.client, self.upstream):
             if side is not None and not side.done:
                 side.transport.close()
@@ -454,7 +454,7 @@ class Relay:
         if self.upstream is not None and not self.upstream.done:
             return
         self.finished = True
-        self._stop_copier()
+        self._stop_copier()  # ended by copier_left or abort before now; this makes sure
         for side in (self.client, self.upstream):
             if side is not None and side.pump is not None:
                 side.pump.close()
