@@ -265,7 +265,8 @@ def _positive(convert: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
-#: lbcore forward's tuning flags: (flag, keyword of lbcore.forwarder.run, type, help).
+#: lbcore forward's tuning flags: (flag, keyword of lbcore.forwarder.run, type, metavar,
+#: help).
 #: A flag left out is not passed, so the forwarder's own default holds.
 _FORWARD_OPTIONS = (
     ("--connect-timeout", "connect_timeout", _positive(float), "SECONDS",
