@@ -40,7 +40,6 @@ the fields that are read are checked for type and value.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple
@@ -48,7 +47,7 @@ from typing import Any, Iterable, Iterator, NamedTuple
 from ..errors import ConfigError
 from ..models import DEFAULT_AFFINITY_TIMEOUT, Endpoint, Service
 from ._build import STAND_IN_IP, build
-from ._problems import MISSING, Problems, type_name
+from ._problems import MISSING, Problems, type_name, unknown_key
 from ._unique import Located, check_unique
 
 __all__ = [
@@ -314,9 +313,8 @@ def _read_ports(spec: dict, reader: _Reader, service: _ServiceObject) -> None:
 def _read_annotations(annotations: dict, reader: _Reader, service: _ServiceObject) -> None:
     for key, value in annotations.items():
         if isinstance(key, str) and key.startswith(_ANNOTATION_PREFIX) and key not in _ANNOTATIONS:
-            close = difflib.get_close_matches(key, _ANNOTATIONS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            reader.report(f"metadata.annotations[{key}]", value, f"is not an lbcore annotation; {hint}valid: {', '.join(_ANNOTATIONS)}")
+            reader.report(f"metadata.annotations[{key}]", value,
+                          unknown_key(key, _ANNOTATIONS, "is not an lbcore annotation"))
     service.scheduler = annotations.get(SCHEDULER_ANNOTATION, "rr")  # the model checks it
 
 
