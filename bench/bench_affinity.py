@@ -31,7 +31,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 CALLS = 10_000
 ROUNDS = 30
 KEY = "192.168.100.200"  # 15 characters, like the str key
-# Inner balancers measured under Affinity; one not in the registry yet is skipped.
+# Inner balancers measured under Affinity.
 SCHEDULERS = ["rr", "mh", "wlc"]
 ENDPOINTS = [Endpoint(f"10.{i // 250}.0.{i % 250 + 1}", 8080) for i in range(100)]
 

@@ -265,7 +265,8 @@ def _positive(convert: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
-#: lbcore forward's tuning flags: (flag, keyword of lbcore.forwarder.run, type, help).
+#: lbcore forward's tuning flags: (flag, keyword of lbcore.forwarder.run, type, metavar,
+#: help).
 #: A flag left out is not passed, so the forwarder's own default holds.
 _FORWARD_OPTIONS = (
     ("--connect-timeout", "connect_timeout", _positive(float), "SECONDS",
@@ -300,13 +301,17 @@ def _add_forward(commands: argparse._SubParsersAction) -> None:
 
 def _forward(args: argparse.Namespace) -> int:
     files = list(args.files)
-    _load(files)  # a bad file is refused before anything listens
+    first = _load(files)  # a bad file is refused before anything listens
     from . import forwarder
     from .sources import load_files
 
+    def load() -> list[Service]:
+        # The files as just read for the start, read again on each SIGHUP.
+        return first.pop() if first else load_files(files)
+
     options = {keyword: getattr(args, keyword) for _, keyword, *_ in _FORWARD_OPTIONS
                if getattr(args, keyword) is not None}
-    return forwarder.run(lambda: load_files(files), **options)
+    return forwarder.run(load, **options)
 
 
 # -- main ------------------------------------------------------------------------------

@@ -149,6 +149,35 @@ def test_forward_retries_a_dead_endpoint(backends, tmp_path):
         process.stderr.close()
 
 
+def test_forward_reads_its_files_once_at_start(backends, tmp_path):
+    # The start checks the files and serves what that read gave.  A FIFO written once
+    # can be read once: a second read at start would block and nothing would listen.
+    a, _ = backends
+    port = free_port()
+    written = tmp_path / "written.yaml"
+    _config(written, port, a.port)
+    fifo = tmp_path / "services.yaml"
+    os.mkfifo(fifo)
+
+    def write_once() -> None:
+        with open(fifo, "w") as pipe:  # blocks until lbcore opens it for reading
+            pipe.write(written.read_text())
+
+    writer = threading.Thread(target=write_once, daemon=True)
+    writer.start()
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    process = subprocess.Popen([sys.executable, "-m", "lbcore", "forward", str(fifo)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert _until(process, lambda: _ask(port)) == b"a:hi"
+        writer.join(timeout=5)
+        assert not writer.is_alive()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stderr.close()
+
+
 def test_forward_help_states_the_forwarder_defaults():
     """The help of each flag states lbcore.forwarder's own default, which holds when the
     flag is left out.  lbcore.cli cannot read Options for it (that would import asyncio

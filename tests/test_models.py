@@ -28,6 +28,11 @@ def test_endpoint_is_frozen_hashable_and_slotted():
         e.port = 81  # type: ignore[misc]
     assert {e, ep()} == {e}
     assert not hasattr(e, "__dict__")
+    # address is stored, not computed per read: a copy with another port gets its own.
+    moved = dataclasses.replace(e, port=81)
+    assert moved.address == f"{e.ip}:81" and e.address == f"{e.ip}:{e.port}"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.address = "10.0.0.9:80"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(

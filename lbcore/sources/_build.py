@@ -16,12 +16,14 @@ from typing import Any, Mapping, TypeVar
 from ..errors import ConfigError
 from ._problems import MISSING, Problems
 
-__all__ = ["build", "model_keys"]
+__all__ = ["STAND_IN_IP", "build", "model_keys"]
 
 T = TypeVar("T")
 
+#: A valid address (TEST-NET-1, RFC 5737) that stands in where one is bad or missing.
+STAND_IN_IP = "192.0.2.1"
 # Valid stand-ins for a bad required field, so the model goes on checking the others.
-_PLACEHOLDERS = {"name": "placeholder", "vip": "192.0.2.1", "ip": "192.0.2.1", "port": 1}
+_PLACEHOLDERS = {"name": "placeholder", "vip": STAND_IN_IP, "ip": STAND_IN_IP, "port": 1}
 _TOP_FIELD = re.compile(r"[.\[]")
 
 

@@ -8,11 +8,12 @@ one line: ``file: object: field: value reason``.
 
 from __future__ import annotations
 
-from typing import Iterable
+import difflib
+from typing import Iterable, Sequence
 
 from ..errors import ConfigError, LbcoreError
 
-__all__ = ["MISSING", "Shown", "SourceError", "Problems", "type_name"]
+__all__ = ["MISSING", "Shown", "SourceError", "Problems", "type_name", "unknown_key"]
 
 
 class Shown:
@@ -106,3 +107,14 @@ _TYPE_NAMES = {dict: "a mapping", list: "a list", str: "a string", int: "an inte
 def type_name(expected: type) -> str:
     """How a problem line names the type a field must have."""
     return _TYPE_NAMES[expected]
+
+
+def unknown_key(key: str, allowed: Sequence[str], reason: str) -> str:
+    """``reason`` for an unknown ``key``, then the closest allowed one and all of them.
+
+    >>> unknown_key("wieght", ("ip", "weight"), "is not a field of an endpoint")
+    "is not a field of an endpoint; did you mean 'weight'? valid: ip, weight"
+    """
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{reason}; {hint}valid: {', '.join(allowed)}"

@@ -40,15 +40,14 @@ the fields that are read are checked for type and value.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple
 
 from ..errors import ConfigError
 from ..models import DEFAULT_AFFINITY_TIMEOUT, Endpoint, Service
-from ._build import build
-from ._problems import MISSING, Problems, type_name
+from ._build import STAND_IN_IP, build
+from ._problems import MISSING, Problems, type_name, unknown_key
 from ._unique import Located, check_unique
 
 __all__ = [
@@ -76,9 +75,6 @@ _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _FAMILIES = {"IPv4": 4, "IPv6": 6}
 _TIMEOUT_PATH = "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
 _SCHEDULER_PATH = f"metadata.annotations[{SCHEDULER_ANNOTATION}]"
-#: A valid address (TEST-NET-1) on which the model checks a port alone, and the
-#: stand-in cluster IP of a Service whose own are all bad.
-_STAND_IN_IP = "192.0.2.1"
 
 
 class _Reader:
@@ -317,9 +313,8 @@ def _read_ports(spec: dict, reader: _Reader, service: _ServiceObject) -> None:
 def _read_annotations(annotations: dict, reader: _Reader, service: _ServiceObject) -> None:
     for key, value in annotations.items():
         if isinstance(key, str) and key.startswith(_ANNOTATION_PREFIX) and key not in _ANNOTATIONS:
-            close = difflib.get_close_matches(key, _ANNOTATIONS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            reader.report(f"metadata.annotations[{key}]", value, f"is not an lbcore annotation; {hint}valid: {', '.join(_ANNOTATIONS)}")
+            reader.report(f"metadata.annotations[{key}]", value,
+                          unknown_key(key, _ANNOTATIONS, "is not an lbcore annotation"))
     service.scheduler = annotations.get(SCHEDULER_ANNOTATION, "rr")  # the model checks it
 
 
@@ -394,7 +389,7 @@ def _slice_ports(body: dict, reader: _Reader, where: str, notes: list[str]) -> l
             continue
         number = port["port"]
         try:
-            Endpoint(_STAND_IN_IP, number)  # the model checks the port once, not per endpoint
+            Endpoint(STAND_IN_IP, number)  # the model checks the port once, not per endpoint
         except ConfigError as error:
             reader.report(f"{path}.port", error.value, error.reason)
             continue
@@ -423,7 +418,7 @@ def _services(service: _ServiceObject, slices: list[_Slice], problems: Problems)
     # A Service whose ports or cluster IPs are all bad is still built once, on a valid
     # stand-in, so the model reports its other bad fields (scheduler, timeout) as well.
     ports = service.ports or [("spec.ports", "", "TCP", 1)]
-    vips = service.vips or [(4, _STAND_IN_IP, "spec.clusterIP")]
+    vips = service.vips or [(4, STAND_IN_IP, "spec.clusterIP")]
     for path, port_name, protocol, number in ports:
         name = f"{base}:{port_name}" if port_name else base
         for rank, (family, vip, vip_path) in enumerate(vips):

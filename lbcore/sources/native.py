@@ -15,12 +15,10 @@ never be dropped silently and leave the default in force.
 
 from __future__ import annotations
 
-import difflib
-
 from ..errors import ConfigError
 from ..models import Endpoint, Service
 from ._build import build, model_keys
-from ._problems import MISSING, Problems, type_name
+from ._problems import MISSING, Problems, type_name, unknown_key
 from ._unique import Located, check_unique
 
 __all__ = ["SERVICE_KEYS", "ENDPOINT_KEYS", "load", "services_from"]
@@ -35,9 +33,8 @@ def _known(mapping: dict, allowed: tuple[str, ...], what: str, problems: Problem
     """The entries of ``mapping`` with known keys (all, if as long); each unknown key is reported."""
     for key in mapping:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            problems.add(ConfigError(str(key), mapping[key], f"is not a field of {what}; {hint}valid: {', '.join(allowed)}"), where, within)
+            reason = unknown_key(str(key), allowed, f"is not a field of {what}")
+            problems.add(ConfigError(str(key), mapping[key], reason), where, within)
     return {key: value for key, value in mapping.items() if key in allowed}
 
 
