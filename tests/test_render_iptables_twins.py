@@ -116,7 +116,12 @@ def test_the_twins_order_any_names_alike(names):
                            endpoints, [f"10.0.0.{i}" for i in range(len(endpoints))],
                            [f"10.0.0.{i}:80" for i in range(len(endpoints))], frozenset(["10.0.0.1"]))
     args = (["*nat"], [0, len(names) - 1], columns, ["COMMIT\n"])
-    assert compiled.join_payload(*args) == pure.join_payload(*args)
+    payload = compiled.join_payload(*args)
+    assert payload == pure.join_payload(*args)
+    # ... and alike is right: Python's descending str order, the pivots by rank first.
+    declared = [line[1 : line.index(" ")] for line in payload.splitlines() if line.startswith(":")]
+    descending = sorted(names, reverse=True)
+    assert declared == [descending[0], descending[-1], *descending]
 
 
 def test_a_part_that_is_not_ascii_goes_to_the_pure_twin():
