@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from lbcore import Endpoint, Service
 from lbcore.render import _iptables_chains_py as pure
 from lbcore.render import iptables
-from lbcore.render._iptables_chains_py import ChainParts
+from lbcore.render._iptables_chains_py import ChainColumns, ChainParts
 
 
 def _compiled():
@@ -112,17 +112,23 @@ def test_the_twins_order_any_names_alike(names):
     rng.shuffle(names)
     # The first name is a service chain, the others its endpoints' chains.
     endpoints = names[1:]
-    args = (["*nat"], [0, len(names) - 1], [parts(names[0], len(endpoints), affinity=True)],
-            [len(endpoints)], endpoints, [f"10.0.0.{i}" for i in range(len(endpoints))],
-            [f"10.0.0.{i}:80" for i in range(len(endpoints))], frozenset(["10.0.0.1"]), ["COMMIT\n"])
-    assert compiled.join_payload(*args) == pure.join_payload(*args)
+    columns = ChainColumns([parts(names[0], len(endpoints), affinity=True)], [len(endpoints)],
+                           endpoints, [f"10.0.0.{i}" for i in range(len(endpoints))],
+                           [f"10.0.0.{i}:80" for i in range(len(endpoints))], frozenset(["10.0.0.1"]))
+    args = (["*nat"], [0, len(names) - 1], columns, ["COMMIT\n"])
+    payload = compiled.join_payload(*args)
+    assert payload == pure.join_payload(*args)
+    # ... and alike is right: Python's descending str order, the pivots by rank first.
+    declared = [line[1 : line.index(" ")] for line in payload.splitlines() if line.startswith(":")]
+    descending = sorted(names, reverse=True)
+    assert declared == [descending[0], descending[-1], *descending]
 
 
 def test_a_part_that_is_not_ascii_goes_to_the_pure_twin():
     compiled = _compiled()
     # Only a tampered model can bring one; the pure twin writes any text.
-    args = ([], [], [parts("LBCORE-SVC-A", 1)], [1], ["LBCORE-SVE-B"], ["10.0.0.1"],
-            ["10.0.0.1:80\u00e9"], frozenset(), [])
+    args = ([], [], ChainColumns([parts("LBCORE-SVC-A", 1)], [1], ["LBCORE-SVE-B"], ["10.0.0.1"],
+                                 ["10.0.0.1:80\u00e9"], frozenset()), [])
     assert compiled.join_payload(*args) == pure.join_payload(*args)
     assert "10.0.0.1:80\u00e9" in compiled.join_payload(*args)
 
@@ -130,5 +136,6 @@ def test_a_part_that_is_not_ascii_goes_to_the_pure_twin():
 def test_nothing_to_join():
     compiled = _compiled()
     for module in (compiled, pure):
-        assert module.join_payload([], [], [], [], [], [], [], frozenset(), []) == ""
-        assert module.join_payload(["a"], [], [None], [0], [], [], [], frozenset(), ["b"]) == "a\nb"
+        assert module.join_payload([], [], ChainColumns([], [], [], [], [], frozenset()), []) == ""
+        none = ChainColumns([None], [0], [], [], [], frozenset())
+        assert module.join_payload(["a"], [], none, ["b"]) == "a\nb"

@@ -59,10 +59,12 @@ ctypedef struct Order:
     uint32_t length  # of the chain's text
 
 
-def join_payload(list head, list first, list parts, list counts, list endpoint_chains,
-                 list ips, list addresses, frozenset loopback, list tail):
+def join_payload(list head, list first, columns, list tail):
     """The payload's lines around every chain in descending name order; see
     lbcore.render._iptables_chains_py.join_payload."""
+    cdef list parts, counts, endpoint_chains, ips, addresses
+    cdef frozenset loopback
+    parts, counts, endpoint_chains, ips, addresses, loopback = columns
     if len(counts) != len(parts) or not len(ips) == len(addresses) == len(endpoint_chains):
         raise ValueError("parts and counts, and the endpoint columns, must be as long")
     if sum(counts) > len(endpoint_chains):
@@ -79,8 +81,7 @@ def join_payload(list head, list first, list parts, list counts, list endpoint_c
         return _join(table, order, offsets, head, first, parts, counts, endpoint_chains,
                      ips, addresses, loopback, tail)
     except _NotAscii:
-        return _iptables_chains_py.join_payload(head, first, parts, counts, endpoint_chains,
-                                                ips, addresses, loopback, tail)
+        return _iptables_chains_py.join_payload(head, first, columns, tail)
     finally:
         free(table)
         free(order)

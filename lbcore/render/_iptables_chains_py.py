@@ -42,26 +42,27 @@ class ChainParts(NamedTuple):
     refresh: str | None  # " src --exist --timeout T"
 
 
-def join_payload(
-    head: list[str],
-    first: list[int],
-    parts: list[ChainParts | None],
-    counts: list[int],
-    endpoint_chains: list[str],
-    ips: list[str],
-    addresses: list[str],
-    loopback: frozenset[str],
-    tail: list[str],
-) -> str:
-    """The lines ``head``, then a declaration of the chains at the ranks ``first``, then
-    the text of every chain in descending name order, then ``tail``, joined by newlines.
+class ChainColumns(NamedTuple):
+    """Everything the chains of a payload are made of, as columns: ``parts[i]`` are the
+    parts of a Service with ``counts[i]`` endpoints (None when it has none); its
+    endpoints are the next ``counts[i]`` entries of ``endpoint_chains``, ``ips`` and
+    ``addresses``; ``loopback`` holds the ips that get no hairpin rule.  Chain names
+    are distinct."""
 
-    ``parts[i]`` are the parts of a Service with ``counts[i]`` endpoints (None when it
-    has none); its endpoints are the next ``counts[i]`` entries of ``endpoint_chains``,
-    ``ips`` and ``addresses``; ``loopback`` holds the ips that get no hairpin rule.
-    Chain names are distinct.  O(c log c) in chains.
+    parts: list[ChainParts | None]
+    counts: list[int]
+    endpoint_chains: list[str]
+    ips: list[str]
+    addresses: list[str]
+    loopback: frozenset[str]
+
+
+def join_payload(head: list[str], first: list[int], columns: ChainColumns, tail: list[str]) -> str:
+    """The lines ``head``, then a declaration of the chains at the ranks ``first``, then
+    the text of every chain of ``columns`` in descending name order, then ``tail``,
+    joined by newlines.  O(c log c) in chains.
     """
-    texts = chain_texts(parts, counts, endpoint_chains, ips, addresses, loopback)
+    texts = chain_texts(columns)
     # A text starts with ":NAME - [0:0]" and the space after a name sorts below every
     # character a chain name can hold, so the texts sort as their names do (also names
     # of different lengths: test_the_twins_order_any_names_alike).
@@ -70,22 +71,16 @@ def join_payload(
     return "\n".join([*head, *declared, *texts, *tail])
 
 
-def chain_texts(
-    parts: list[ChainParts | None],
-    counts: list[int],
-    endpoint_chains: list[str],
-    ips: list[str],
-    addresses: list[str],
-    loopback: frozenset[str],
-) -> list[str]:
-    """The text of every chain (see `join_payload` for the arguments), in no particular
-    order: each text is the chain's declaration and its rules, one line each.
+def chain_texts(columns: ChainColumns) -> list[str]:
+    """The text of every chain of ``columns``, in no particular order: each text is the
+    chain's declaration and its rules, one line each.
 
     One f-string per rule or chain: the full payload is 420,000 lines for 10,000
     Services x 10 endpoints.  The endpoint chains of Services without affinity and
     without a loopback endpoint, the usual shape, are made in one comprehension over
     all their endpoints.  O(e).
     """
+    parts, counts, endpoint_chains, ips, addresses, loopback = columns
     texts: list[str] = []
     # Per Service, for its endpoint chains made in bulk below: hairpin None if not.
     hairpins: list[str | None] = []

@@ -77,7 +77,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 from .._extensions import NO_EXTENSIONS
 from ..errors import ConfigError
 from ..models import Endpoint, Service
-from ._iptables_chains_py import ChainParts, chain_name, chain_texts
+from ._iptables_chains_py import ChainColumns, ChainParts, chain_name, chain_texts
 from ._iptables_names import (
     MARK_MASQ_CHAIN,
     ChainNames,
@@ -182,11 +182,9 @@ def render(
         head += [*_hooks("filter", install), "COMMIT"]
         head += ["*nat", create.format(POSTROUTING_CHAIN), f":{MARK_MASQ_CHAIN} - [0:0]", *_NAT_FIXED_RULES]
         tail = [create.format(SERVICES_CHAIN), *portals, *_hooks("nat", install), "COMMIT\n"]
-        parts = _chain_parts(named, fallback)
-        ips = list(map(_ip_of, named.endpoints))
-        chains = len(named.endpoint_chains) + len(parts) - parts.count(None)
-        return join_payload(head, _pivot_ranks(chains), parts, named.counts,
-                            named.endpoint_chains, ips, named.addresses, _loopbacks(ips), tail)
+        columns = _chain_columns(named, fallback)
+        chains = len(named.endpoint_chains) + len(columns.parts) - columns.parts.count(None)
+        return join_payload(head, _pivot_ranks(chains), columns, tail)
 
 
 def render_diff(
@@ -361,9 +359,7 @@ def _rendered(
     rule) by key.  Chain names differ between Services of one family, so one dict
     holds them all."""
     named = name_chains(services)
-    ips = list(map(_ip_of, named.endpoints))
-    texts = chain_texts(_chain_parts(named, fallback), named.counts, named.endpoint_chains,
-                        ips, named.addresses, _loopbacks(ips))
+    texts = chain_texts(_chain_columns(named, fallback))
     rules: dict[Key, tuple[str, str]] = {}
     for service, chain, count in zip(services, named.chains, named.counts):
         key = (service.name, service.protocol, service.family)
@@ -405,6 +401,13 @@ def _reject(service: Service) -> str:
     # In filter, not nat: REJECT is only valid in INPUT, FORWARD, OUTPUT and chains
     # called from them (iptables-extensions(8); kube-proxy does the same).
     return f'-m comment --comment "{_label(service)} has no endpoints" {_match(service)} -j REJECT'
+
+
+def _chain_columns(named: ChainNames, fallback: bool) -> ChainColumns:
+    """What the chains of the Services in ``named`` are made of."""
+    ips = list(map(_ip_of, named.endpoints))
+    return ChainColumns(_chain_parts(named, fallback), named.counts, named.endpoint_chains,
+                        ips, named.addresses, _loopbacks(ips))
 
 
 def _chain_parts(named: ChainNames, fallback: bool) -> list[ChainParts | None]:
