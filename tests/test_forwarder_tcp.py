@@ -13,11 +13,10 @@ from lbcore import ConfigError, Endpoint
 from lbcore.forwarder import Forwarder, Options
 from lbcore.forwarder import forwarder as forwarder_module
 from lbcore.forwarder import splice as splice_module
-from lbcore.forwarder.connector import connect
 
 from forwarder_support import (
-    LOOPS, backends, digest, fetch, free_port, open_client, payload, run_async,
-    service, who,
+    LOOPS, backends, digest, fetch, free_port, open_client, payload, refused_or_read,
+    run_async, service, who,
 )
 
 
@@ -137,34 +136,6 @@ def test_refused_endpoint_is_retried_marked_failed_and_recovers(loop_kind):
     assert not after["failed"]  # marked healthy after the cool-down
 
 
-@pytest.fixture
-def blackhole():
-    """Makes listeners whose accept queue is full (further SYNs are dropped, connects
-    hang) and returns each one's port; closes them all after the test."""
-    socks: list[socket.socket] = []
-
-    def make() -> int:
-        sock = socket.socket()
-        socks.append(sock)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(0)
-        for _ in range(2):
-            filler = socket.socket()
-            socks.append(filler)
-            filler.setblocking(False)
-            filler.connect_ex(sock.getsockname())
-        time.sleep(0.05)
-        with socket.socket() as probe:
-            probe.settimeout(0.2)
-            with pytest.raises(OSError):  # proves the hole: a normal listener would connect
-                probe.connect(sock.getsockname())
-        return sock.getsockname()[1]
-
-    yield make
-    for sock in socks:
-        sock.close()
-
-
 def test_a_retry_never_goes_back_to_an_endpoint_that_failed_the_same_connection(
     loop_kind, blackhole
 ):
@@ -196,43 +167,6 @@ def test_a_retry_never_goes_back_to_an_endpoint_that_failed_the_same_connection(
     assert stats["failures"] > 0  # the holes were met, and got past
 
 
-def test_a_deadline_that_fires_after_the_handshake_keeps_the_connection(loop_kind):
-    """The connect timeout bounds connecting, not the loop's hand-over after it.
-
-    A slow step once the socket is connected (a slow protocol factory under asyncio,
-    which calls it after connecting; a slow ``connection_made`` under uvloop) makes the
-    timer due while the loop hands the new transport over: the connection must come
-    back open, not be closed under its protocol as a timeout.
-    """
-
-    async def main():
-        (a,) = await backends("a")
-        made = []
-
-        class Upstream(asyncio.Protocol):
-            transport = None
-
-            def connection_made(self, transport):
-                self.transport = transport  # as the relay's sides do: connector.py
-                made.append(transport)
-                if loop_kind == "uvloop":
-                    time.sleep(0.05)  # the 0.01 s deadline is due when the loop gets back
-
-        def factory():
-            if loop_kind != "uvloop":
-                time.sleep(0.05)
-            return Upstream()
-
-        loop = asyncio.get_running_loop()
-        transport, protocol = await connect(loop, a.endpoint, factory, 0.01)
-        await asyncio.sleep(0.05)  # a late cancel would have closed it by now
-        alive = not transport.is_closing()
-        transport.close()
-        return made == [transport], isinstance(protocol, Upstream), alive
-
-    assert run_async(loop_kind, main()) == (True, True, True)
-
-
 def test_connect_timeout_to_a_blackhole_then_the_next_endpoint(loop_kind, blackhole):
     hole = blackhole()
 
@@ -255,6 +189,43 @@ def test_connect_timeout_to_a_blackhole_then_the_next_endpoint(loop_kind, blackh
     assert sorted(failures.values()) == [0, 1]  # the blackhole timed out once, then cooled down
     slow = [t for t in timings if t >= 0.2]
     assert len(slow) <= 1 and all(t < 1.0 for t in timings)
+
+
+@pytest.mark.parametrize("half_close", [False, True])
+def test_bytes_sent_while_a_connect_hangs_all_reach_the_next_endpoint(
+    loop_kind, blackhole, half_close
+):
+    """A client that sends more than the write buffer holds while the first connect
+    hangs is paused; when the connect times out, every byte (and the FIN) goes to the
+    next endpoint and the client is read again (it was paused by the failed one)."""
+    hole = blackhole()
+    data = payload(1024 * 1024)
+
+    async def main():
+        (a,) = await backends("a")
+        black = Endpoint("127.0.0.1", hole)
+        fw = Forwarder([service("web", [black, a.endpoint], scheduler="rr")],
+                       connect_timeout=0.2)
+        await fw.start()
+        results = []
+        for _ in range(2):  # rr: one of the first two picks is the blackhole
+            reader, writer = await open_client(fw.addresses["web"])
+            writer.write(b"echo\n" + data)
+            if half_close:
+                writer.write_eof()
+            got = await reader.readexactly(len(data))
+            if not half_close:
+                writer.write_eof()
+            results.append((got == data, await reader.read()))
+            writer.close()
+        stats = fw.stats()["web"]
+        await fw.stop()
+        return results, stats, a.endpoint.address
+
+    results, stats, good = run_async(loop_kind, main())
+    assert results == [(True, b"")] * 2
+    failures = {addr: e["failures"] for addr, e in stats["endpoints"].items()}
+    assert failures == {f"127.0.0.1:{hole}": 1, good: 0}  # the hang was met, then passed
 
 
 def test_every_try_failing_resets_the_client_and_counts_unavailable(loop_kind, blackhole):
@@ -290,15 +261,14 @@ def test_no_endpoint_resets_the_client(loop_kind):
     async def main():
         fw = Forwarder([service("web", [Endpoint("127.0.0.1", 9, ready=False)])])
         await fw.start()
-        reader, writer = await open_client(fw.addresses["web"])
-        with pytest.raises(ConnectionResetError):
-            await reader.read()
-        writer.close()
+        refused = await refused_or_read(fw.addresses["web"])
         stats = fw.stats()["web"]
         await fw.stop()
-        return stats
+        return refused, stats
 
-    assert run_async(loop_kind, main())["unavailable"] == 1
+    refused, stats = run_async(loop_kind, main())
+    assert refused == "reset"
+    assert stats["unavailable"] == 1
 
 
 def test_max_connections_refuses_the_excess_cleanly_and_recovers(loop_kind):
@@ -315,12 +285,7 @@ def test_max_connections_refuses_the_excess_cleanly_and_recovers(loop_kind):
             held.append((reader, writer))
         refused = []
         for _ in range(2):
-            reader, writer = await open_client(address)
-            try:
-                refused.append(await reader.read())
-            except ConnectionResetError:
-                refused.append("reset")
-            writer.close()
+            refused.append(await refused_or_read(address))
         during = fw.stats()["web"]
         held[0][1].close()
         await asyncio.sleep(0.1)

@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 from ..errors import NoEndpointsError
 from ..models import Endpoint
-from .connector import connect
 from .stats import EndpointStats
+from .stream import Stream, dial
 
 __all__ = ["PassiveHealth", "failed", "place"]
 
@@ -83,20 +83,21 @@ def failed(
     log.warning("%s: %s failed (%s); cooling it down", runtime.name, endpoint.address, why)
 
 
-async def place(
-    runtime: Any, key: Any, protocol_factory: Callable[[], asyncio.Protocol], first_try: int = 0
-) -> tuple[Any, Endpoint, EndpointStats, asyncio.Transport, Any, int]:
-    """Pick and connect, retrying on the next pick until ``tries`` tries are used.
+def place(
+    runtime: Any, key: Any, protocol_factory: Callable[[], Any], first_try: int,
+    tried: list[Endpoint],
+) -> tuple[Any, Endpoint, EndpointStats, Stream, Any, int]:
+    """Pick and start connecting, on the next pick while a connect fails at once.
 
-    ``first_try`` counts tries a connection already used (see `Relay` on unanswered
-    connections).  Returns (balancer, endpoint, endpoint stats, transport, protocol,
-    try number); the caller owns one `release` of the endpoint on that balancer.
-    Raises NoEndpointsError when no endpoint is usable or every try failed.  Every pick
-    that does not end in a returned connection is released here.
+    ``first_try`` counts tries the connection already used; ``tried`` holds the
+    endpoints that failed it (added to here).  Returns (balancer, endpoint, endpoint
+    stats, transport, protocol, try number): the connect is under way, its deadline set;
+    the caller owns one `release` of the endpoint on that balancer.  Raises
+    NoEndpointsError when no endpoint is usable or every try is used.  Every pick that
+    does not end in a returned connection is released here.
     """
     options = runtime.options
     health = runtime.health
-    tried: list[Endpoint] = []  # the endpoints that failed this connection
     for attempt in range(first_try, options.tries):
         balancer = runtime.balancer
         endpoint = health.pick(balancer, key, attempt == 0)
@@ -108,11 +109,10 @@ async def place(
             health.failed(balancer, endpoint, runtime.stats.endpoint(endpoint))
             endpoint = health.pick(balancer, key, False)
         endpoint_stats = runtime.stats.endpoint(endpoint)
+        protocol = protocol_factory()
         try:
-            transport, protocol = await connect(
-                runtime.loop, endpoint, protocol_factory, options.try_timeout(attempt)
-            )
-        except OSError as exc:  # refused, unreachable, timed out (TimeoutError is an OSError)
+            transport = dial(runtime.loop, runtime.poller, endpoint, protocol)
+        except OSError as exc:  # no socket to be had, an unreachable network
             balancer.release(endpoint)
             failed(runtime, balancer, endpoint, endpoint_stats, exc)
             tried.append(endpoint)
@@ -120,5 +120,6 @@ async def place(
         except BaseException:
             balancer.release(endpoint)
             raise
+        runtime.deadlines.add(transport, options.try_timeout(attempt))
         return balancer, endpoint, endpoint_stats, transport, protocol, attempt
     raise NoEndpointsError(f"{runtime.name}: {options.tries} tries failed")
