@@ -159,6 +159,30 @@ def test_a_refused_connect_is_connect_failed_with_every_byte_unsent(
     assert names == ["made", "connect_failed"]  # never connected, never "lost"
 
 
+def test_a_decided_connect_lets_go_of_its_deadline_entry(loop_kind, make_poller):
+    """The deadline queue must not keep a made (or closed) stream, and with it a relay,
+    alive until the timeout passes."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        poller = make_poller(loop)
+        deadlines = Deadlines(loop)
+        with listening() as listener:
+            made = dial(loop, poller, endpoint_of(listener), Recorder())
+            made_entry = made.deadline = deadlines.add(made, 30)
+            made.write(b"x")  # the send proves the connection
+            closed = dial(loop, poller, endpoint_of(listener), Recorder())
+            closed_entry = closed.deadline = deadlines.add(closed, 30)
+            closed.abort()
+            result = (made_entry[1], closed_entry[1], made.deadline, closed.deadline)
+            made.abort()
+            await asyncio.sleep(0.01)
+            poller.close()
+            return result
+
+    assert run_async(loop_kind, main()) == (None, None, None, None)
+
+
 def test_the_deadline_times_out_a_connect_to_a_blackhole(loop_kind, make_poller, blackhole):
     hole = blackhole()
 
@@ -169,7 +193,7 @@ def test_the_deadline_times_out_a_connect_to_a_blackhole(loop_kind, make_poller,
         protocol = Recorder()
         start = time.monotonic()
         stream = dial(loop, poller, Endpoint("127.0.0.1", hole), protocol)
-        deadlines.add(stream, 0.1)
+        stream.deadline = deadlines.add(stream, 0.1)
         stream.write(b"waits")
         exc = await asyncio.wait_for(protocol.failed, 5)
         elapsed = time.monotonic() - start
@@ -195,7 +219,7 @@ def test_a_deadline_meeting_a_silent_connected_socket_keeps_it(loop_kind, make_p
         with listening() as listener:
             protocol = Recorder()
             stream = dial(loop, poller, endpoint_of(listener), protocol)
-            deadlines.add(stream, 0.05)
+            deadlines.add(stream, 0.05)  # kept: the entry is not the stream's to drop
             conn = await accept(loop, listener)
             await asyncio.sleep(0.15)
             names = protocol.names()
@@ -227,7 +251,9 @@ def test_deadlines_expire_in_order_per_timeout_and_skip_what_was_made(loop_kind)
         log: list = []
         start = time.monotonic()
         deadlines.add(Entry("a", log), 0.1)
+        dropped = deadlines.add(Entry("dropped", log), 0.1)
         deadlines.add(Entry("long", log), 0.3)
+        dropped[1] = None  # what a stream does once its connect is decided
         await asyncio.sleep(0.05)
         deadlines.add(Entry("b", log), 0.1)
         await asyncio.sleep(0.4)

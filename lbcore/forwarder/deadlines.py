@@ -3,9 +3,11 @@
 A timer per connect (``call_later`` and its cancel) cost a measurable share of a
 new connection (bench/README.md, "Connecting without a task").  Connects with the same
 timeout expire in the order they started, so each timeout keeps a queue in that order
-and one timer armed for its oldest entry; a connection that is made meanwhile is not
-taken out of the queue, its `Stream.expire` simply finds nothing to do.  A retry's
-doubled timeout is a second queue.
+and one timer armed for its oldest entry.  A connection that is made (or closed)
+meanwhile stays in the queue, but lets go of its entry (its entry's transport becomes None), so the queue
+holds small lists rather than relays: a long connect timeout at a high connection
+rate costs memory per connection of the order of a hundred bytes, not kilobytes.  A
+retry's doubled timeout is a second queue.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class _Queue:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self.entries: deque[tuple[float, Any]] = deque()  # (when, transport), oldest first
+        self.entries: deque[list] = deque()  # [when, transport or None], oldest first
         self.timer: Any = None
 
 
@@ -34,20 +36,25 @@ class Deadlines:
         self.loop = loop
         self.queues: dict[float, _Queue] = {}
 
-    def add(self, transport: Any, timeout: float) -> None:
-        """Call ``transport.expire(timeout)`` ``timeout`` seconds from now."""
+    def add(self, transport: Any, timeout: float) -> list:
+        """Call ``transport.expire(timeout)`` ``timeout`` seconds from now, unless the
+        returned entry's transport is set to None before then."""
         queue = self.queues.get(timeout)
         if queue is None:
             queue = self.queues[timeout] = _Queue(timeout)
         when = self.loop.time() + timeout
-        queue.entries.append((when, transport))
+        entry = [when, transport]
+        queue.entries.append(entry)
         if queue.timer is None:
             queue.timer = self.loop.call_at(when, self._expire, queue)
+        return entry
 
     def _expire(self, queue: _Queue) -> None:
         entries = queue.entries
         # Timers may fire a hair early (uvloop counts in milliseconds): allow for it.
         now = self.loop.time() + 0.001
         while entries and entries[0][0] <= now:
-            entries.popleft()[1].expire(queue.timeout)
+            transport = entries.popleft()[1]
+            if transport is not None:
+                transport.expire(queue.timeout)
         queue.timer = self.loop.call_at(entries[0][0], self._expire, queue) if entries else None

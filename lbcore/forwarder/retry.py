@@ -120,6 +120,6 @@ def place(
         except BaseException:
             balancer.release(endpoint)
             raise
-        runtime.deadlines.add(transport, options.try_timeout(attempt))
+        transport.deadline = runtime.deadlines.add(transport, options.try_timeout(attempt))
         return balancer, endpoint, endpoint_stats, transport, protocol, attempt
     raise NoEndpointsError(f"{runtime.name}: {options.tries} tries failed")

@@ -98,6 +98,7 @@ class Stream:
     __slots__ = (
         "loop", "poller", "sock", "fd", "peer", "protocol", "buffer", "size", "dialing", "error", "reading",
         "paused", "at_eof", "writing", "eof_wanted", "closing", "closed", "protocol_paused",
+        "deadline",
     )
 
     def __init__(
@@ -121,6 +122,7 @@ class Stream:
         self.closing = False
         self.closed = False
         self.protocol_paused = False
+        self.deadline: list | None = None  # a `Deadlines` entry, let go once decided
         # Read from the start: a refused or reset connect shows here first, and so do
         # the first bytes of a server that speaks first.
         self.reading = True
@@ -300,7 +302,13 @@ class Stream:
 
     def _made(self) -> None:
         self.dialing = False
+        self._drop_deadline()
         self.protocol.connected()
+
+    def _drop_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline[1] = None
+            self.deadline = None
 
     def _fail(self, exc: OSError) -> None:
         if self.dialing and not self.closing:
@@ -320,6 +328,7 @@ class Stream:
 
     def _release_socket(self) -> None:
         self.closed = True
+        self._drop_deadline()
         if self.reading or self.writing:
             self.reading = self.writing = False
             self.poller.watch(self.fd, self, 0)
