@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import resource
 import socket
 import time
 
@@ -269,6 +273,63 @@ def test_no_endpoint_resets_the_client(loop_kind):
     refused, stats = run_async(loop_kind, main())
     assert refused == "reset"
     assert stats["unavailable"] == 1
+
+
+def test_running_out_of_descriptors_blames_no_endpoint_and_pauses_accepting(
+    loop_kind, caplog
+):
+    """No socket for the connect: the client is reset and no endpoint is cooled down.
+    No descriptor for accept(2): the listener pauses (retrying at once would spin on a
+    socket that stays readable) and serves the waiting client once descriptors free up."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        (a,) = await backends("a")
+        fw = Forwarder([service("web", [a.endpoint])])
+        await fw.start()
+        address = fw.addresses["web"]
+        clients = [socket.socket() for _ in range(2)]  # made before the shortage
+        for client in clients:
+            client.setblocking(False)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        fillers: list[int] = []
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(clients[-1].fileno(), 64) + 16, hard))
+            with contextlib.suppress(OSError):
+                while True:
+                    fillers.append(os.open(os.devnull, os.O_RDONLY))
+            # One descriptor free: accept(2) takes it, the connect finds none.
+            os.close(fillers.pop())
+            try:  # the reset may come before the client's connect has finished
+                await loop.sock_connect(clients[0], address)
+                await loop.sock_sendall(clients[0], b"who\n")
+                first = await loop.sock_recv(clients[0], 100)
+            except ConnectionResetError:
+                first = "reset"
+            during = fw.stats()["web"]
+            # None free: accept(2) fails, and must not spin.
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+            await loop.sock_connect(clients[1], address)
+            await loop.sock_sendall(clients[1], b"who\n")
+            await asyncio.sleep(0.3)
+        finally:
+            for fd in fillers:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        second = await asyncio.wait_for(loop.sock_recv(clients[1], 100), 5)
+        for client in clients:
+            client.close()
+        await fw.stop()
+        return first, during, second
+
+    caplog.set_level(logging.WARNING, logger="lbcore.forwarder")
+    first, during, second = run_async(loop_kind, main())
+    assert first == "reset"
+    assert during["unavailable"] == 1
+    assert [e["failures"] for e in during["endpoints"].values()] == [0]  # not blamed
+    assert second == b"a\n"
+    pauses = [r for r in caplog.records if "accept failed" in r.getMessage()]
+    assert len(pauses) == 1  # paused once for the retry delay, no spin
 
 
 def test_max_connections_refuses_the_excess_cleanly_and_recovers(loop_kind):

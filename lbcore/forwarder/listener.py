@@ -32,6 +32,10 @@ BACKLOG = 4096
 #: Connections taken per wake-up at most, so that a flood of new connections cannot
 #: starve the ones already open (HAProxy's ``tune.maxaccept`` default).
 MAX_ACCEPT = 64
+#: Seconds without accepting after accept(2) fails for want of descriptors or memory
+#: (asyncio's servers wait one second too): the listening socket stays readable, so
+#: retrying at once would spin.
+ACCEPT_RETRY_DELAY = 1.0
 
 
 def bind(protocol: str, host: str, port: int) -> socket.socket:
@@ -64,7 +68,7 @@ class Listener:
     """
 
     __slots__ = ("protocol", "configured", "sock", "address", "runtime", "loop",
-                 "flows", "closed", "starting", "udp")
+                 "flows", "closed", "starting", "udp", "retry")
 
     def __init__(self, protocol: str, configured: tuple[str, int], field: str) -> None:
         try:
@@ -79,6 +83,7 @@ class Listener:
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.runtime: Any = None
         self.loop: Any = None  # serving TCP on this loop
+        self.retry: Any = None  # the timer that resumes accepting after a failure
         self.udp: ListenerProtocol | None = None
         self.flows: dict[tuple, Any] = {}
         self.closed = False
@@ -112,14 +117,24 @@ class Listener:
                 fd, address = sock._accept()  # the descriptor: `stream.accepted` wraps it
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of descriptors, say: the next wake-up retries
-                log.warning("%s: accept failed: %s", self.name, exc)
+            except ConnectionAbortedError:  # reset while in the queue: take the next
+                continue
+            except OSError as exc:  # out of descriptors or memory: pause, or it spins
+                log.warning("%s: accept failed, retrying in %g s: %s",
+                            self.name, ACCEPT_RETRY_DELAY, exc)
+                self.loop.remove_reader(sock.fileno())
+                self.retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
                 return
             runtime = self.runtime
             try:
                 accepted(runtime.loop, runtime.poller, fd, family, address, Relay(runtime).client)
             except OSError as exc:  # reset before we could set it up: it is closed
                 log.debug("%s: accepted connection lost at once: %s", self.name, exc)
+
+    def _resume(self) -> None:
+        self.retry = None
+        if not self.closed:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
 
     def release(self) -> None:
         """No service uses this address any more: stop taking new connections."""
@@ -137,7 +152,10 @@ class Listener:
             return
         self.closed = True
         if self.loop is not None:
-            self.loop.remove_reader(self.sock.fileno())
+            if self.retry is not None:
+                self.retry.cancel()
+            else:
+                self.loop.remove_reader(self.sock.fileno())
             self.sock.close()
         elif self.udp is not None and self.udp.transport is not None:
             self.udp.transport.close()

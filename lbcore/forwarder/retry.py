@@ -11,6 +11,7 @@ back from a cool-down shorter than the connection's tries (`place`).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from typing import Any, Callable
 
@@ -22,6 +23,9 @@ from .stream import Stream, dial
 __all__ = ["PassiveHealth", "failed", "place"]
 
 log = logging.getLogger("lbcore.forwarder")
+
+#: socket() errors that say this process is short of something: no endpoint is to blame.
+_NO_SOCKET = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class PassiveHealth:
@@ -93,8 +97,9 @@ def place(
     endpoints that failed it (added to here).  Returns (balancer, endpoint, endpoint
     stats, transport, protocol, try number): the connect is under way, its deadline set;
     the caller owns one `release` of the endpoint on that balancer.  Raises
-    NoEndpointsError when no endpoint is usable or every try is used.  Every pick that
-    does not end in a returned connection is released here.
+    NoEndpointsError when no endpoint is usable, every try is used, or the process has
+    no socket to connect with (that marks no endpoint failed).  Every pick that does not
+    end in a returned connection is released here.
     """
     options = runtime.options
     health = runtime.health
@@ -112,9 +117,11 @@ def place(
         protocol = protocol_factory()
         try:
             transport = dial(runtime.loop, runtime.poller, endpoint, protocol)
-        except OSError as exc:  # no socket to be had, an unreachable network
+        except OSError as exc:
             balancer.release(endpoint)
-            failed(runtime, balancer, endpoint, endpoint_stats, exc)
+            if exc.errno in _NO_SOCKET:  # our shortage, not the endpoint's fault
+                raise NoEndpointsError(f"{runtime.name}: no socket to connect with: {exc}")
+            failed(runtime, balancer, endpoint, endpoint_stats, exc)  # unreachable, say
             tried.append(endpoint)
             continue
         except BaseException:
