@@ -1,15 +1,17 @@
 """The TCP relay: a client connection, its upstream connection, and the bytes between.
 
 Per connection (DESIGN.md "Forwarder"): admit under the service's limit → pick and
-start connecting (`retry.place`, `stream.dial`: no task, the outcome arrives as
-callbacks) → on a failed connect, the next pick with the client's bytes so far → copy
-both ways with backpressure both ways → pass half-closes through → `release()` the
-endpoint exactly once when both sides are gone.
+start connecting (`retry.place`, `stream.dial`: no task; the outcome arrives as a call
+on the upstream side) → on a failed connect, the next pick, with every byte the client
+sent meanwhile → copy both ways with backpressure both ways → pass half-closes through
+→ `release()` the endpoint exactly once when both sides are gone.  Both sides are
+asyncio protocols over `stream.Stream` transports (the module says why not asyncio's).
 
-Backpressure: when one side's transport buffers more than its high-water mark, asyncio
+Backpressure: when one side's transport buffers more than its high-water mark, it
 calls that side's ``pause_writing`` and the relay stops reading the *other* side, whose
 bytes were filling it; ``resume_writing`` undoes it.  So each direction holds at most
-one high-water mark plus one read of bytes in Python.
+one high-water mark plus one read of bytes in Python.  That holds while connecting too:
+the client's bytes wait in the dialing transport.
 
 Unanswered connections: an endpoint that closes or resets a connection before sending a
 single byte back, while the client has not finished sending (no FIN) and everything it
