@@ -260,7 +260,10 @@ class Stream:
         if self.dialing:
             exc = self._dial_error()
             if exc is not None:
-                self._fail(exc)
+                if exc.errno != ENOTCONN or self.error is not None:
+                    self._fail(exc)
+                # else: still connecting (a wake-up meant for a closed descriptor of
+                # the same number); the deadline bounds the wait
                 return
             self._made()
         if self.size:
