@@ -151,6 +151,10 @@ class Stream:
     def pause_reading(self) -> None:
         self.paused = True
         self._watch_reads()
+        if self.dialing:
+            # Reads were how the connect's outcome showed (see __init__): writability
+            # shows it now, or it would wait for the deadline.
+            self._watch_writes(True)
 
     def resume_reading(self) -> None:
         self.paused = False
