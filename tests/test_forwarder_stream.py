@@ -210,6 +210,31 @@ def test_a_connect_made_while_reading_is_paused_is_heard_and_stays_paused(loop_k
     assert data == b"early"
 
 
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_closing_a_refused_dialing_stream_reports_the_refusal_once(loop_kind, make_poller, how):
+    """Closed while its connect fails: the protocol hears connection_lost with the error
+    (whichever of the send or the close met it first), never connect_failed."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        poller = make_poller(loop)
+        protocol = Recorder()
+        stream = dial(loop, poller, Endpoint("127.0.0.1", free_port()), protocol)
+        stream.write(b"request")  # meets the refusal, or waits for the handshake
+        getattr(stream, how)()
+        exc = await asyncio.wait_for(protocol.lost, 5)
+        await asyncio.sleep(0.05)  # nothing more may come
+        poller.close()
+        return exc, protocol.names()
+
+    exc, names = run_async(loop_kind, main())
+    assert names == ["made", "lost"]
+    if how == "close":
+        assert isinstance(exc, ConnectionRefusedError)
+    else:
+        assert exc is None  # abort() is the caller's own end: asyncio reports None
+
+
 def test_a_decided_connect_lets_go_of_its_deadline_entry(loop_kind, make_poller):
     """The deadline queue must not keep a made (or closed) stream, and with it a relay,
     alive until the timeout passes."""

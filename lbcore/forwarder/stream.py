@@ -208,7 +208,9 @@ class Stream:
         self.closing = True
         self._watch_reads()
         if not self.size or self.error is not None:
-            self._close_now(None)
+            # A connect refused meanwhile (a send met it) is reported, as the writer
+            # would report it had the send waited for the handshake instead.
+            self._close_now(self.error)
         # else: the writer closes once the buffer is empty
 
     def abort(self) -> None:
