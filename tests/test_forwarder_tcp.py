@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import resource
@@ -330,6 +331,49 @@ def test_running_out_of_descriptors_blames_no_endpoint_and_pauses_accepting(
     assert second == b"a\n"
     pauses = [r for r in caplog.records if "accept failed" in r.getMessage()]
     assert len(pauses) == 1  # paused once for the retry delay, no spin
+
+
+@pytest.mark.parametrize("error", ["EPROTO", "ENETUNREACH", "EHOSTUNREACH"])
+def test_a_network_error_from_accept_drops_that_connection_only(loop_kind, caplog, error):
+    """accept(2) passes a new connection's pending network error on as its own (man 2
+    accept, NOTES: treat it like EAGAIN); the listener must not pause for it.  The kernel
+    cannot be made to do that here, so the listening socket's accept raises it once."""
+
+    class PendingError:
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock, self.family, self.raised = sock, sock.family, False
+
+        def fileno(self) -> int:
+            return self.sock.fileno()
+
+        def close(self) -> None:
+            self.sock.close()
+
+        def _accept(self):
+            if not self.raised:
+                self.raised = True
+                code = getattr(errno, error)
+                raise OSError(code, os.strerror(code))
+            return self.sock._accept()
+
+    async def main():
+        (a,) = await backends("a")
+        fw = Forwarder([service("web", [a.endpoint])])
+        await fw.start()
+        (listener,) = fw._listeners
+        listener.sock = PendingError(listener.sock)
+        start = time.monotonic()
+        answer = await asyncio.wait_for(who(fw.addresses["web"]), 5)
+        elapsed = time.monotonic() - start
+        raised = listener.sock.raised
+        await fw.stop()
+        return answer, elapsed, raised
+
+    caplog.set_level(logging.WARNING, logger="lbcore.forwarder")
+    answer, elapsed, raised = run_async(loop_kind, main())
+    assert raised and answer == "a"
+    assert elapsed < 0.5  # not after ACCEPT_RETRY_DELAY
+    assert not [r for r in caplog.records if "accept failed" in r.getMessage()]
 
 
 def test_max_connections_refuses_the_excess_cleanly_and_recovers(loop_kind):
