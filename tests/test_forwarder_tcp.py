@@ -141,6 +141,31 @@ def test_refused_endpoint_is_retried_marked_failed_and_recovers(loop_kind):
     assert not after["failed"]  # marked healthy after the cool-down
 
 
+def test_a_connect_that_fails_at_once_moves_to_the_next_pick_in_place(loop_kind):
+    """connect(2) to the broadcast address fails in the call itself (EACCES, or
+    ENETUNREACH without a default route; nothing is sent): `place` marks it failed and
+    dials the next pick for the same client, whose side then hears that connect."""
+
+    async def main():
+        (a,) = await backends("a")
+        broadcast = Endpoint("255.255.255.255", 80)
+        fw = Forwarder([service("web", [broadcast, a.endpoint], scheduler="rr")],
+                       cooldown=0.05)
+        await fw.start()
+        answers = []
+        for _ in range(4):
+            answers.append(await who(fw.addresses["web"]))
+            await asyncio.sleep(0.06)  # past the cool-down: rr offers the broadcast again
+        stats = fw.stats()["web"]
+        await fw.stop()
+        return answers, stats
+
+    answers, stats = run_async(loop_kind, main())
+    assert answers == ["a"] * 4
+    assert stats["endpoints"]["255.255.255.255:80"]["failures"] >= 2
+    assert stats["active"] == 0 and stats["unavailable"] == 0
+
+
 def test_a_retry_never_goes_back_to_an_endpoint_that_failed_the_same_connection(
     loop_kind, blackhole
 ):

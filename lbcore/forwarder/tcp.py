@@ -211,21 +211,18 @@ class Relay:
             self.key = runtime.key_of(self.client.transport.get_extra_info("peername"))
         self._place()
 
-    def _new_upstream(self) -> _UpstreamSide:
-        return _UpstreamSide(self)
-
     def _place(self, unsent: bytes = b"", eof: bool = False) -> None:
         """Pick and start connecting; write ``unsent`` (and ``eof``) for the endpoint."""
         runtime = self.runtime
         try:
-            placed = place(runtime, self.key, self._new_upstream, self.tries, self.tried)
+            placed = place(runtime, self.key, _UpstreamSide(self), self.tries, self.tried)
         except NoEndpointsError as exc:
             runtime.stats.unavailable += 1
             log.warning("%s: connection from %s refused: %s", runtime.name,
                         self.client.transport.get_extra_info("peername"), exc)
             reset(self.client.transport)
             return
-        self.balancer, self.endpoint, self.endpoint_stats, transport, _, self.tries = placed
+        self.balancer, self.endpoint, self.endpoint_stats, transport, self.tries = placed
         if unsent:
             transport.write(unsent)
         if eof:
