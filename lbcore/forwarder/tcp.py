@@ -391,7 +391,7 @@ class Relay:
 
     def lost(self, side: _Side, exc: Exception | None) -> None:
         if side is not self.client and side is not self.upstream:
-            return  # abandoned: a connect deadline, or an unanswered connection
+            return  # abandoned by `_unanswered` (a failed connect is never "lost")
         if exc is not None and self._unanswered(side, exc):
             return
         side.done = True
