@@ -258,6 +258,46 @@ def test_bytes_sent_while_a_connect_hangs_all_reach_the_next_endpoint(
     assert failures == {f"127.0.0.1:{hole}": 1, good: 0}  # the hang was met, then passed
 
 
+def test_a_connect_failing_as_the_client_leaves_dials_no_other_endpoint(loop_kind, blackhole):
+    """The client's error and the connect's failure met in one wake-up: the client's
+    transport is closing (its connection_lost not yet delivered) when connect_failed
+    comes.  Nothing is left to connect for: no next pick, no connection to it."""
+    hole = blackhole()
+
+    async def main():
+        (a,) = await backends("a")
+        black = Endpoint("127.0.0.1", hole)
+        fw = Forwarder([service("web", [black, a.endpoint], scheduler="rr")],
+                       connect_timeout=30)
+        await fw.start()
+        runtime = fw._runtimes["web"]
+        for _ in range(2):  # rr: one of two connections is placed on the blackhole
+            reader, writer = await open_client(fw.addresses["web"])
+            writer.write(b"who\n")
+            await asyncio.sleep(0.05)
+            (relay,) = runtime.stats.live
+            if relay.endpoint == black:
+                break
+            assert await reader.readline() == b"a\n"
+            writer.close()
+            while runtime.stats.live:
+                await asyncio.sleep(0.01)
+        accepted = a.accepted
+        relay.client.transport.abort()  # the client's reset, as its read would report it
+        relay.upstream.transport.expire(0.1)  # the same wake-up: the connect times out
+        await asyncio.sleep(0.1)
+        stats = fw.stats()["web"]
+        dialed = a.accepted - accepted
+        writer.close()
+        await fw.stop()
+        return stats, dialed, black.address
+
+    stats, dialed, hole_address = run_async(loop_kind, main())
+    assert dialed == 0
+    assert stats["active"] == 0 and stats["unavailable"] == 0
+    assert stats["endpoints"][hole_address]["failures"] == 1
+
+
 def test_every_try_failing_resets_the_client_and_counts_unavailable(loop_kind, blackhole):
     hole = blackhole()
 

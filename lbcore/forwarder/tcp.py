@@ -242,8 +242,9 @@ class Relay:
         self.upstream = None
         self._failed(exc)
         client = self.client
-        if client.done:  # the client left meanwhile: nothing to connect for
-            self._maybe_finish()
+        if client.transport.is_closing():
+            # The client left meanwhile (its connection_lost may still be on its way,
+            # which finishes the relay): nothing to connect for.
             return
         if side.transport.protocol_paused:  # its full buffer paused the client: undo that
             client.transport.resume_reading()
