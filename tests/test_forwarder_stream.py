@@ -159,6 +159,82 @@ def test_a_refused_connect_is_connect_failed_with_every_byte_unsent(
     assert names == ["made", "connect_failed"]  # never connected, never "lost"
 
 
+@pytest.mark.parametrize("paused", ["paused", "paused and resumed"])
+def test_a_connect_refused_while_reading_is_paused_is_heard_without_a_deadline(
+    loop_kind, make_poller, paused
+):
+    """Reads are how a refusal shows while nothing is queued; pausing them must not hide
+    it until a deadline (there is none here)."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        poller = make_poller(loop)
+        protocol = Recorder()
+        stream = dial(loop, poller, Endpoint("127.0.0.1", free_port()), protocol)
+        stream.pause_reading()
+        if paused == "paused and resumed":
+            stream.resume_reading()
+        exc = await asyncio.wait_for(protocol.failed, 5)
+        await asyncio.sleep(0.05)  # nothing more may come
+        poller.close()
+        return exc, protocol.names()
+
+    exc, names = run_async(loop_kind, main())
+    assert isinstance(exc, ConnectionRefusedError)
+    assert names == ["made", "connect_failed"]
+
+
+def test_a_connect_made_while_reading_is_paused_is_heard_and_stays_paused(loop_kind, make_poller):
+    async def main():
+        loop = asyncio.get_running_loop()
+        poller = make_poller(loop)
+        with listening() as listener:
+            protocol = Recorder()
+            stream = dial(loop, poller, endpoint_of(listener), protocol)
+            stream.pause_reading()
+            conn = await accept(loop, listener)
+            await loop.sock_sendall(conn, b"early")
+            await asyncio.sleep(0.1)
+            while_paused = protocol.names(), bytes(protocol.data)
+            stream.resume_reading()
+            await asyncio.sleep(0.1)
+            data = bytes(protocol.data)
+            conn.close()
+            stream.abort()
+            await protocol.lost
+            poller.close()
+            return while_paused, data
+
+    while_paused, data = run_async(loop_kind, main())
+    assert while_paused == (["made", "connected"], b"")  # heard, and nothing read
+    assert data == b"early"
+
+
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_closing_a_refused_dialing_stream_reports_the_refusal_once(loop_kind, make_poller, how):
+    """Closed while its connect fails: the protocol hears connection_lost with the error
+    (whichever of the send or the close met it first), never connect_failed."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        poller = make_poller(loop)
+        protocol = Recorder()
+        stream = dial(loop, poller, Endpoint("127.0.0.1", free_port()), protocol)
+        stream.write(b"request")  # meets the refusal, or waits for the handshake
+        getattr(stream, how)()
+        exc = await asyncio.wait_for(protocol.lost, 5)
+        await asyncio.sleep(0.05)  # nothing more may come
+        poller.close()
+        return exc, protocol.names()
+
+    exc, names = run_async(loop_kind, main())
+    assert names == ["made", "lost"]
+    if how == "close":
+        assert isinstance(exc, ConnectionRefusedError)
+    else:
+        assert exc is None  # abort() is the caller's own end: asyncio reports None
+
+
 def test_a_decided_connect_lets_go_of_its_deadline_entry(loop_kind, make_poller):
     """The deadline queue must not keep a made (or closed) stream, and with it a relay,
     alive until the timeout passes."""

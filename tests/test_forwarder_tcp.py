@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import resource
@@ -140,6 +141,31 @@ def test_refused_endpoint_is_retried_marked_failed_and_recovers(loop_kind):
     assert not after["failed"]  # marked healthy after the cool-down
 
 
+def test_a_connect_that_fails_at_once_moves_to_the_next_pick_in_place(loop_kind):
+    """connect(2) to the broadcast address fails in the call itself (EACCES, or
+    ENETUNREACH without a default route; nothing is sent): `place` marks it failed and
+    dials the next pick for the same client, whose side then hears that connect."""
+
+    async def main():
+        (a,) = await backends("a")
+        broadcast = Endpoint("255.255.255.255", 80)
+        fw = Forwarder([service("web", [broadcast, a.endpoint], scheduler="rr")],
+                       cooldown=0.05)
+        await fw.start()
+        answers = []
+        for _ in range(4):
+            answers.append(await who(fw.addresses["web"]))
+            await asyncio.sleep(0.06)  # past the cool-down: rr offers the broadcast again
+        stats = fw.stats()["web"]
+        await fw.stop()
+        return answers, stats
+
+    answers, stats = run_async(loop_kind, main())
+    assert answers == ["a"] * 4
+    assert stats["endpoints"]["255.255.255.255:80"]["failures"] >= 2
+    assert stats["active"] == 0 and stats["unavailable"] == 0
+
+
 def test_a_retry_never_goes_back_to_an_endpoint_that_failed_the_same_connection(
     loop_kind, blackhole
 ):
@@ -230,6 +256,46 @@ def test_bytes_sent_while_a_connect_hangs_all_reach_the_next_endpoint(
     assert results == [(True, b"")] * 2
     failures = {addr: e["failures"] for addr, e in stats["endpoints"].items()}
     assert failures == {f"127.0.0.1:{hole}": 1, good: 0}  # the hang was met, then passed
+
+
+def test_a_connect_failing_as_the_client_leaves_dials_no_other_endpoint(loop_kind, blackhole):
+    """The client's error and the connect's failure met in one wake-up: the client's
+    transport is closing (its connection_lost not yet delivered) when connect_failed
+    comes.  Nothing is left to connect for: no next pick, no connection to it."""
+    hole = blackhole()
+
+    async def main():
+        (a,) = await backends("a")
+        black = Endpoint("127.0.0.1", hole)
+        fw = Forwarder([service("web", [black, a.endpoint], scheduler="rr")],
+                       connect_timeout=30)
+        await fw.start()
+        runtime = fw._runtimes["web"]
+        for _ in range(2):  # rr: one of two connections is placed on the blackhole
+            reader, writer = await open_client(fw.addresses["web"])
+            writer.write(b"who\n")
+            await asyncio.sleep(0.05)
+            (relay,) = runtime.stats.live
+            if relay.endpoint == black:
+                break
+            assert await reader.readline() == b"a\n"
+            writer.close()
+            while runtime.stats.live:
+                await asyncio.sleep(0.01)
+        accepted = a.accepted
+        relay.client.transport.abort()  # the client's reset, as its read would report it
+        relay.upstream.transport.expire(0.1)  # the same wake-up: the connect times out
+        await asyncio.sleep(0.1)
+        stats = fw.stats()["web"]
+        dialed = a.accepted - accepted
+        writer.close()
+        await fw.stop()
+        return stats, dialed, black.address
+
+    stats, dialed, hole_address = run_async(loop_kind, main())
+    assert dialed == 0
+    assert stats["active"] == 0 and stats["unavailable"] == 0
+    assert stats["endpoints"][hole_address]["failures"] == 1
 
 
 def test_every_try_failing_resets_the_client_and_counts_unavailable(loop_kind, blackhole):
@@ -330,6 +396,49 @@ def test_running_out_of_descriptors_blames_no_endpoint_and_pauses_accepting(
     assert second == b"a\n"
     pauses = [r for r in caplog.records if "accept failed" in r.getMessage()]
     assert len(pauses) == 1  # paused once for the retry delay, no spin
+
+
+@pytest.mark.parametrize("error", ["EPROTO", "ENETUNREACH", "EHOSTUNREACH"])
+def test_a_network_error_from_accept_drops_that_connection_only(loop_kind, caplog, error):
+    """accept(2) passes a new connection's pending network error on as its own (man 2
+    accept, NOTES: treat it like EAGAIN); the listener must not pause for it.  The kernel
+    cannot be made to do that here, so the listening socket's accept raises it once."""
+
+    class PendingError:
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock, self.family, self.raised = sock, sock.family, False
+
+        def fileno(self) -> int:
+            return self.sock.fileno()
+
+        def close(self) -> None:
+            self.sock.close()
+
+        def _accept(self):
+            if not self.raised:
+                self.raised = True
+                code = getattr(errno, error)
+                raise OSError(code, os.strerror(code))
+            return self.sock._accept()
+
+    async def main():
+        (a,) = await backends("a")
+        fw = Forwarder([service("web", [a.endpoint])])
+        await fw.start()
+        (listener,) = fw._listeners
+        listener.sock = PendingError(listener.sock)
+        start = time.monotonic()
+        answer = await asyncio.wait_for(who(fw.addresses["web"]), 5)
+        elapsed = time.monotonic() - start
+        raised = listener.sock.raised
+        await fw.stop()
+        return answer, elapsed, raised
+
+    caplog.set_level(logging.WARNING, logger="lbcore.forwarder")
+    answer, elapsed, raised = run_async(loop_kind, main())
+    assert raised and answer == "a"
+    assert elapsed < 0.5  # not after ACCEPT_RETRY_DELAY
+    assert not [r for r in caplog.records if "accept failed" in r.getMessage()]
 
 
 def test_max_connections_refuses_the_excess_cleanly_and_recovers(loop_kind):

@@ -13,6 +13,7 @@ one in its own transport, which costs more than the relay (`stream` says why).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from typing import Any
@@ -36,6 +37,12 @@ MAX_ACCEPT = 64
 #: (asyncio's servers wait one second too): the listening socket stays readable, so
 #: retrying at once would spin.
 ACCEPT_RETRY_DELAY = 1.0
+#: Errors accept(2) passes on from the new connection itself (man 2 accept, NOTES: "treat
+#: them like EAGAIN"): that connection is gone, the listener is fine.
+_CONNECTION_GONE = frozenset({
+    errno.ECONNABORTED, errno.ENETDOWN, errno.EPROTO, errno.ENOPROTOOPT, errno.EHOSTDOWN,
+    errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH,
+})
 
 
 def bind(protocol: str, host: str, port: int) -> socket.socket:
@@ -117,9 +124,10 @@ class Listener:
                 fd, address = sock._accept()  # the descriptor: `stream.accepted` wraps it
             except (BlockingIOError, InterruptedError):
                 return
-            except ConnectionAbortedError:  # reset while in the queue: take the next
-                continue
-            except OSError as exc:  # out of descriptors or memory: pause, or it spins
+            except OSError as exc:
+                if exc.errno in _CONNECTION_GONE:  # reset while in the queue, say
+                    continue
+                # Out of descriptors or memory: pause, or it spins.
                 log.warning("%s: accept failed, retrying in %g s: %s",
                             self.name, ACCEPT_RETRY_DELAY, exc)
                 self.loop.remove_reader(sock.fileno())

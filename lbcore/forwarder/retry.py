@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import NoEndpointsError
 from ..models import Endpoint
@@ -88,18 +88,18 @@ def failed(
 
 
 def place(
-    runtime: Any, key: Any, protocol_factory: Callable[[], Any], first_try: int,
-    tried: list[Endpoint],
-) -> tuple[Any, Endpoint, EndpointStats, Stream, Any, int]:
+    runtime: Any, key: Any, protocol: Any, first_try: int, tried: list[Endpoint],
+) -> tuple[Any, Endpoint, EndpointStats, Stream, int]:
     """Pick and start connecting, on the next pick while a connect fails at once.
 
     ``first_try`` counts tries the connection already used; ``tried`` holds the
-    endpoints that failed it (added to here).  Returns (balancer, endpoint, endpoint
-    stats, transport, protocol, try number): the connect is under way, its deadline set;
-    the caller owns one `release` of the endpoint on that balancer.  Raises
-    NoEndpointsError when no endpoint is usable, every try is used, or the process has
-    no socket to connect with (that marks no endpoint failed).  Every pick that does not
-    end in a returned connection is released here.
+    endpoints that failed it (added to here).  ``protocol`` hears the connect that gets
+    under way (a connect that fails at once never calls it, so one serves every try).
+    Returns (balancer, endpoint, endpoint stats, transport, try number): the connect is
+    under way, its deadline set; the caller owns one `release` of the endpoint on that
+    balancer.  Raises NoEndpointsError when no endpoint is usable, every try is used, or
+    the process has no socket to connect with (that marks no endpoint failed).  Every
+    pick that does not end in a returned connection is released here.
     """
     options = runtime.options
     health = runtime.health
@@ -114,7 +114,6 @@ def place(
             health.failed(balancer, endpoint, runtime.stats.endpoint(endpoint))
             endpoint = health.pick(balancer, key, False)
         endpoint_stats = runtime.stats.endpoint(endpoint)
-        protocol = protocol_factory()
         try:
             transport = dial(runtime.loop, runtime.poller, endpoint, protocol)
         except OSError as exc:
@@ -128,5 +127,5 @@ def place(
             balancer.release(endpoint)
             raise
         transport.deadline = runtime.deadlines.add(transport, options.try_timeout(attempt))
-        return balancer, endpoint, endpoint_stats, transport, protocol, attempt
+        return balancer, endpoint, endpoint_stats, transport, attempt
     raise NoEndpointsError(f"{runtime.name}: {options.tries} tries failed")

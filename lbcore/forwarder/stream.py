@@ -151,6 +151,10 @@ class Stream:
     def pause_reading(self) -> None:
         self.paused = True
         self._watch_reads()
+        if self.dialing:
+            # Reads were how the connect's outcome showed (see __init__): writability
+            # shows it now, or it would wait for the deadline.
+            self._watch_writes(True)
 
     def resume_reading(self) -> None:
         self.paused = False
@@ -204,7 +208,9 @@ class Stream:
         self.closing = True
         self._watch_reads()
         if not self.size or self.error is not None:
-            self._close_now(None)
+            # A connect refused meanwhile (a send met it) is reported, as the writer
+            # would report it had the send waited for the handshake instead.
+            self._close_now(self.error)
         # else: the writer closes once the buffer is empty
 
     def abort(self) -> None:

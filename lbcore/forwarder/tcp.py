@@ -211,21 +211,18 @@ class Relay:
             self.key = runtime.key_of(self.client.transport.get_extra_info("peername"))
         self._place()
 
-    def _new_upstream(self) -> _UpstreamSide:
-        return _UpstreamSide(self)
-
     def _place(self, unsent: bytes = b"", eof: bool = False) -> None:
         """Pick and start connecting; write ``unsent`` (and ``eof``) for the endpoint."""
         runtime = self.runtime
         try:
-            placed = place(runtime, self.key, self._new_upstream, self.tries, self.tried)
+            placed = place(runtime, self.key, _UpstreamSide(self), self.tries, self.tried)
         except NoEndpointsError as exc:
             runtime.stats.unavailable += 1
             log.warning("%s: connection from %s refused: %s", runtime.name,
                         self.client.transport.get_extra_info("peername"), exc)
             reset(self.client.transport)
             return
-        self.balancer, self.endpoint, self.endpoint_stats, transport, _, self.tries = placed
+        self.balancer, self.endpoint, self.endpoint_stats, transport, self.tries = placed
         if unsent:
             transport.write(unsent)
         if eof:
@@ -245,8 +242,9 @@ class Relay:
         self.upstream = None
         self._failed(exc)
         client = self.client
-        if client.done:  # the client left meanwhile: nothing to connect for
-            self._maybe_finish()
+        if client.transport.is_closing():
+            # The client left meanwhile (its connection_lost may still be on its way,
+            # which finishes the relay): nothing to connect for.
             return
         if side.transport.protocol_paused:  # its full buffer paused the client: undo that
             client.transport.resume_reading()
@@ -394,7 +392,7 @@ class Relay:
 
     def lost(self, side: _Side, exc: Exception | None) -> None:
         if side is not self.client and side is not self.upstream:
-            return  # abandoned: a connect deadline, or an unanswered connection
+            return  # abandoned by `_unanswered` (a failed connect is never "lost")
         if exc is not None and self._unanswered(side, exc):
             return
         side.done = True
