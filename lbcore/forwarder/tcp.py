@@ -274,7 +274,8 @@ class Relay:
         """The endpoint left without a byte: move the connection to the next pick."""
         client = self.client
         if (
-            self.replay is None or side is not self.upstream or client.eof or client.done
+            self.replay is None or side is not self.upstream or client.eof
+            or client.transport.is_closing()  # leaving: nothing to move (see connect_failed)
             or self.tries + 1 >= self.runtime.options.tries
         ):
             return False
