@@ -9,6 +9,7 @@ queue is full (SYNs dropped).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import time
@@ -102,6 +103,23 @@ async def read_all(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> byte
     while chunk := await loop.sock_recv(conn, 1 << 16):
         got += chunk
     return bytes(got)
+
+
+@contextlib.asynccontextmanager
+async def dialed(make_poller: Any) -> Any:
+    """A stream dialed to a fresh listener and accepted: (loop, stream, protocol, the
+    accepted socket).  The accepted socket and the poller are closed afterwards."""
+    loop = asyncio.get_running_loop()
+    poller = make_poller(loop)
+    with listening() as listener:
+        protocol = Recorder()
+        stream = dial(loop, poller, endpoint_of(listener), protocol)
+        conn = await accept(loop, listener)
+        try:
+            yield loop, stream, protocol, conn
+        finally:
+            conn.close()
+            poller.close()
 
 
 def test_a_dialing_stream_takes_writes_before_the_handshake_is_known(loop_kind, make_poller):
@@ -351,21 +369,14 @@ def test_deadlines_expire_in_order_per_timeout_and_skip_what_was_made(loop_kind)
 
 def test_backpressure_pauses_and_resumes_the_writer_and_close_flushes(loop_kind, make_poller):
     async def main():
-        loop = asyncio.get_running_loop()
-        poller = make_poller(loop)
-        with listening() as listener:
-            protocol = Recorder()
-            stream = dial(loop, poller, endpoint_of(listener), protocol)
-            conn = await accept(loop, listener)
+        async with dialed(make_poller) as (loop, stream, protocol, conn):
             data = payload(8 * 1024 * 1024)
             for i in range(0, len(data), 65536):
                 stream.write(data[i:i + 65536])
             queued = stream.get_write_buffer_size()
             stream.close()  # after every queued byte
             got = await read_all(loop, conn)
-            conn.close()
             await protocol.lost
-            poller.close()
             return queued, got == data, protocol.names()
 
     queued, same, names = run_async(loop_kind, main())
@@ -376,19 +387,12 @@ def test_backpressure_pauses_and_resumes_the_writer_and_close_flushes(loop_kind,
 
 def test_abort_drops_queued_bytes(loop_kind, make_poller):
     async def main():
-        loop = asyncio.get_running_loop()
-        poller = make_poller(loop)
-        with listening() as listener:
-            protocol = Recorder()
-            stream = dial(loop, poller, endpoint_of(listener), protocol)
-            conn = await accept(loop, listener)
+        async with dialed(make_poller) as (loop, stream, protocol, conn):
             stream.write(payload(16 * 1024 * 1024))  # far more than the socket buffers
             queued = stream.get_write_buffer_size()
             stream.abort()
             got = len(await read_all(loop, conn))
-            conn.close()
             exc = await protocol.lost
-            poller.close()
             return queued, got, exc, protocol.names()
 
     queued, got, exc, names = run_async(loop_kind, main())
@@ -429,17 +433,11 @@ def test_an_accepted_stream_knows_its_peer_and_closes_at_eof_when_told(loop_kind
 
 def test_a_reset_once_connected_is_connection_lost_with_the_error(loop_kind, make_poller):
     async def main():
-        loop = asyncio.get_running_loop()
-        poller = make_poller(loop)
-        with listening() as listener:
-            protocol = Recorder()
-            stream = dial(loop, poller, endpoint_of(listener), protocol)
-            conn = await accept(loop, listener)
+        async with dialed(make_poller) as (_, stream, protocol, conn):
             stream.write(b"x")
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
             conn.close()  # RST
             exc = await asyncio.wait_for(protocol.lost, 5)
-            poller.close()
             return exc, protocol.names()
 
     exc, names = run_async(loop_kind, main())
