@@ -1,13 +1,14 @@
 """Connect deadlines: one timer per distinct timeout, not one per connection.
 
-A timer per connect (``call_later`` and its cancel) cost a measurable share of a
-new connection (bench/README.md, "Connecting without a task").  Connects with the same
-timeout expire in the order they started, so each timeout keeps a queue in that order
-and one timer armed for its oldest entry.  A connection that is made (or closed)
-meanwhile stays in the queue, but lets go of its entry (its entry's transport becomes None), so the queue
-holds small lists rather than relays: a long connect timeout at a high connection
-rate costs memory per connection of the order of a hundred bytes, not kilobytes.  A
-retry's doubled timeout is a second queue.
+A timer per connect (a ``call_later`` and its cancel: a timer handle and, under uvloop,
+a libuv timer each) is per-connection work that one timer per timeout avoids (see
+bench/README.md, "Owning the sockets").  Connects with the same timeout expire in the
+order they started, so each timeout keeps a queue in that order and one timer armed for
+its oldest entry.  A connection that is made (or closed) meanwhile stays in the queue
+but lets go of its entry (the entry's transport becomes None), so the queue holds small
+lists rather than relays: a long connect timeout at a high connection rate costs about
+a hundred bytes per connection, not kilobytes.  A retry's doubled timeout is a second
+queue.
 """
 
 from __future__ import annotations

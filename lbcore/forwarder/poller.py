@@ -3,7 +3,7 @@
 Why: every descriptor the loop watches costs at both ends under uvloop (libuv checks a new
 descriptor with an epoll add and delete, sets it non-blocking again, and deletes it up to
 three times when the watch ends: seven system calls per socket, traced with strace; see
-bench/README.md, "Connecting without a task").  Here a socket is added once, changed
+bench/README.md, "Owning the sockets").  Here a socket is added once, changed
 when it must wait for writability, and deleted once; the loop wakes us when any of
 them is ready, and one epoll_wait(0) fetches them all.
 
