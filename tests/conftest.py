@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import socket
+import time
 import types
 
 import pytest
@@ -36,3 +38,31 @@ def both() -> tuple[types.ModuleType, types.ModuleType]:
     if compiled is None:
         pytest.skip("compiled twins not built (test_build.py fails if they should be)")
     return importlib.import_module("lbcore._pure"), compiled
+
+
+@pytest.fixture
+def blackhole():
+    """Makes listeners whose accept queue is full (further SYNs are dropped, connects
+    hang) and returns each one's port; closes them all after the test."""
+    socks: list[socket.socket] = []
+
+    def make() -> int:
+        sock = socket.socket()
+        socks.append(sock)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(0)
+        for _ in range(2):
+            filler = socket.socket()
+            socks.append(filler)
+            filler.setblocking(False)
+            filler.connect_ex(sock.getsockname())
+        time.sleep(0.05)
+        with socket.socket() as probe:
+            probe.settimeout(0.2)
+            with pytest.raises(OSError):  # proves the hole: a normal listener would connect
+                probe.connect(sock.getsockname())
+        return sock.getsockname()[1]
+
+    yield make
+    for sock in socks:
+        sock.close()

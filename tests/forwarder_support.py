@@ -172,6 +172,24 @@ async def open_client(address: tuple[str, int], source: str | None = None) -> tu
     return await asyncio.open_connection(*address, local_addr=local)
 
 
+async def refused_or_read(address: tuple[str, int]) -> Any:
+    """Connect and read to the end: "reset" if the forwarder reset the connection.
+
+    The reset may come before the client's own connect has finished (the forwarder
+    accepts and refuses at once) or after; either way the client hears it.
+    """
+    try:
+        reader, writer = await open_client(address)
+    except ConnectionResetError:
+        return "reset"
+    try:
+        return await reader.read()
+    except ConnectionResetError:
+        return "reset"
+    finally:
+        writer.close()
+
+
 async def who(address: tuple[str, int], source: str | None = None) -> str:
     """One request on a new connection: the name of the backend that answered."""
     reader, writer = await open_client(address, source)

@@ -10,7 +10,9 @@ import pytest
 from lbcore import ConfigError, Endpoint, Service
 from lbcore.forwarder import Forwarder
 
-from forwarder_support import LOOPS, backends, free_port, open_client, run_async, service, who
+from forwarder_support import (
+    LOOPS, backends, free_port, open_client, refused_or_read, run_async, service, who,
+)
 
 
 @pytest.fixture(params=LOOPS)
@@ -188,12 +190,8 @@ def test_lowering_max_connections_counts_the_connections_already_open(loop_kind)
             await reader.readexactly(1)
             held.append(writer)
         fw.update([service("web", [a.endpoint], listen=f"127.0.0.1:{port}", max_connections=2)])
-        reader, writer = await open_client(fw.addresses["web"])
-        try:
-            refused = await reader.read()
-        except ConnectionResetError:
-            refused = "reset"
-        for w in held + [writer]:
+        refused = await refused_or_read(fw.addresses["web"])
+        for w in held:
             w.close()
         await fw.stop()
         return refused

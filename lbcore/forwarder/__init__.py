@@ -2,7 +2,8 @@
 
 One listener per Service; per TCP connection pick → connect with retries and passive
 health → copy both ways with backpressure (bulk through ``splice(2)``, a persistent
-connection's steady state through a compiled copier between the raw sockets) → `release()`;
+connection's steady state through a compiled copier between the raw sockets) → `release()`,
+on sockets the forwarder accepts, connects and watches itself (one epoll set);
 per-client UDP flows; live updates that never cut established connections; limits,
 timeouts, draining, and stats.  Runs on uvloop when it is installed (``lbcore[uvloop]``).
 

@@ -16,8 +16,10 @@ from typing import Any, Iterable
 from ..balancers import make_balancer_for
 from ..errors import ConfigError
 from ..models import Service, _join_host_port
+from .deadlines import Deadlines
 from .listener import Listener
 from .options import Options
+from .poller import make_poller
 from .service import ServiceRuntime, balancer_config
 
 __all__ = ["Forwarder"]
@@ -64,6 +66,8 @@ class Forwarder:
         self._serving: set[asyncio.Task] = set()
         self._sweepers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: Any = None
+        self._deadlines: Deadlines | None = None
         self._drained: asyncio.Event | None = None
         self._stopping = False
         #: service name -> (host, port) actually bound (port 0 resolved)
@@ -74,6 +78,8 @@ class Forwarder:
         if self._loop is not None:
             raise RuntimeError("the forwarder was started already")
         self._loop = asyncio.get_running_loop()
+        self._poller = make_poller(self._loop)
+        self._deadlines = Deadlines(self._loop)
         self._drained = asyncio.Event()
         self.update(self._initial)
         await self._started()
@@ -193,7 +199,8 @@ class Forwarder:
             runtime = step.runtime
             if runtime is None:
                 runtime = ServiceRuntime(
-                    step.service, step.balancer, self.options, loop, self._ended
+                    step.service, step.balancer, self.options, loop, self._ended,
+                    self._poller, self._deadlines,
                 )
             elif runtime.service != step.service:
                 runtime.apply(step.service, step.balancer)
@@ -212,7 +219,7 @@ class Forwarder:
             listener.release()
         self._listeners = listeners | {l for l in self._listeners if not l.closed}
         for listener in listeners:
-            if listener.server is None and listener.udp is None and not listener.starting:
+            if listener.loop is None and listener.udp is None and not listener.starting:
                 task = loop.create_task(listener.serve(loop))
                 self._serving.add(task)
                 task.add_done_callback(self._serving.discard)
@@ -307,3 +314,4 @@ class Forwarder:
             if not (self._any_live("tcp") or self._any_live("udp")):
                 break
             await asyncio.sleep(0.001)
+        self._poller.close()

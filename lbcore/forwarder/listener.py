@@ -4,23 +4,45 @@ switches), then served by the event loop; each routes to the service it serves n
 A listener outlives the service that opened it when another service takes its address
 over in an update: the socket is never closed and reopened, so no connection attempt
 meets a closed port during a reload.
+
+A TCP listener accepts by itself (the loop says when the socket is readable) and hands
+each connection to a relay through a `stream.Stream`: asyncio's server would wrap each
+one in its own transport, which costs more than the relay (`stream` says why).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import socket
 from typing import Any
 
 from ..errors import ConfigError
 from ..models import _join_host_port
+from .stream import accepted
 from .tcp import Relay
 from .udp import ListenerProtocol
 
 __all__ = ["Listener", "bind"]
 
+log = logging.getLogger("lbcore.forwarder")
+
 #: The kernel caps this at net.core.somaxconn.
 BACKLOG = 4096
+#: Connections taken per wake-up at most, so that a flood of new connections cannot
+#: starve the ones already open (HAProxy's ``tune.maxaccept`` default).
+MAX_ACCEPT = 64
+#: Seconds without accepting after accept(2) fails for want of descriptors or memory
+#: (asyncio's servers wait one second too): the listening socket stays readable, so
+#: retrying at once would spin.
+ACCEPT_RETRY_DELAY = 1.0
+#: Errors accept(2) passes on from the new connection itself (man 2 accept, NOTES: "treat
+#: them like EAGAIN"): that connection is gone, the listener is fine.
+_CONNECTION_GONE = frozenset({
+    errno.ECONNABORTED, errno.ENETDOWN, errno.EPROTO, errno.ENOPROTOOPT, errno.EHOSTDOWN,
+    errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH,
+})
 
 
 def bind(protocol: str, host: str, port: int) -> socket.socket:
@@ -52,8 +74,8 @@ class Listener:
     UDP listener keeps relaying replies of its existing flows and closes after them.
     """
 
-    __slots__ = ("protocol", "configured", "sock", "address", "runtime", "server",
-                 "flows", "closed", "starting", "udp")
+    __slots__ = ("protocol", "configured", "sock", "address", "runtime", "loop",
+                 "flows", "closed", "starting", "udp", "retry")
 
     def __init__(self, protocol: str, configured: tuple[str, int], field: str) -> None:
         try:
@@ -67,7 +89,8 @@ class Listener:
         self.configured = configured
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.runtime: Any = None
-        self.server: Any = None
+        self.loop: Any = None  # serving TCP on this loop
+        self.retry: Any = None  # the timer that resumes accepting after a failure
         self.udp: ListenerProtocol | None = None
         self.flows: dict[tuple, Any] = {}
         self.closed = False
@@ -82,9 +105,8 @@ class Listener:
         self.starting = True
         try:
             if self.protocol == "tcp":
-                self.server = await loop.create_server(
-                    self._accept, sock=self.sock, backlog=BACKLOG
-                )
+                loop.add_reader(self.sock.fileno(), self._accept)
+                self.loop = loop
             else:
                 self.udp = ListenerProtocol(self)
                 await loop.create_datagram_endpoint(lambda: self.udp, sock=self.sock)
@@ -94,8 +116,33 @@ class Listener:
             self.closed = False
             self.close()
 
-    def _accept(self) -> Any:
-        return Relay(self.runtime).client
+    def _accept(self) -> None:
+        sock = self.sock
+        family = sock.family
+        for _ in range(MAX_ACCEPT):
+            try:
+                fd, address = sock._accept()  # the descriptor: `stream.accepted` wraps it
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _CONNECTION_GONE:  # reset while in the queue, say
+                    continue
+                # Out of descriptors or memory: pause, or it spins.
+                log.warning("%s: accept failed, retrying in %g s: %s",
+                            self.name, ACCEPT_RETRY_DELAY, exc)
+                self.loop.remove_reader(sock.fileno())
+                self.retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
+                return
+            runtime = self.runtime
+            try:
+                accepted(runtime.loop, runtime.poller, fd, family, address, Relay(runtime).client)
+            except OSError as exc:  # reset before we could set it up: it is closed
+                log.debug("%s: accepted connection lost at once: %s", self.name, exc)
+
+    def _resume(self) -> None:
+        self.retry = None
+        if not self.closed:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
 
     def release(self) -> None:
         """No service uses this address any more: stop taking new connections."""
@@ -112,8 +159,12 @@ class Listener:
         if self.closed:
             return
         self.closed = True
-        if self.server is not None:
-            self.server.close()
+        if self.loop is not None:
+            if self.retry is not None:
+                self.retry.cancel()
+            else:
+                self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
         elif self.udp is not None and self.udp.transport is not None:
             self.udp.transport.close()
         elif not self.starting:

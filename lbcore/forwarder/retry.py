@@ -11,17 +11,21 @@ back from a cool-down shorter than the connection's tries (`place`).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import NoEndpointsError
 from ..models import Endpoint
-from .connector import connect
 from .stats import EndpointStats
+from .stream import Stream, dial
 
 __all__ = ["PassiveHealth", "failed", "place"]
 
 log = logging.getLogger("lbcore.forwarder")
+
+#: socket() errors that say this process is short of something: no endpoint is to blame.
+_NO_SOCKET = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class PassiveHealth:
@@ -83,20 +87,22 @@ def failed(
     log.warning("%s: %s failed (%s); cooling it down", runtime.name, endpoint.address, why)
 
 
-async def place(
-    runtime: Any, key: Any, protocol_factory: Callable[[], asyncio.Protocol], first_try: int = 0
-) -> tuple[Any, Endpoint, EndpointStats, asyncio.Transport, Any, int]:
-    """Pick and connect, retrying on the next pick until ``tries`` tries are used.
+def place(
+    runtime: Any, key: Any, protocol: Any, first_try: int, tried: list[Endpoint],
+) -> tuple[Any, Endpoint, EndpointStats, Stream, int]:
+    """Pick and start connecting, on the next pick while a connect fails at once.
 
-    ``first_try`` counts tries a connection already used (see `Relay` on unanswered
-    connections).  Returns (balancer, endpoint, endpoint stats, transport, protocol,
-    try number); the caller owns one `release` of the endpoint on that balancer.
-    Raises NoEndpointsError when no endpoint is usable or every try failed.  Every pick
-    that does not end in a returned connection is released here.
+    ``first_try`` counts tries the connection already used; ``tried`` holds the
+    endpoints that failed it (added to here).  ``protocol`` hears the connect that gets
+    under way (a connect that fails at once never calls it, so one serves every try).
+    Returns (balancer, endpoint, endpoint stats, transport, try number): the connect is
+    under way, its deadline set; the caller owns one `release` of the endpoint on that
+    balancer.  Raises NoEndpointsError when no endpoint is usable, every try is used, or
+    the process has no socket to connect with (that marks no endpoint failed).  Every
+    pick that does not end in a returned connection is released here.
     """
     options = runtime.options
     health = runtime.health
-    tried: list[Endpoint] = []  # the endpoints that failed this connection
     for attempt in range(first_try, options.tries):
         balancer = runtime.balancer
         endpoint = health.pick(balancer, key, attempt == 0)
@@ -109,16 +115,17 @@ async def place(
             endpoint = health.pick(balancer, key, False)
         endpoint_stats = runtime.stats.endpoint(endpoint)
         try:
-            transport, protocol = await connect(
-                runtime.loop, endpoint, protocol_factory, options.try_timeout(attempt)
-            )
-        except OSError as exc:  # refused, unreachable, timed out (TimeoutError is an OSError)
+            transport = dial(runtime.loop, runtime.poller, endpoint, protocol)
+        except OSError as exc:
             balancer.release(endpoint)
-            failed(runtime, balancer, endpoint, endpoint_stats, exc)
+            if exc.errno in _NO_SOCKET:  # our shortage, not the endpoint's fault
+                raise NoEndpointsError(f"{runtime.name}: no socket to connect with: {exc}")
+            failed(runtime, balancer, endpoint, endpoint_stats, exc)  # unreachable, say
             tried.append(endpoint)
             continue
         except BaseException:
             balancer.release(endpoint)
             raise
-        return balancer, endpoint, endpoint_stats, transport, protocol, attempt
+        transport.deadline = runtime.deadlines.add(transport, options.try_timeout(attempt))
+        return balancer, endpoint, endpoint_stats, transport, attempt
     raise NoEndpointsError(f"{runtime.name}: {options.tries} tries failed")

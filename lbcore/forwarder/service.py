@@ -11,6 +11,7 @@ import asyncio
 from typing import Any, Callable
 
 from ..models import Service
+from .deadlines import Deadlines
 from .options import Options
 from .retry import PassiveHealth
 from .stats import ServiceStats
@@ -52,7 +53,7 @@ class ServiceRuntime:
 
     __slots__ = (
         "name", "protocol", "service", "balancer", "options", "loop", "stats", "health",
-        "max_connections", "key_of", "wants_key", "listener", "ended",
+        "max_connections", "key_of", "wants_key", "listener", "ended", "poller", "deadlines",
     )
 
     def __init__(
@@ -62,6 +63,8 @@ class ServiceRuntime:
         options: Options,
         loop: asyncio.AbstractEventLoop,
         ended: Callable[[], None],
+        poller: Any,
+        deadlines: Deadlines,
     ) -> None:
         self.name = service.name
         self.protocol = service.protocol
@@ -69,6 +72,9 @@ class ServiceRuntime:
         self.loop = loop
         self.stats = ServiceStats(service.name, service.protocol)
         self.health = PassiveHealth(loop, options.cooldown)
+        #: the forwarder's: the sockets it watches itself, and its connect deadlines
+        self.poller = poller
+        self.deadlines = deadlines
         self.listener: Any = None
         #: called whenever a connection or flow of this service ends (drain tracking)
         self.ended = ended

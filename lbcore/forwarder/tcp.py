@@ -1,13 +1,17 @@
 """The TCP relay: a client connection, its upstream connection, and the bytes between.
 
 Per connection (DESIGN.md "Forwarder"): admit under the service's limit → pick and
-connect with retries (`retry.place`) → copy both ways with backpressure both ways → pass
-half-closes through → `release()` the endpoint exactly once when both sides are gone.
+start connecting (`retry.place`, `stream.dial`: no task; the outcome arrives as a call
+on the upstream side) → on a failed connect, the next pick, with every byte the client
+sent meanwhile → copy both ways with backpressure both ways → pass half-closes through
+→ `release()` the endpoint exactly once when both sides are gone.  Both sides are
+asyncio protocols over `stream.Stream` transports (the module says why not asyncio's).
 
-Backpressure: when one side's transport buffers more than its high-water mark, asyncio
+Backpressure: when one side's transport buffers more than its high-water mark, it
 calls that side's ``pause_writing`` and the relay stops reading the *other* side, whose
 bytes were filling it; ``resume_writing`` undoes it.  So each direction holds at most
-one high-water mark plus one read of bytes in Python.
+one high-water mark plus one read of bytes in Python.  That holds while connecting too:
+the client's bytes wait in the dialing transport.
 
 Unanswered connections: an endpoint that closes or resets a connection before sending a
 single byte back, while the client has not finished sending (no FIN) and everything it
@@ -39,6 +43,7 @@ from .._extensions import NO_EXTENSIONS
 from ..errors import NoEndpointsError
 from . import splice
 from .retry import failed, place
+from .stream import Stream
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._copier_py import Copier
@@ -125,67 +130,26 @@ class _ClientSide(_Side):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self.peer = _Waiting(transport, [])
         self.relay.admit()
 
 
 class _UpstreamSide(_Side):
     __slots__ = ()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Wired to the client now, not when the connect task resumes: a server that
-        # speaks first may deliver bytes before that.  The client is wired to this side
-        # only once the connect is final (`Relay._connect`).
+    def connection_made(self, transport: Stream) -> None:  # type: ignore[override]
+        # Wired both ways at once: the connect is under way, and the transport holds
+        # (or sends) what the client writes meanwhile.
+        relay = self.relay
         self.transport = transport
-        self.relay.upstream = self
-        self.peer = self.relay.client
+        self.peer = relay.client
+        relay.upstream = self
+        relay.client.peer = self
 
+    def connected(self) -> None:
+        self.relay.opened()
 
-class _Waiting:
-    """Stands in for the upstream side until it connects; holds the client's bytes.
-
-    Bounded: past `REPLAY_LIMIT` bytes it pauses the client, so it holds at most one
-    read more.  (A first request is usually one small read: no pause, no resume.)
-    """
-
-    __slots__ = ("client_transport", "data", "size", "shutdown")
-    eof = done = False
-
-    def __init__(self, client_transport: Any, data: list[bytes]) -> None:
-        self.client_transport = client_transport
-        self.data = data
-        self.size = sum(map(len, data))
-        self.shutdown = False
-
-    @property
-    def transport(self) -> _Waiting:
-        return self
-
-    def write(self, data: bytes) -> None:
-        self.data.append(data)
-        self.size += len(data)
-        if self.size > REPLAY_LIMIT:
-            self.client_transport.pause_reading()
-
-    def write_eof(self) -> None:
-        self.shutdown = True
-
-    def get_write_buffer_size(self) -> int:
-        return 1  # never splice into a side that is not there yet
-
-    def close(self) -> None:
-        pass
-
-    abort = close
-
-    def hand_over(self, transport: Any) -> None:
-        """Pass on what the client sent while the connect was pending."""
-        if self.data:
-            transport.write(b"".join(self.data) if len(self.data) > 1 else self.data[0])
-        if self.shutdown:
-            transport.write_eof()
-        if self.size > REPLAY_LIMIT:
-            self.client_transport.resume_reading()
+    def connect_failed(self, exc: OSError) -> None:
+        self.relay.connect_failed(self, exc)
 
 
 class Relay:
@@ -193,7 +157,7 @@ class Relay:
 
     __slots__ = (
         "runtime", "client", "upstream", "balancer", "endpoint", "endpoint_stats", "key",
-        "tries", "task", "idle", "seen", "splice", "replay", "replay_size", "finished",
+        "tries", "tried", "idle", "seen", "splice", "replay", "replay_size", "finished",
         "copy", "copier",
     )
 
@@ -206,7 +170,7 @@ class Relay:
         self.endpoint_stats: Any = None
         self.key: Any = None
         self.tries = 0  # the try (0-based) that placed the current connection
-        self.task: asyncio.Task | None = None
+        self.tried: list[Any] = []  # the endpoints that failed this connection
         self.idle = 0  # idle sweeps without progress (Forwarder._sweep)
         self.seen = 0  # bytes moved at the last sweep
         self.splice = runtime.options.splice and splice.AVAILABLE
@@ -245,37 +209,55 @@ class Relay:
         stats.admitted(self)
         if runtime.wants_key:
             self.key = runtime.key_of(self.client.transport.get_extra_info("peername"))
-        self.task = runtime.loop.create_task(self._connect())
+        self._place()
 
-    def _new_upstream(self) -> _UpstreamSide:
-        return _UpstreamSide(self)
-
-    async def _connect(self) -> None:
+    def _place(self, unsent: bytes = b"", eof: bool = False) -> None:
+        """Pick and start connecting; write ``unsent`` (and ``eof``) for the endpoint."""
         runtime = self.runtime
-        client = self.client
-        placed = None
         try:
-            placed = await place(runtime, self.key, self._new_upstream, self.tries)
+            placed = place(runtime, self.key, _UpstreamSide(self), self.tries, self.tried)
         except NoEndpointsError as exc:
             runtime.stats.unavailable += 1
             log.warning("%s: connection from %s refused: %s", runtime.name,
-                        client.transport.get_extra_info("peername"), exc)
-            if not client.done:
-                reset(client.transport)
-        except asyncio.CancelledError:  # the client left, or the forwarder stops
-            if not client.done:
-                client.transport.abort()
-        self.task = None
-        if placed is not None:
-            self.balancer, self.endpoint, self.endpoint_stats = placed[:3]
-            transport, upstream, self.tries = placed[3:]
-            runtime.stats.opened(self, self.endpoint_stats)
-            if client.done:  # the client left as the connect completed
-                transport.close()
-            else:
-                waiting, client.peer = client.peer, upstream
-                waiting.hand_over(transport)
-        self._maybe_finish()
+                        self.client.transport.get_extra_info("peername"), exc)
+            reset(self.client.transport)
+            return
+        self.balancer, self.endpoint, self.endpoint_stats, transport, self.tries = placed
+        if unsent:
+            transport.write(unsent)
+        if eof:
+            transport.write_eof()
+
+    def opened(self) -> None:
+        """The endpoint took the connection."""
+        self.runtime.stats.opened(self, self.endpoint_stats)
+
+    def connect_failed(self, side: _UpstreamSide, exc: OSError) -> None:
+        """``side``'s connect failed (refused, reset, timed out): on to the next pick.
+
+        Nothing reached that endpoint, so everything the client wrote goes to the next
+        one, whatever ``retry_unanswered`` says.
+        """
+        side.done = True
+        self.upstream = None
+        self._failed(exc)
+        client = self.client
+        if client.transport.is_closing():
+            # The client left meanwhile (its connection_lost may still be on its way,
+            # which finishes the relay): nothing to connect for.
+            return
+        if side.transport.protocol_paused:  # its full buffer paused the client: undo that
+            client.transport.resume_reading()
+        self._place(*side.transport.unsent())
+
+    def _failed(self, why: object) -> None:
+        """The current endpoint failed this connection: release it and cool it down."""
+        endpoint = self.endpoint
+        self.balancer.release(endpoint)
+        failed(self.runtime, self.balancer, endpoint, self.endpoint_stats, why)
+        self.tried.append(endpoint)
+        self.endpoint = self.endpoint_stats = None
+        self.tries += 1
 
     def remember(self, side: _Side, data: bytes) -> None:
         """Keep the client's bytes for a replay until the endpoint answers."""
@@ -292,20 +274,16 @@ class Relay:
         """The endpoint left without a byte: move the connection to the next pick."""
         client = self.client
         if (
-            self.replay is None or side is not self.upstream or client.eof or client.done
-            or self.task is not None or self.tries + 1 >= self.runtime.options.tries
+            self.replay is None or side is not self.upstream or client.eof
+            or client.transport.is_closing()  # leaving: nothing to move (see connect_failed)
+            or self.tries + 1 >= self.runtime.options.tries
         ):
             return False
-        runtime = self.runtime
         self.upstream = None  # its connection_lost is ignored from now on
         side.transport.abort()
         self.endpoint_stats.live.discard(self)
-        self.balancer.release(self.endpoint)
-        failed(runtime, self.balancer, self.endpoint, self.endpoint_stats, why)
-        self.endpoint = self.endpoint_stats = None
-        self.tries += 1
-        client.peer = _Waiting(client.transport, list(self.replay))  # type: ignore[arg-type]
-        self.task = runtime.loop.create_task(self._connect())
+        self._failed(why)
+        self._place(b"".join(self.replay))
         return True
 
     def start_copier(self, data: bytes) -> bool:
@@ -317,7 +295,7 @@ class Relay:
         client = self.client
         upstream: _Side = self.upstream  # type: ignore[assignment]
         if (
-            self.replay is not None or self.task is not None or len(data) >= _BULK_READ
+            self.replay is not None or len(data) >= _BULK_READ
             or client.eof or upstream.eof or client.done or upstream.done
             or client.pump is not None or upstream.pump is not None
             or client.transport.get_write_buffer_size()
@@ -415,18 +393,16 @@ class Relay:
 
     def lost(self, side: _Side, exc: Exception | None) -> None:
         if side is not self.client and side is not self.upstream:
-            return  # abandoned: a connect deadline, or an unanswered connection
+            return  # abandoned by `_unanswered` (a failed connect is never "lost")
         if exc is not None and self._unanswered(side, exc):
             return
         side.done = True
         peer = side.peer
-        if not peer.done:
+        if peer is not None and not peer.done:
             if exc is None:
                 peer.transport.close()  # flush what the lost side sent before it left
             else:
                 peer.transport.abort()
-        if side is self.client and self.task is not None:
-            self.task.cancel()
         self._maybe_finish()
 
     def close(self) -> None:
@@ -440,8 +416,6 @@ class Relay:
         if exc is not None:
             log.debug("%s: relay aborted: %s", self.runtime.name, exc)
         self._stop_copier()
-        if self.task is not None:
-            self.task.cancel()
         for side in (self.client, self.upstream):
             if side is not None and not side.done:
                 side.transport.abort()
@@ -449,7 +423,7 @@ class Relay:
     close_idle = abort
 
     def _maybe_finish(self) -> None:
-        if self.finished or self.task is not None or not self.client.done:
+        if self.finished or not self.client.done:
             return
         if self.upstream is not None and not self.upstream.done:
             return
