@@ -50,7 +50,8 @@ LOW_WATER = HIGH_WATER // 4
 #: Bytes asked for per read: what asyncio's and uvloop's transports read at most.
 READ_SIZE = 256 * 1024
 
-_SOCK_STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+#: Sockets made here are non-blocking from the start where the platform allows.
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 
 
 def accepted(
@@ -58,16 +59,9 @@ def accepted(
 ) -> Stream:
     """A stream over the connection ``fd`` accepted from ``address``; calls
     ``protocol.connection_made``."""
-    sock = _c_socket(family, socket.SOCK_STREAM, 0, fd)
-    try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio does
-        transport = Stream(loop, poller, sock, protocol, address, False)
-    except BaseException:
-        sock.close()
-        raise
-    protocol.connection_made(transport)
-    return transport
+    # accept(2) hands out a blocking descriptor whatever the listener is.
+    return _start(loop, poller, _c_socket(family, socket.SOCK_STREAM, 0, fd), True,
+                  protocol, address, None)
 
 
 def dial(loop: Any, poller: Any, endpoint: Endpoint, protocol: Any) -> Stream:
@@ -76,15 +70,28 @@ def dial(loop: Any, poller: Any, endpoint: Endpoint, protocol: Any) -> Stream:
     Calls ``protocol.connection_made`` at once; ``connected`` or ``connect_failed``
     follow."""
     ip = endpoint.ip
-    sock = _c_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, _SOCK_STREAM)
+    sock = _c_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                     socket.SOCK_STREAM | _NONBLOCK)
+    address = (ip, endpoint.port)
+    return _start(loop, poller, sock, not _NONBLOCK, protocol, address, address)
+
+
+def _start(
+    loop: Any, poller: Any, sock: _c_socket, blocking: bool, protocol: Any, peer: tuple,
+    connect_to: tuple | None,
+) -> Stream:
+    """Make ``sock`` non-blocking (if it is ``blocking``) and Nagle-free, as asyncio's
+    sockets are, connect it to ``connect_to`` (if given), wrap it in a `Stream` and tell
+    ``protocol``.  The socket is closed if any of that fails."""
     try:
-        if not _SOCK_STREAM & getattr(socket, "SOCK_NONBLOCK", 0):
+        if blocking:
             sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio does
-        err = sock.connect_ex((ip, endpoint.port))
-        if err and err != EINPROGRESS and err != EINTR:
-            raise OSError(err, os.strerror(err))
-        transport = Stream(loop, poller, sock, protocol, (ip, endpoint.port), True)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if connect_to is not None:
+            err = sock.connect_ex(connect_to)
+            if err and err != EINPROGRESS and err != EINTR:
+                raise OSError(err, os.strerror(err))
+        transport = Stream(loop, poller, sock, protocol, peer, connect_to is not None)
     except BaseException:
         sock.close()
         raise
@@ -96,9 +103,9 @@ class Stream:
     """An asyncio-style transport over a non-blocking TCP socket (see the module)."""
 
     __slots__ = (
-        "loop", "poller", "sock", "fd", "peer", "protocol", "buffer", "size", "dialing", "error", "reading",
-        "paused", "at_eof", "writing", "eof_wanted", "closing", "closed", "protocol_paused",
-        "deadline",
+        "loop", "poller", "sock", "fd", "peer", "protocol", "buffer", "size", "dialing",
+        "error", "reading", "paused", "at_eof", "writing", "eof_wanted", "closing", "closed",
+        "protocol_paused", "deadline",
     )
 
     def __init__(
@@ -135,11 +142,6 @@ class Stream:
             return self.sock
         if name == "peername":
             return self.peer
-        if name == "sockname" and not self.closed:
-            try:
-                return self.sock.getsockname()
-            except OSError:
-                return default
         return default
 
     def is_closing(self) -> bool:
