@@ -21,7 +21,8 @@ closes the copier and resumes its transports:
 - a full buffer when bulk transfers may splice (the transport's next read starts it).
 
 Like the splice pump, a copier works on duplicated descriptors (the transports keep
-owning the sockets) and owns those duplicates: `Copier.close` closes them.  It counts
+owning the sockets; see `splice` for why) and owns those duplicates: `Copier.close`
+closes them.  It counts
 the bytes it moved each way in ``client_bytes`` and ``upstream_bytes``.
 """
 

@@ -25,7 +25,8 @@ class Options:
     ``retry_unanswered`` moves a connection that its endpoint closes before answering to
     the next endpoint, replaying the client's first bytes (see `lbcore.forwarder.tcp`).
     ``copier`` lets a persistent connection's steady state copy between the raw sockets
-    instead of through asyncio transports (fewer CPU cycles per request; same behaviour).
+    instead of through the relay's transports (fewer CPU cycles per request; same
+    behaviour).
 
     >>> Options(tries=2).tries
     2

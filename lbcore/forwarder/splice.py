@@ -8,8 +8,9 @@ The pipe is the pump's only buffer, so a slow reader holds at most `PIPE_SIZE` b
 direction; reading stops while the pipe cannot drain.
 
 The transports keep owning their sockets (for the other direction and for closing), so
-the pump works on duplicated descriptors: event loops refuse a reader on a descriptor
-that a transport owns, and a duplicate is a second name for the same socket.
+the pump works on duplicated descriptors, a second name for the same socket that the
+pump owns and closes itself: whichever of the two closes first, the other never holds a
+number the kernel may already have given to a new socket.
 """
 
 from __future__ import annotations

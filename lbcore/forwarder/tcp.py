@@ -128,7 +128,7 @@ class _ClientSide(_Side):
             return
         _Side.data_received(self, data)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Stream) -> None:  # type: ignore[override]
         self.transport = transport
         self.relay.admit()
 
