@@ -24,9 +24,17 @@ from forwarder_support import LOOPS, backends, digest, fetch, free_port, payload
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_a_forwarder_on_the_loop_poller(loop_kind, monkeypatch):
     made: list[poller_module.LoopPoller] = []
+    watches: list[int] = []  # the events asked for, call by call
+
+    class CountedLoopPoller(poller_module.LoopPoller):  # the real one, its calls counted
+        __slots__ = ()
+
+        def watch(self, fd: int, owner: object, events: int) -> None:
+            watches.append(events)
+            super().watch(fd, owner, events)
 
     def loop_poller(loop: asyncio.AbstractEventLoop) -> poller_module.LoopPoller:
-        made.append(poller_module.LoopPoller(loop))
+        made.append(CountedLoopPoller(loop))
         return made[-1]
 
     monkeypatch.setattr(forwarder_module, "make_poller", loop_poller)
@@ -53,6 +61,9 @@ def test_a_forwarder_on_the_loop_poller(loop_kind, monkeypatch):
 
     slow, echoed, stats, watched_after = run_async(loop_kind, main())
     assert len(made) == 1
+    # Every socket went through it: reads, writes (the slow reader) and unwatching.
+    assert {poller_module.READ, 0} <= set(watches)
+    assert any(events & poller_module.WRITE for events in watches)
     assert digest(slow) == digest(payload(4_000_000))
     assert echoed == b"half"
     assert stats["failures"] >= 1  # the refused endpoint was met and passed

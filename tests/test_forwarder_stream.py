@@ -106,29 +106,35 @@ async def read_all(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> byte
 
 
 @contextlib.asynccontextmanager
-async def dialed(make_poller: Any) -> Any:
-    """A stream dialed to a fresh listener and accepted: (loop, stream, protocol, the
-    accepted socket).  The accepted socket and the poller are closed afterwards."""
+async def dialing(make_poller: Any) -> Any:
+    """A stream dialed to a fresh listener, not yet accepted: (loop, listener, stream,
+    protocol).  The listener and the poller are closed afterwards."""
     loop = asyncio.get_running_loop()
     poller = make_poller(loop)
     with listening() as listener:
         protocol = Recorder()
         stream = dial(loop, poller, endpoint_of(listener), protocol)
+        try:
+            yield loop, listener, stream, protocol
+        finally:
+            poller.close()
+
+
+@contextlib.asynccontextmanager
+async def dialed(make_poller: Any) -> Any:
+    """The same, accepted: (loop, stream, protocol, the accepted socket), which is
+    closed afterwards too."""
+    async with dialing(make_poller) as (loop, listener, stream, protocol):
         conn = await accept(loop, listener)
         try:
             yield loop, stream, protocol, conn
         finally:
             conn.close()
-            poller.close()
 
 
 def test_a_dialing_stream_takes_writes_before_the_handshake_is_known(loop_kind, make_poller):
     async def main():
-        loop = asyncio.get_running_loop()
-        poller = make_poller(loop)
-        with listening() as listener:
-            protocol = Recorder()
-            stream = dial(loop, poller, endpoint_of(listener), protocol)
+        async with dialing(make_poller) as (loop, listener, stream, protocol):
             made_first = protocol.names() == ["made"] and stream.dialing
             stream.write(b"hello ")
             stream.write(b"world")
@@ -141,7 +147,6 @@ def test_a_dialing_stream_takes_writes_before_the_handshake_is_known(loop_kind, 
                 await asyncio.sleep(0.01)
                 if ("eof",) in protocol.calls:
                     stream.close()
-            poller.close()
             return made_first, got, bytes(protocol.data), protocol.names()
 
     made_first, got, answer, names = run_async(loop_kind, main())
@@ -204,11 +209,7 @@ def test_a_connect_refused_while_reading_is_paused_is_heard_without_a_deadline(
 
 def test_a_connect_made_while_reading_is_paused_is_heard_and_stays_paused(loop_kind, make_poller):
     async def main():
-        loop = asyncio.get_running_loop()
-        poller = make_poller(loop)
-        with listening() as listener:
-            protocol = Recorder()
-            stream = dial(loop, poller, endpoint_of(listener), protocol)
+        async with dialing(make_poller) as (loop, listener, stream, protocol):
             stream.pause_reading()
             conn = await accept(loop, listener)
             await loop.sock_sendall(conn, b"early")
@@ -220,7 +221,6 @@ def test_a_connect_made_while_reading_is_paused_is_heard_and_stays_paused(loop_k
             conn.close()
             stream.abort()
             await protocol.lost
-            poller.close()
             return while_paused, data
 
     while_paused, data = run_async(loop_kind, main())
@@ -312,13 +312,8 @@ def test_a_deadline_meeting_a_silent_connected_socket_keeps_it(loop_kind, make_p
     """Nothing was written or read, so only the deadline's check can tell: connected."""
 
     async def main():
-        loop = asyncio.get_running_loop()
-        poller = make_poller(loop)
-        deadlines = Deadlines(loop)
-        with listening() as listener:
-            protocol = Recorder()
-            stream = dial(loop, poller, endpoint_of(listener), protocol)
-            deadlines.add(stream, 0.05)  # kept: the entry is not the stream's to drop
+        async with dialing(make_poller) as (loop, listener, stream, protocol):
+            Deadlines(loop).add(stream, 0.05)  # kept: the entry is not the stream's to drop
             conn = await accept(loop, listener)
             await asyncio.sleep(0.15)
             names = protocol.names()
@@ -327,7 +322,6 @@ def test_a_deadline_meeting_a_silent_connected_socket_keeps_it(loop_kind, make_p
             conn.close()
             stream.abort()
             await protocol.lost
-            poller.close()
             return names, got
 
     names, got = run_async(loop_kind, main())
