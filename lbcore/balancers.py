@@ -35,6 +35,8 @@ DestinationHash = _twins.DestinationHash
 SourceHash = _twins.SourceHash
 Maglev = _twins.Maglev
 Affinity = _twins.Affinity
+# The Maglev slot table itself, for renderers that load it into a kernel.
+maglev_table = _twins.maglev_table
 
 __all__ = [
     "IMPLEMENTATION",
@@ -46,6 +48,7 @@ __all__ = [
     "SourceHash",
     "Maglev",
     "Affinity",
+    "maglev_table",
     "make_balancer",
     "make_balancer_for",
 ]
