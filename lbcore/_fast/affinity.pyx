@@ -49,7 +49,36 @@ cdef extern from *:
 
 @cython.final
 cdef class Affinity(Balancer):
-    """Sticky sessions with a TTL over any compiled balancer; see lbcore._pure.affinity.Affinity."""
+    """Sticky sessions with a TTL over any balancer (ClientIP affinity, cookie stickiness).
+
+    ``pick(key)`` returns the endpoint of ``key``'s session if it was used less than
+    ``timeout`` seconds ago (1..86400, the Kubernetes range; default 10800 as in
+    Kubernetes), refreshing it; otherwise the wrapped ``balancer`` picks and a session is
+    stored.  A hit is O(1) and does not pick in the wrapped balancer: lc/wlc are told
+    of the placement so that the ``release`` that follows balances.
+
+    Sessions die when their endpoint leaves the set, is quiesced (weight 0), is not
+    usable by condition, or is marked failed; every other session survives `update`.
+    Over `Maglev` this is consistent-hash affinity with a TTL: new keys follow the
+    hash, live sessions keep their endpoint across endpoint-set changes.
+
+    At most ``max_entries`` sessions are held; when full, the least recently used is
+    evicted.  ``clock`` (seconds, never going back) defaults to the coarse monotonic
+    clock; tests inject one.  A key is needed: ``pick()`` without one raises TypeError
+    (a session cannot stick to nothing; ``.balancer.pick()`` picks without one).
+
+    >>> from lbcore import Affinity, Endpoint, RoundRobin
+    >>> now = [0.0]
+    >>> a = Affinity(RoundRobin([Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)]),
+    ...              timeout=60, clock=lambda: now[0])
+    >>> first = a.pick("192.168.7.7")
+    >>> now[0] = 59.0
+    >>> a.pick("192.168.7.7") == first
+    True
+    >>> now[0] = 119.0                       # idle 60 s: expired, the balancer picks again
+    >>> a.pick("192.168.7.7") == first
+    False
+    """
 
     cdef Balancer _balancer
     cdef SessionTable _table

@@ -10,7 +10,16 @@ __all__ = ["DestinationHash"]
 
 @cython.final
 cdef class DestinationHash(BucketHash):
-    """Destination hashing over a bucket table (ipvsadm dh); see lbcore._pure.dh."""
+    """Destination hashing over a bucket table (ipvsadm ``dh``).
+
+    ``table_size`` buckets (a power of two, 16..1048576, default 256; at least the
+    number of endpoints).  `update` is O(table_size); `pick` is O(1).
+
+    >>> from lbcore import Endpoint
+    >>> b = DestinationHash([Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)])
+    >>> b.pick("203.0.113.7") == b.pick("203.0.113.7")
+    True
+    """
 
     scheduler = "dh"
 

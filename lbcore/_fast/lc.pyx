@@ -191,7 +191,20 @@ _NO_LOADS.build((), [], False, _NO_LOADS)
 
 # Not final: WeightedLeastConnection is this class with weighted=True.
 cdef class LeastConnection(Balancer):
-    """Fewest active connections first (ipvsadm lc), or wlc; see lbcore._pure.lc."""
+    """Fewest active connections first (ipvsadm ``lc``); ``weighted=True`` gives ``wlc``.
+
+    Ties go to the first endpoint in list order, as in IPVS.  `pick` and `release` are
+    O(log n).
+
+    >>> from lbcore import Endpoint
+    >>> a, b = Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)
+    >>> lc = LeastConnection([a, b])
+    >>> [lc.pick().ip for _ in range(3)]
+    ['10.0.0.1', '10.0.0.2', '10.0.0.1']
+    >>> lc.release(a); lc.release(a)
+    >>> lc.pick().ip
+    '10.0.0.1'
+    """
 
     cdef bint _weighted
     cdef _Loads _loads
@@ -276,7 +289,15 @@ cdef class LeastConnection(Balancer):
 
 @cython.final
 cdef class WeightedLeastConnection(LeastConnection):
-    """Least active/weight first (ipvsadm wlc): LeastConnection(weighted=True)."""
+    """Least active/weight first (ipvsadm ``wlc``): ``LeastConnection(weighted=True)``.
+
+    Loads are compared by cross-multiplication, ties go to the first endpoint in list
+    order (IPVS ``wlc``).  `pick` and `release` are O(log n).
+
+    >>> from lbcore import Endpoint
+    >>> WeightedLeastConnection([Endpoint("10.0.0.1", 80)]).scheduler
+    'wlc'
+    """
 
     def __init__(self, endpoints=()):
         LeastConnection.__init__(self, endpoints, weighted=True)

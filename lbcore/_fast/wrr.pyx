@@ -258,7 +258,18 @@ cdef class _Deadlines:
 
 @cython.final
 cdef class WeightedRoundRobin(Balancer):
-    """Smooth weighted round robin (ipvsadm wrr); see lbcore._pure.wrr."""
+    """Smooth weighted round robin over endpoints with weight > 0 (ipvsadm ``wrr``).
+
+    Every ``sum(weights)`` consecutive picks hold each pickable endpoint exactly
+    ``weight`` times, interleaved as nginx does.  `pick` is O(1) (O(log n) for the
+    rare weight sets whose cycle is too long to compute ahead).
+
+    >>> from lbcore import Endpoint
+    >>> endpoints = [Endpoint(f"10.0.0.{i}", 80, weight=w) for i, w in ((1, 5), (2, 1), (3, 1))]
+    >>> wrr = WeightedRoundRobin(endpoints, rng=random.Random(0))
+    >>> sorted(wrr.pick().ip for _ in range(7))
+    ['10.0.0.1', '10.0.0.1', '10.0.0.1', '10.0.0.1', '10.0.0.1', '10.0.0.2', '10.0.0.3']
+    """
 
     scheduler = "wrr"
     cdef Cycle _cycle

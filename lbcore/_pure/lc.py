@@ -187,6 +187,9 @@ class LeastConnection(Balancer):
 class WeightedLeastConnection(LeastConnection):
     """Least active/weight first (ipvsadm ``wlc``): ``LeastConnection(weighted=True)``.
 
+    Loads are compared by cross-multiplication, ties go to the first endpoint in list
+    order (IPVS ``wlc``).  `pick` and `release` are O(log n).
+
     >>> from lbcore import Endpoint
     >>> WeightedLeastConnection([Endpoint("10.0.0.1", 80)]).scheduler
     'wlc'
