@@ -6,7 +6,7 @@
     lbcore render iptables FILE... [--diff OLD] [--fallback] [--install] [--family 6]
                                                             iptables-restore input
     lbcore render ipset FILE... [--diff OLD [--cleanup]]    ipset restore input
-    lbcore render ipvs FILE... [--diff OLD]                 ipvsadm-restore input
+    lbcore render ipvs FILE... [--diff OLD] [--fallback]    ipvsadm-restore input
     lbcore render ipvs-node FILE... [--interface NAME]      VIPs on a dummy interface
     lbcore forward FILE... [--connect-timeout S] ...        the userspace forwarder
     lbcore demo                                             every scheduler on 127.0.0.1
@@ -110,7 +110,7 @@ def check_table(services: Sequence[Service]) -> str:
 
     TAKES NEW says whether an endpoint gets new connections: ready ones do, serving and
     terminating ones only while no endpoint is ready (kube-proxy's fallback), weight 0
-    never.
+    never.  SCHED shows the scheduler with its ipvsadm flags and its balance factor.
 
     >>> from lbcore import Endpoint, Service
     >>> print(check_table([Service("web", "10.96.0.10", 80, scheduler="wrr",
@@ -124,6 +124,8 @@ def check_table(services: Sequence[Service]) -> str:
     endpoints = taking = 0
     for service in services:
         scheduler = service.scheduler + "".join(f" +{flag}" for flag in service.sched_flags)
+        if service.balance_factor is not None:
+            scheduler += f" +balance_factor={service.balance_factor:g}"
         affinity = f"{service.affinity_timeout}s" if service.affinity_timeout else "-"
         head = (service.name, service.address, service.protocol, scheduler, affinity)
         usable = set(usable_endpoints(service.endpoints))
@@ -167,8 +169,8 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
     )
     iptables.add_argument(
         "--fallback", action="store_true",
-        help="render schedulers iptables cannot express (lc, wlc, dh, sh, mh) by the "
-        "documented fallback instead of refusing them",
+        help="render schedulers iptables cannot express (lc, wlc, dh, sh, mh, p2c, ring; "
+        "balance_factor) by the documented fallback instead of refusing them",
     )
     iptables.add_argument(
         "--install", action="store_true",
@@ -192,10 +194,15 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
         "--cleanup", action="store_true",
         help="with --diff: print the sets that are no longer used, to destroy after the iptables diff",
     )
-    _add_command(
+    ipvs = _add_command(
         targets, "ipvs", _render_ipvs, "ipvsadm-restore input (apply with ipvsadm -R)",
         "Print ipvsadm-restore input: one virtual service per service, one real server per endpoint.",
         diff=True,
+    )
+    ipvs.add_argument(
+        "--fallback", action="store_true",
+        help="render what IPVS has no scheduler for (p2c as wlc, ring as mh with mh-fallback; "
+        "balance_factor dropped) instead of refusing it",
     )
     node = _add_command(
         targets, "ipvs-node", _render_ipvs_node, "shell commands that put the VIPs on a dummy interface",
@@ -236,7 +243,10 @@ def _render_ipvs(args: argparse.Namespace) -> int:
     new, old = _load(args.files, args.diff or ())
     from .render import ipvs
 
-    sys.stdout.write(ipvs.render_diff(old, new) if args.diff else ipvs.render(new))
+    if args.diff:
+        sys.stdout.write(ipvs.render_diff(old, new, fallback=args.fallback))
+    else:
+        sys.stdout.write(ipvs.render(new, fallback=args.fallback))
     return 0
 
 

@@ -35,5 +35,3 @@ cdef class HashBalancer(Balancer):
     cdef tuple _layout(self, tuple endpoints)
     # The table for a table key: the entry owning each slot.
     cdef array _populate(self, object table_key)
-    # With balance_factor: the first endpoint with room from slot on, counted.
-    cdef Py_ssize_t _bounded(self, _HashPicker picker, uint64_t slot) except -2

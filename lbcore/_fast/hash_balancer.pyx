@@ -66,6 +66,13 @@ cdef array _resolve_fallback(array table, list entries, set usable):
     return resolved if nearest >= 0 else clone(_INDEX_ARRAY, 0, zero=False)
 
 
+cdef inline Py_ssize_t _bounded(HashBalancer self, _HashPicker picker, uint64_t slot) except -2:
+    # With balance_factor: the first endpoint with room from the key's slot on, counted.
+    cdef Py_ssize_t index = probe(self._loads, picker.slots, picker.size, slot, self._percent)
+    loads_add(self._loads, index)
+    return index
+
+
 cdef class HashBalancer(Balancer):
     """Base of dh, sh and mh; not used on its own."""
 
@@ -110,7 +117,7 @@ cdef class HashBalancer(Balancer):
             raise self._no_endpoints()
         if self._loads is None:
             return picker.endpoints[picker.slots[_slot(key_hash, picker.size)]]
-        return picker.endpoints[self._bounded(picker, _slot(key_hash, picker.size))]
+        return picker.endpoints[_bounded(self, picker, _slot(key_hash, picker.size))]
 
     cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2:
         cdef _HashPicker picker = self._picker
@@ -118,13 +125,7 @@ cdef class HashBalancer(Balancer):
             return -1
         if self._loads is None:
             return picker.slots[_slot(key_hash, picker.size)]
-        return self._bounded(picker, _slot(key_hash, picker.size))
-
-    cdef Py_ssize_t _bounded(self, _HashPicker picker, uint64_t slot) except -2:
-        # The first endpoint with room from the key's slot on; counted.
-        cdef Py_ssize_t index = probe(self._loads, picker.slots, picker.size, slot, self._percent)
-        loads_add(self._loads, index)
-        return index
+        return _bounded(self, picker, _slot(key_hash, picker.size))
 
     def release(self, endpoint):
         """A connection picked earlier has ended: counted with balance_factor, else a no-op."""

@@ -3,19 +3,29 @@
 # least_request_lb.cc and EdfScheduler).
 #
 # A pick makes no Python call: the draws come from SplitMix64 in C (the pure twin runs
-# the same generator, so both pick the same sequence from the same seed), the counts
-# are Loads' C array (loads.pxd), and the deadline schedule for unequal weights is a
-# binary min-heap of (deadline, order) in C.  Its deadlines are the same doubles the pure
-# twin's heapq holds, computed by the same operations in the same order (pow() is libm's
-# in both), and (deadline, order) never ties, so both heaps give up the same entry.
+# the same generator, so both pick the same sequence from one seed) and the counts are
+# Loads' C array (loads.pxd).  The deadline schedule for unequal weights holds the same
+# doubles as the pure twin's heapq, computed by the same operations in the same order
+# (pow() is libm's in both), in a winner tree (tournament.pxd) instead of a heap: an
+# entry's key is one 128-bit integer,
+#
+#     key = bits(deadline) << 64 | order
+#
+# (a non-negative double orders as its IEEE bit pattern read as an integer), so the
+# earliest (deadline, order) is the tree's minimum, and a pick replays one leaf's path
+# with one integer compare per level where a heap's sift-down branches on two.  Keys
+# are unique (order is), so both structures give up the same entry.  Each node also
+# keeps the leaf its key came from (the endpoint's place among the pickable ones).
 
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.math cimport pow
 from libc.stdint cimport int32_t, uint64_t
+from libc.string cimport memcpy
 
 from lbcore._fast.balancer cimport Balancer
 from lbcore._fast.loads cimport Loads, loads_add, loads_remove, u128
+from lbcore._fast.tournament cimport EMPTY_KEY, key_t, key_to_int, tree_size
 
 import random
 
@@ -74,30 +84,31 @@ cdef double _check_bias(object value) except -1:
     return float(value)
 
 
-cdef struct Entry:
-    double deadline
-    uint64_t order       # FIFO tie-break among equal deadlines (Envoy's order_offset_)
-    int32_t index
+cdef inline key_t _key(double deadline, uint64_t order) noexcept nogil:
+    cdef uint64_t bits
+    memcpy(&bits, &deadline, 8)
+    return (<key_t>bits) << 64 | order
 
 
-cdef inline bint _earlier(const Entry* a, const Entry* b) noexcept nogil:
-    return a.deadline < b.deadline or (a.deadline == b.deadline and a.order < b.order)
+cdef inline double _deadline(key_t key) noexcept nogil:
+    cdef uint64_t bits = <uint64_t>(key >> 64)
+    cdef double deadline
+    memcpy(&deadline, &bits, 8)
+    return deadline
 
 
-cdef void _sift_down(Entry* heap, Py_ssize_t n, Py_ssize_t p) noexcept nogil:
-    cdef Entry item = heap[p]
-    cdef Py_ssize_t child
-    while True:
-        child = 2 * p + 1
-        if child >= n:
-            break
-        if child + 1 < n and _earlier(&heap[child + 1], &heap[child]):
-            child += 1
-        if not _earlier(&heap[child], &item):
-            break
-        heap[p] = heap[child]
-        p = child
-    heap[p] = item
+cdef inline void _replay(key_t* node, int32_t* leaf_of, Py_ssize_t p) noexcept nogil:
+    # tournament.pxd tree_replay, carrying each node's leaf along with its key; the
+    # whole path changes (the root's entry moved), so no early stop.
+    cdef key_t winner = node[p]
+    cdef int32_t leaf = leaf_of[p]
+    while p > 1:
+        if node[p ^ 1] < winner:
+            winner = node[p ^ 1]
+            leaf = leaf_of[p ^ 1]
+        p >>= 1
+        node[p] = winner
+        leaf_of[p] = leaf
 
 
 @cython.final
@@ -107,14 +118,19 @@ cdef class _Picker:
 
     cdef int32_t* pickable       # n endpoint indices, in list order
     cdef Py_ssize_t n
-    cdef Entry* heap             # n entries when weights differ, else NULL
+    cdef Py_ssize_t size         # leaf places of the schedule's tree; 0 when weights are equal
+    cdef key_t* node             # 2 * size keys: leaves at size + j, node[1] the earliest
+    cdef int32_t* leaf_of        # 2 * size: the leaf (pickable position) of each node's key
+    cdef double* inverse         # per endpoint index: 1 / weight (schedule only)
     cdef double now              # the deadline of the last pick
     cdef uint64_t order          # the next entry's place in the FIFO tie-break
     cdef Py_ssize_t* taken       # scratch for the draws: positions drawn so far, sorted
 
     def __dealloc__(self):
         PyMem_Free(self.pickable)
-        PyMem_Free(self.heap)
+        PyMem_Free(self.node)
+        PyMem_Free(self.leaf_of)
+        PyMem_Free(self.inverse)
         PyMem_Free(self.taken)
 
 
@@ -166,14 +182,13 @@ cdef class LeastRequest(Balancer):
         """The exponent of active + 1 in the schedule's weights (unequal weights)."""
         return self._bias
 
-    cdef inline double _weight(self, Loads loads, int32_t index) noexcept:
-        # Envoy LeastRequestLoadBalancer::hostWeight, with the count before this pick.
-        cdef double weight = <double>loads.share[index]
+    cdef inline double _step(self, _Picker picker, Loads loads, int32_t index) noexcept:
+        # 1 / hostWeight of Envoy's LeastRequestLoadBalancer, with the count before this pick.
         if self._bias == 1.0:
-            return weight / <double>(loads.active[index] + 1)
+            return <double>(loads.active[index] + 1) * picker.inverse[index]
         if self._bias == 0.0:
-            return weight
-        return weight / pow(<double>(loads.active[index] + 1), self._bias)
+            return picker.inverse[index]
+        return pow(<double>(loads.active[index] + 1), self._bias) * picker.inverse[index]
 
     cdef int _rebuild(self, tuple endpoints, list pickable) except -1:
         cdef Loads loads = Loads("p2c", endpoints, pickable, self._loads)
@@ -187,16 +202,26 @@ cdef class LeastRequest(Balancer):
         for j in range(n):
             picker.pickable[j] = pickable[j]
         if len({endpoints[i].weight for i in pickable}) > 1:
-            picker.heap = <Entry*>PyMem_Malloc(n * sizeof(Entry))
-            if picker.heap == NULL:
+            picker.size = tree_size(n)
+            picker.node = <key_t*>PyMem_Malloc(2 * picker.size * sizeof(key_t))
+            picker.leaf_of = <int32_t*>PyMem_Malloc(2 * picker.size * sizeof(int32_t))
+            picker.inverse = <double*>PyMem_Malloc((len(endpoints) + 1) * sizeof(double))
+            if picker.node == NULL or picker.leaf_of == NULL or picker.inverse == NULL:
                 raise MemoryError()
-            # EdfScheduler::add for each endpoint in list order, at time 0.
             for j in range(n):
-                picker.heap[j].deadline = 1.0 / self._weight(loads, picker.pickable[j])
-                picker.heap[j].order = j
-                picker.heap[j].index = picker.pickable[j]
-            for j in range(n // 2 - 1, -1, -1):
-                _sift_down(picker.heap, n, j)
+                picker.inverse[pickable[j]] = 1.0 / <double>endpoints[pickable[j]].weight
+            # EdfScheduler::add for each endpoint in list order, at time 0.
+            for j in range(picker.size):
+                picker.node[picker.size + j] = EMPTY_KEY
+                picker.leaf_of[picker.size + j] = -1
+            for j in range(n):
+                picker.node[picker.size + j] = _key(self._step(picker, loads, picker.pickable[j]), j)
+                picker.leaf_of[picker.size + j] = <int32_t>j
+            for j in range(picker.size - 1, 0, -1):
+                if picker.node[2 * j + 1] < picker.node[2 * j]:
+                    picker.node[j], picker.leaf_of[j] = picker.node[2 * j + 1], picker.leaf_of[2 * j + 1]
+                else:
+                    picker.node[j], picker.leaf_of[j] = picker.node[2 * j], picker.leaf_of[2 * j]
             picker.order = n
             pre_picks = _below(&self._state, n)
             for j in range(pre_picks):
@@ -205,14 +230,13 @@ cdef class LeastRequest(Balancer):
         return 0
 
     cdef inline int32_t _next_deadline(self, _Picker picker, Loads loads) noexcept:
-        # EdfScheduler::pickAndAdd: the earliest deadline goes, and comes back 1/weight' later.
-        cdef Entry* top = &picker.heap[0]
-        cdef int32_t index = top.index
-        picker.now = top.deadline
-        top.deadline = picker.now + 1.0 / self._weight(loads, index)
-        top.order = picker.order
+        # EdfScheduler::pickAndAdd: the earliest deadline goes, and comes back a step later.
+        cdef int32_t leaf = picker.leaf_of[1]
+        cdef int32_t index = picker.pickable[leaf]
+        picker.now = _deadline(picker.node[1])
+        picker.node[picker.size + leaf] = _key(picker.now + self._step(picker, loads, index), picker.order)
         picker.order += 1
-        _sift_down(picker.heap, picker.n, 0)
+        _replay(picker.node, picker.leaf_of, picker.size + leaf)
         return index
 
     @cython.boundscheck(False)
@@ -233,7 +257,7 @@ cdef class LeastRequest(Balancer):
         cdef Py_ssize_t n = picker.n
         if n == 0:
             return -1
-        if picker.heap != NULL:
+        if picker.size:
             index = self._next_deadline(picker, loads)
         elif self._choice_count >= n:
             index = self._full_scan(picker, loads)
@@ -309,11 +333,17 @@ cdef class LeastRequest(Balancer):
         self._loads.check(self._endpoints, pickable)
         assert [picker.pickable[j] for j in range(picker.n)] == pickable
         weighted = len({self._endpoints[i].weight for i in pickable}) > 1
-        assert (picker.heap != NULL) == weighted
+        assert (picker.size != 0) == weighted
         if weighted:
-            assert sorted(picker.heap[j].index for j in range(picker.n)) == pickable
-            for p in range(1, picker.n):
-                assert not _earlier(&picker.heap[p], &picker.heap[(p - 1) // 2])
+            size = picker.size
             for j in range(picker.n):
-                assert picker.heap[j].deadline >= picker.now
-                assert picker.heap[j].order < picker.order
+                assert picker.inverse[pickable[j]] == 1.0 / self._endpoints[pickable[j]].weight
+                assert picker.leaf_of[size + j] == j
+                assert _deadline(picker.node[size + j]) >= picker.now
+                assert <uint64_t>picker.node[size + j] < picker.order
+            for j in range(picker.n, size):
+                assert picker.node[size + j] == EMPTY_KEY
+            for p in range(1, size):
+                child = 2 * p if picker.node[2 * p] <= picker.node[2 * p + 1] else 2 * p + 1
+                assert key_to_int(picker.node[p]) == key_to_int(picker.node[child])
+                assert picker.leaf_of[p] == picker.leaf_of[child]

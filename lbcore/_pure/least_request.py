@@ -13,9 +13,11 @@ less loaded wins, take the maximum load from ln n / ln ln n down to ln ln n / ln
   ``FULL_SCAN``), ties broken at random by reservoir sampling as Envoy does.
 - Unequal weights: Envoy's earliest-deadline-first schedule (``EdfScheduler``): each
   pickable endpoint has a deadline; a pick takes the earliest (ties: the earliest
-  added) and sets its next deadline 1 / weight' later, with
-  ``weight' = weight / (active + 1) ** active_request_bias`` for its active count before
-  this pick (Envoy computes it before the request is counted).  ``active_request_bias``
+  added) and sets its next deadline ``(active + 1) ** active_request_bias / weight``
+  later, for its active count before this pick (Envoy computes it before the request
+  is counted): Envoy's ``1 / weight'`` with ``weight' = weight / (active + 1) ** bias``,
+  computed as a product with ``1 / weight`` (taken once per update), which spares a
+  division per pick.  ``active_request_bias``
   is 1.0 by default; 0 turns the schedule into plain weighted round robin.  As in Envoy,
   an endpoint's weight' is only recomputed when it is picked (or the schedule rebuilt),
   and the schedule is rebuilt, from every endpoint's current count, by ``update()`` and
@@ -92,13 +94,15 @@ def _check_bias(value: object) -> float:
 
 class _Picker:
     """What ``update()`` builds: the pickable endpoints, and the deadline schedule when
-    their weights differ (``heap`` of ``(deadline, order, index)``; None otherwise)."""
+    their weights differ (``heap`` of ``(deadline, order, index)``; None otherwise), with
+    ``inverse[index]``, 1 / weight, for its steps."""
 
-    __slots__ = ("pickable", "heap", "now", "order")
+    __slots__ = ("pickable", "heap", "inverse", "now", "order")
 
-    def __init__(self, pickable: tuple[int, ...], heap: list | None) -> None:
+    def __init__(self, pickable: tuple[int, ...], heap: list | None, inverse: dict[int, float]) -> None:
         self.pickable = pickable
         self.heap = heap
+        self.inverse = inverse
         self.now = 0.0      # the deadline of the last pick (Envoy's current_time_)
         self.order = 0      # the next entry's place in the FIFO tie-break (order_offset_)
 
@@ -140,7 +144,7 @@ class LeastRequest(Balancer):
         self._bias = _check_bias(active_request_bias)
         self._state = _seed(rng)
         self._loads = Loads("p2c", (), (), None)
-        self._picker = _Picker((), None)
+        self._picker = _Picker((), None, {})
         super().__init__(endpoints)
 
     @property
@@ -158,23 +162,23 @@ class LeastRequest(Balancer):
         self._state, r = splitmix64(self._state)
         return (r * n) >> 64
 
-    def _weight(self, loads: Loads, index: int) -> float:
-        # Envoy LeastRequestLoadBalancer::hostWeight, with the count before this pick.
-        weight = loads.endpoints[index].weight
+    def _step(self, picker: _Picker, loads: Loads, index: int) -> float:
+        # 1 / hostWeight of Envoy's LeastRequestLoadBalancer, with the count before this pick.
         if self._bias == 1.0:
-            return weight / (loads.active[index] + 1)
+            return (loads.active[index] + 1) * picker.inverse[index]
         if self._bias == 0.0:
-            return float(weight)
-        return weight / math.pow(loads.active[index] + 1, self._bias)
+            return picker.inverse[index]
+        return math.pow(loads.active[index] + 1, self._bias) * picker.inverse[index]
 
     def _rebuild(self, endpoints: tuple[Endpoint, ...], pickable: list[int]) -> None:
         loads = Loads("p2c", endpoints, pickable, self._loads)
-        heap = None
+        picker = _Picker(tuple(pickable), None, {})
         if len({endpoints[i].weight for i in pickable}) > 1:
             # EdfScheduler::add for each endpoint in list order, at time 0.
-            heap = [(1.0 / self._weight(loads, i), order, i) for order, i in enumerate(pickable)]
-            heapq.heapify(heap)
-        picker = _Picker(tuple(pickable), heap)
+            picker.inverse = {i: 1.0 / endpoints[i].weight for i in pickable}
+            picker.heap = [(self._step(picker, loads, i), order, i) for order, i in enumerate(pickable)]
+            heapq.heapify(picker.heap)
+        heap = picker.heap
         if heap is not None:
             picker.order = len(heap)
             for _ in range(self._below(len(heap))):
@@ -185,7 +189,7 @@ class LeastRequest(Balancer):
         # EdfScheduler::pickAndAdd: the earliest deadline goes, and comes back 1/weight' later.
         deadline, _, index = picker.heap[0]
         picker.now = deadline
-        heapq.heapreplace(picker.heap, (deadline + 1.0 / self._weight(loads, index), picker.order, index))
+        heapq.heapreplace(picker.heap, (deadline + self._step(picker, loads, index), picker.order, index))
         picker.order += 1
         return index
 
@@ -275,6 +279,7 @@ class LeastRequest(Balancer):
         assert (picker.heap is not None) == weighted
         if weighted:
             heap = picker.heap
+            assert picker.inverse == {i: 1.0 / self._endpoints[i].weight for i in pickable}
             assert sorted(i for _, _, i in heap) == pickable
             assert all(not heap[2 * p + c] < heap[p] for p in range(len(heap)) for c in (1, 2)
                        if 2 * p + c < len(heap))
