@@ -271,7 +271,7 @@ cdef class RingHash(Balancer):
     cdef bint _ketama
     cdef object _balance_factor
     cdef uint64_t _percent
-    cdef _Ring _ring
+    cdef readonly _Ring _ring
     cdef Loads _loads
 
     def __init__(self, endpoints=(), *, hash="xxh64", balance_factor=None):
