@@ -92,6 +92,8 @@ def test_ketama_refuses_an_endpoint_it_would_never_pick(impl):
 def test_ring_size_and_points_by_weight(impl):
     assert impl.RingHash(eps(100)).ring_size == 16_000
     assert impl.RingHash(eps(2)).ring_size == 1024  # Envoy's minimum ring
+    assert impl.RingHash(eps(1000)).ring_size == 65_536  # a Maglev table's size
+    assert impl.RingHash(eps(1000), hash="ketama").ring_size == 160_000  # libketama's, uncapped
     endpoints = weighted([1, 3, 6])
     b = impl.RingHash(endpoints)
     owners = Counter(b.endpoints[b._ring.entries[e]].weight for e in b._ring.owners)

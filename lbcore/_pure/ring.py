@@ -17,12 +17,15 @@ last; here, listed in address order).
 
 ``hash="xxh64"`` (the default): lbcore's seeded XXH64 of the key, fleet-consistent and
 fast.  An endpoint of weight w gets ``round(S * w / W)`` points (running-sum rounding,
-as Envoy's ring, at least one), S = max(1024, 160 * n) for n endpoints: 160 points per
-endpoint of mean weight (libketama's and nginx's 160 per server; the spread of an
-endpoint's share of the ring falls as one over the square root of its points: about
-8 % at 160), and Envoy's minimum ring of 1024 so that a few endpoints still split
-evenly.  Point j of an endpoint is XXH64 of j (8 bytes, little-endian) seeded with
-XXH64 of its address: one short hash per point.
+as Envoy's ring, at least one), ``S = min(65536, max(1024, 160 * n))`` for n endpoints
+(lbcore._shared.ring_layout): 160 points per endpoint of mean weight (libketama's and
+nginx's 160 per server; the spread of an endpoint's share of the ring falls as one over
+the square root of its points, about 8 % at 160), at least Envoy's minimum ring of 1024
+so that a few endpoints still split evenly, and at most 65,536, a Maglev table's size,
+so that a ring costs what a Maglev table costs to build and to hold.  Above 409
+endpoints an endpoint gets fewer than 160 points (65 at 1000, a spread of about 12 %,
+where Maglev keeps 1 %).  Point j of an endpoint is XXH64 of j (8 bytes,
+little-endian) seeded with XXH64 of its address: one short hash per point.
 
 ``hash="ketama"``: libketama's continuum, as ``uhashring.HashRing(nodes,
 hash_fn="ketama")`` builds it for node names ``ip:port``: an endpoint of weight w gets
@@ -140,7 +143,8 @@ class RingHash(Balancer):
     (1..100) bounds every endpoint to ``ceil(c * (active + 1) * its weight share)``
     connections: a key whose endpoint is full goes on along the ring (then `release`
     must be called).  `pick` is O(1) expected (a bucketed search of the ring; O(log P)
-    in the pure twin), `update` O(P log P) for P points (about 160 per endpoint).
+    in the pure twin), `update` O(P log P) for P points (160 per endpoint, 1024 to
+    65536 in all).
 
     >>> from lbcore import Endpoint
     >>> endpoints = [Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80), Endpoint("10.0.0.3", 80)]

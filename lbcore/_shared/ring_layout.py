@@ -9,6 +9,7 @@ __all__ = [
     "RING_HASHES",
     "POINTS_PER_ENDPOINT",
     "MIN_RING_SIZE",
+    "MAX_RING_SIZE",
     "KETAMA_DIGESTS",
     "check_ring_hash",
     "ring_counts",
@@ -20,6 +21,9 @@ RING_HASHES = ("xxh64", "ketama")
 POINTS_PER_ENDPOINT = 160
 #: xxh64 ring: at least this many points in all (Envoy's ``minimum_ring_size``).
 MIN_RING_SIZE = 1024
+#: xxh64 ring: at most this many in all (but one per endpoint): a Maglev table's size,
+#: so a ring costs what a Maglev table costs to build and hold.
+MAX_RING_SIZE = 65536
 #: ketama: MD5 digests per endpoint of mean weight, 4 points each (libketama, uhashring).
 KETAMA_DIGESTS = 40
 
@@ -35,8 +39,8 @@ def ring_counts(kind: str, entries: tuple[tuple[str, int], ...]) -> list[int]:
     """Points (xxh64) or MD5 digests (ketama) per entry, for ``(address, weight)``
     entries in address order; O(n).
 
-    xxh64: ``S = max(1024, 160 * n)`` points shared by weight with running-sum rounding
-    (as Envoy's ring), at least one each.  ketama: ``40 * n * w // W`` digests (uhashring's
+    xxh64: ``S = min(65536, max(1024, 160 * n))`` points shared by weight with running-sum
+    rounding (as Envoy's ring), at least one each.  ketama: ``40 * n * w // W`` digests (uhashring's
     integer form of libketama's ``floor(40 * n * w / W)``); an entry left with none is a
     ConfigError, not an endpoint that is never picked.
 
@@ -58,7 +62,7 @@ def ring_counts(kind: str, entries: tuple[tuple[str, int], ...]) -> list[int]:
                     "or use hash='xxh64'",
                 )
         return counts
-    size = max(MIN_RING_SIZE, POINTS_PER_ENDPOINT * n)
+    size = min(MAX_RING_SIZE, max(MIN_RING_SIZE, POINTS_PER_ENDPOINT * n))
     counts, cumulative, placed = [], 0, 0
     for _, weight in entries:
         cumulative += weight

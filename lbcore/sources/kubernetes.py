@@ -328,7 +328,7 @@ def _read_annotations(annotations: dict, reader: _Reader, service: _ServiceObjec
     if factor is not None:
         # Annotation values are strings; the model checks the number.
         if isinstance(factor, str) and _DECIMAL.fullmatch(factor):
-            service.balance_factor = float(factor)
+            service.balance_factor = float(factor) if "." in factor else int(factor)
         else:
             reader.report(_BALANCE_FACTOR_PATH, factor, 'must be a decimal number in a string, e.g. "1.25"')
 
