@@ -15,7 +15,7 @@ cdef extern from *:
     """
     typedef unsigned __int128 lbcore_u128;
     """
-    # Products of counts and weights: up to 2**31 * 2**31 * 2**24 endpoints * 10000 %.
+    # Products of counts and weights (has_room).
     ctypedef unsigned long long u128 "lbcore_u128"
 
 # IPVS keeps activeconns in an atomic_t; lbcore refuses to count past the same bound
@@ -39,6 +39,7 @@ cdef class Loads:
     cdef uint64_t* share         # n weights: the endpoint's if pickable, else 0
     cdef readonly uint64_t total       # active connections of the pickable endpoints
     cdef readonly uint64_t weight_sum  # weight of the pickable endpoints
+    cdef uint64_t hundred_weight_sum   # 100 * weight_sum, the left side's constant
     cdef Slot* slots             # Endpoint object -> index: open addressing, linear probing
     cdef uint64_t slot_mask
     cdef int slot_shift
@@ -68,10 +69,11 @@ cdef inline void loads_remove(Loads loads, Py_ssize_t index) noexcept:
 
 cdef inline bint has_room(Loads loads, Py_ssize_t index, uint64_t percent) noexcept:
     """a == 0 or a * 100 * W < p * (A + 1) * w: endpoints[index] is below its bound."""
+    # Two 64 x 64 -> 128-bit products: weights below 2**31, fewer than 2**20 percent.
     cdef uint32_t active = loads.active[index]
     return active == 0 or (
-        <u128>active * 100 * loads.weight_sum
-        < <u128>percent * (loads.total + 1) * loads.share[index]
+        <u128>active * loads.hundred_weight_sum
+        < <u128>(loads.total + 1) * (percent * loads.share[index])
     )
 
 

@@ -58,6 +58,7 @@ cdef class Loads:
             self.share[i] = endpoints[i].weight
             self.weight_sum += self.share[i]
             self.total += self.active[i]
+        self.hundred_weight_sum = 100 * self.weight_sum
 
     def __dealloc__(self):
         PyMem_Free(self.active)
