@@ -134,6 +134,7 @@ class Loads:
         assert self.endpoints is endpoints
         assert self.index_of == {endpoint_key(e): i for i, e in enumerate(endpoints)}
         assert all(0 <= a <= MAX_ACTIVE for a in self.active)
-        assert self.share == [e.weight if i in set(pickable) else 0 for i, e in enumerate(endpoints)]
+        usable = set(pickable)
+        assert self.share == [e.weight if i in usable else 0 for i, e in enumerate(endpoints)]
         assert self.total == sum(self.active[i] for i in pickable)
         assert self.weight_sum == sum(self.share)
