@@ -189,7 +189,7 @@ def test_kubernetes_problems_name_file_object_and_field(tmp_path):
     result = run("check", str(path))
     assert result.returncode == EXIT_BAD_INPUT and result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"lbcore: error: {path}: Service shop/web: metadata.annotations[lbcore.io/scheduler]: 'fastest' is not one of rr, wrr, lc, wlc, dh, sh, mh",
+        f"lbcore: error: {path}: Service shop/web: metadata.annotations[lbcore.io/scheduler]: 'fastest' is not one of rr, wrr, lc, wlc, dh, sh, mh, p2c, ring",
         f"lbcore: error: {path}: Deployment shop/web: kind: 'Deployment' is not a kind lbcore reads; valid: Service, EndpointSlice, List",
     ]
 

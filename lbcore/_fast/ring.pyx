@@ -404,9 +404,11 @@ cdef class RingHash(Balancer):
                 loads_remove(self._loads, index)
 
     cdef int _count(self, Py_ssize_t index) except -1:
-        if self._loads is not None:
-            return loads_add(self._loads, index)
-        return 0
+        if self._loads is None:
+            return 0
+        if not 0 <= index < self._loads.n:
+            raise IndexError(f"endpoint index {index} out of range")
+        return loads_add(self._loads, index)
 
     def _active_counts(self):
         """Active connections by endpoint address (with balance_factor; tests, stats)."""

@@ -249,8 +249,12 @@ class RingHash(Balancer):
                 loads.remove(index)
 
     def _count(self, index: int) -> None:
-        if self._loads is not None:
-            self._loads.add(index)
+        loads = self._loads
+        if loads is None:
+            return
+        if not 0 <= index < len(loads.endpoints):
+            raise IndexError(f"endpoint index {index} out of range")
+        loads.add(index)
 
     def _active_counts(self) -> dict[tuple[str, int], int]:
         """Active connections by endpoint address (with ``balance_factor``; tests, stats)."""
