@@ -280,3 +280,41 @@ def test_quality_zipf_bounded_vs_plain(benchmark):
     _record(benchmark, "quality: max/mean active, Zipf(1.1), 1000 in flight over 100 endpoints",
             f"report bounded and plain (the bound at 1000 in flight is {bound:.2f}x the mean)", None,
             **{f"{name}: {k}": v for name, f in figures.items() for k, v in f.items()})
+
+
+def test_quality_removing_one_of_100(benchmark):
+    # Zipf(1.1) connections held (2500 picked, 500 of them ended), then 100,000 probe
+    # keys placed (picked and released at once, so the loads stay), before and after
+    # one endpoint of 100 leaves: keys moved by the bounded balancer against the plain
+    # hash's, and the share of probes that overflow (land off their first choice).
+    many = endpoints(100)
+    probes = [f"probe-{i}" for i in range(100_000)]
+    figures = {}
+    for name, make in (("mh", lambda **kw: fast.Maglev(many, **kw)),
+                       ("ring", lambda **kw: fast.RingHash(many, **kw))):
+        bounded, plain = make(balance_factor=1.25), make()
+        stream = _zipf_stream(10_000, 1.1, 2500, seed=4)
+        held = [bounded.pick(key) for key in stream]
+        rng = random.Random(4)
+        for _ in range(500):
+            bounded.release(held.pop(rng.randrange(len(held))))
+
+        def placements():
+            out = []
+            for key in probes:
+                out.append(bounded.pick(key))
+                bounded.release(out[-1])
+            return out, [plain.pick(key) for key in probes]
+
+        before, plain_before = placements()
+        for b in (bounded, plain):
+            b.update(many[:37] + many[38:])
+        after, plain_after = placements()
+        n = len(probes)
+        figures[f"{name}: moved"] = sum(x != y for x, y in zip(before, after)) / n
+        figures[f"{name}: plain moved"] = sum(x != y for x, y in zip(plain_before, plain_after)) / n
+        figures[f"{name}: overflow before"] = sum(x != y for x, y in zip(before, plain_before)) / n
+        figures[f"{name}: overflow after"] = sum(x != y for x, y in zip(after, plain_after)) / n
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    _record(benchmark, "quality: keys moved when 1 of 100 endpoints leaves, c=1.25 vs plain",
+            "report (the plain hash's moves plus the overflow's)", None, **figures)
