@@ -258,4 +258,4 @@ def test_table_choice(benchmark, candidates, operation, size):
         benchmark.extra_info[f"{kind}_ns_per_op"] = round(ns, 2)
         _results[f"map {kind} {operation} n={size:,} ns/op"] = ns
         if operation == "churn":
-            _results[f"map {kind} n={size:,} map bytes/entry after churn"] = table.map_bytes() / size
+            _results[f"map {kind} n={size:,} bytes/entry, map and sessions, after churn"] = table.map_bytes() / size
