@@ -27,19 +27,32 @@ cdef inline size_t home_bucket(uint64_t key, size_t nbuckets) noexcept nogil:
     return <size_t>(((key & 0xFFFFFFFFu) * <uint64_t>nbuckets) >> 32)
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define lbcore_lowest_bit(x) __builtin_ctz(x)
+    #else
+    #define lbcore_lowest_bit(x) ((x) & 1 ? 0 : (x) & 2 ? 1 : 2)
+    #endif
+    """
+    int lowest_bit "lbcore_lowest_bit" (unsigned int x) noexcept nogil
+
+
 cdef inline Py_ssize_t find_slot(const Bucket* buckets, size_t nbuckets, uint64_t key) noexcept nogil:
     # SessionTable._find: the slot (bucket * WAYS + way) of key's session, or -1.  The
     # probe moves past a bucket only while sessions from earlier homes lie beyond it.
+    # The ways are compared without a branch each: which way holds a key is random, so
+    # a branch per way would mispredict, and a mispredict stalls the next pick's read.
     cdef size_t b = home_bucket(key, nbuckets)
     cdef const Bucket* bucket
+    cdef unsigned int found
     while True:
         bucket = &buckets[b]
-        if bucket.key[0] == key and bucket.endpoint[0] >= 0:
-            return <Py_ssize_t>(b * WAYS)
-        if bucket.key[1] == key and bucket.endpoint[1] >= 0:
-            return <Py_ssize_t>(b * WAYS + 1)
-        if bucket.key[2] == key and bucket.endpoint[2] >= 0:
-            return <Py_ssize_t>(b * WAYS + 2)
+        found = ((<unsigned int>(bucket.key[0] == key) & <unsigned int>(bucket.endpoint[0] >= 0))
+                 | (<unsigned int>(bucket.key[1] == key) & <unsigned int>(bucket.endpoint[1] >= 0)) << 1
+                 | (<unsigned int>(bucket.key[2] == key) & <unsigned int>(bucket.endpoint[2] >= 0)) << 2)
+        if found:
+            return <Py_ssize_t>(b * WAYS + lowest_bit(found))
         if bucket.overflow == 0:
             return -1
         b += 1
