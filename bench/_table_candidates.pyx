@@ -60,7 +60,8 @@ cdef class Candidate:
     cdef Kind kind
     cdef Py_ssize_t n
     cdef Session* sessions
-    cdef Py_ssize_t* order      # a random permutation of session ids: the lookup order
+    cdef uint64_t* probe        # every key, in a random order: the lookup order
+    cdef Py_ssize_t* where      # where each session's key lies in probe
     cdef Py_ssize_t oldest      # churn replaces sessions in id order, oldest first
     cdef uint64_t state
     # lbcore
@@ -77,8 +78,9 @@ cdef class Candidate:
         self.n = n
         self.state = seed
         self.sessions = <Session*>PyMem_Malloc(n * sizeof(Session))
-        self.order = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
-        if self.sessions == NULL or self.order == NULL:
+        self.probe = <uint64_t*>PyMem_Malloc(n * sizeof(uint64_t))
+        self.where = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
+        if self.sessions == NULL or self.probe == NULL or self.where == NULL:
             raise MemoryError()
         memset(self.sessions, 0, n * sizeof(Session))
         # Each map sized as it would have grown to n entries.
@@ -97,14 +99,17 @@ cdef class Candidate:
         for i in range(n):
             self.sessions[i].endpoint = <int32_t>(i % 100)
             self._insert(splitmix64(&self.state), <int32_t>i)
-            self.order[i] = i
+            self.where[i] = i
         for i in range(n - 1, 0, -1):  # Fisher-Yates
             j = <Py_ssize_t>(splitmix64(&self.state) % <uint64_t>(i + 1))
-            self.order[i], self.order[j] = self.order[j], self.order[i]
+            self.where[i], self.where[j] = self.where[j], self.where[i]
+        for i in range(n):
+            self.probe[self.where[i]] = self.sessions[i].key
 
     def __dealloc__(self):
         PyMem_Free(self.sessions)
-        PyMem_Free(self.order)
+        PyMem_Free(self.probe)
+        PyMem_Free(self.where)
         if self.kh != NULL:
             kh_destroy_int64toint64map(self.kh)
 
@@ -142,16 +147,29 @@ cdef class Candidate:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    def hits(self, Py_ssize_t count):
-        """count lookups of present keys in random order, each reading its session."""
+    def hits(self, Py_ssize_t count, bint chained=False):
+        """count lookups of present keys in random order, each refreshing its session's
+        last use and reading its endpoint, as an Affinity hit does.  The keys are read
+        in sequence (as a key arrives with its request), so only the map and the session
+        it leads to can miss the cache.  chained: each lookup waits for the one before
+        (its key's position depends on the endpoint found), which measures the latency
+        of a hit rather than how many the CPU overlaps, as a pick called from Python
+        sees it."""
         cdef Py_ssize_t j, i = 0
         cdef int64_t total = 0
+        cdef int32_t endpoint
+        cdef Session* session
         for j in range(count):
-            if self.kind == LBCORE:
-                total += self._find(self.sessions[self.order[i]].key)
+            if self.kind == LBCORE:  # SessionTable.lookup refreshes the last use itself
+                endpoint = self._find(self.probe[i])
             else:
-                total += self.sessions[self._find(self.sessions[self.order[i]].key)].endpoint
+                session = &self.sessions[self._find(self.probe[i])]
+                session.last_use = 1.0
+                endpoint = session.endpoint
+            total += endpoint
             i += 1
+            if chained:
+                i += endpoint >> 31  # endpoint >= 0: adds nothing, but only once it is known
             if i == self.n:
                 i = 0
         return total
@@ -166,6 +184,7 @@ cdef class Candidate:
             id = <int32_t>self.oldest
             self._delete(self.sessions[id].key)
             self._insert(splitmix64(&self.state), id)
+            self.probe[self.where[id]] = self.sessions[id].key
             self.oldest += 1
             if self.oldest == self.n:
                 self.oldest = 0
