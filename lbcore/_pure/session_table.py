@@ -71,13 +71,18 @@ class SessionTable:
 
     def _find(self, key: int) -> int:
         """The slot of ``key``'s session, or -1."""
-        buckets = len(self._overflow)
-        b = self._home(key)
+        keys, endpoints, overflow = self._key, self._endpoint, self._overflow
+        buckets = len(overflow)
+        b = ((key & 0xFFFFFFFF) * buckets) >> 32  # _home, inlined: this is every pick's path
         while True:
-            for s in range(b * WAYS, b * WAYS + WAYS):
-                if self._key[s] == key and self._endpoint[s] >= 0:
-                    return s
-            if not self._overflow[b]:
+            s = b * WAYS  # the three ways, unrolled
+            if keys[s] == key and endpoints[s] >= 0:
+                return s
+            if keys[s + 1] == key and endpoints[s + 1] >= 0:
+                return s + 1
+            if keys[s + 2] == key and endpoints[s + 2] >= 0:
+                return s + 2
+            if not overflow[b]:
                 return -1
             b = b + 1 if b + 1 < buckets else 0
 
