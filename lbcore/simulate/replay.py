@@ -1,0 +1,131 @@
+"""Replaying traffic through one balancer: which endpoint each request gets.
+
+The balancer is the library's own (`SchedulerSpec.build`, by `lbcore.make_balancer`),
+changed at each event through its public face (``update``, ``mark_failed``,
+``mark_healthy``), and its picks are its own: ``pick_many`` in batches where the picks
+depend on the key or on the order of picks alone, else its C-level pick one request at
+a time in time order with each connection released when it ends (`HeldReplay`, compiled
+in lbcore/_fast/_replay.pyx; the pure twin in ``_replay_py`` serves the pure balancers).
+tests/test_simulate_replay.py holds every path to the balancers driven one call at a
+time.
+
+The result, ``placed[i]``, is the id of request ``i``'s endpoint in the timeline's
+numbering (`Timeline.addresses`), or -1 when no endpoint could take it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from ..balancers import IMPLEMENTATION
+from ..errors import NoEndpointsError
+from .events import Phase, Timeline
+from .schedulers import SchedulerSpec
+from .traffic import Traffic
+
+# The event loop's twin follows the balancers' (lbcore.balancers chooses): the compiled
+# loop calls the compiled balancers' C-level pick, which the pure ones do not have.
+if IMPLEMENTATION == "compiled":
+    from .._fast._replay import HeldReplay, SimClock, key_hashes
+else:
+    from ._replay_py import HeldReplay, SimClock, key_hashes
+
+__all__ = ["Prepared", "replay", "HeldReplay", "SimClock", "key_hashes"]
+
+
+class Prepared:
+    """What every scheduler's replay of one traffic shares, computed once.
+
+    ``bounds[p]`` is the first request of phase ``p`` (those arriving at or after its
+    start); ``hashes`` (each distinct key's `key_hash`) and ``end_order`` (requests by
+    end time, then index) are made on first use: only the one-at-a-time path needs them.
+    """
+
+    def __init__(self, traffic: Traffic, timeline: Timeline) -> None:
+        self.traffic = traffic
+        self.timeline = timeline
+        starts = [phase.start for phase in timeline.phases[1:]]
+        self.bounds = [0, *np.searchsorted(traffic.arrivals, starts, side="left").tolist(), len(traffic)]
+        self.ends = traffic.ends
+        self._hashes: np.ndarray | None = None
+        self._end_order: np.ndarray | None = None
+
+    @property
+    def hashes(self) -> np.ndarray:
+        if self._hashes is None:
+            keys = self.traffic.keys
+            self._hashes = np.frombuffer(key_hashes(keys.tolist() if isinstance(keys, np.ndarray) else keys), dtype=np.uint64)
+        return self._hashes
+
+    @property
+    def end_order(self) -> np.ndarray:
+        if self._end_order is None:
+            self._end_order = np.argsort(self.ends, kind="stable").astype(np.int64)
+        return self._end_order
+
+
+def _apply(balancer: Any, phase: Phase) -> None:
+    """Bring the balancer to ``phase`` through its public face."""
+    event = phase.event
+    if event is None:
+        return
+    if event.kind in ("remove", "add", "weight"):
+        balancer.update(phase.endpoints)
+        return
+    endpoint = next(e for e in phase.endpoints if e.address == event.address)
+    if event.kind == "fail":
+        balancer.mark_failed(endpoint)
+    else:
+        balancer.mark_healthy(endpoint)
+
+
+def replay(
+    spec: SchedulerSpec,
+    prepared: Prepared,
+    *,
+    seed: int,
+    affinity_timeout: int,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """``placed``: request ``i``'s endpoint id, or -1; O(requests) for every path.
+
+    ``progress``, if given, is called after each phase with the number of requests
+    placed so far.
+    """
+    traffic, timeline = prepared.traffic, prepared.timeline
+    ids = {address: uid for uid, address in enumerate(timeline.addresses)}
+    clock = SimClock() if spec.affinity else None
+    phases = timeline.phases
+    balancer = spec.build(phases[0].endpoints, seed, affinity_timeout, clock)
+    placed = np.empty(len(traffic), dtype=np.int32)
+    held = None
+    if spec.replay == "held":
+        held = HeldReplay(balancer, prepared.hashes, traffic.key_ids, traffic.arrivals, prepared.ends,
+                          prepared.end_order, placed, clock)
+    endpoint_of: list = [None] * len(ids)
+    keys = traffic.keys
+    for p, phase in enumerate(phases):
+        _apply(balancer, phase)
+        current = balancer.endpoints
+        uid_of = np.array([ids[e.address] for e in current], dtype=np.int32)
+        for e in current:
+            endpoint_of[ids[e.address]] = e
+        start, stop = prepared.bounds[p], prepared.bounds[p + 1]
+        if held is not None:
+            held.run_until(phases[p + 1].start if p + 1 < len(phases) else math.inf, uid_of, endpoint_of)
+        elif stop > start:
+            try:
+                if spec.replay == "key":
+                    table = uid_of[np.frombuffer(balancer.pick_many(keys), dtype=np.int32)]
+                    placed[start:stop] = table[traffic.key_ids[start:stop]]
+                else:  # sequence: the keys do not matter, only how many picks
+                    picks = balancer.pick_many(np.zeros(stop - start, dtype=np.uint64))
+                    placed[start:stop] = uid_of[np.frombuffer(picks, dtype=np.int32)]
+            except NoEndpointsError:  # nothing pickable in this phase: every request refused
+                placed[start:stop] = -1
+        if progress is not None:
+            progress(stop)
+    return placed
