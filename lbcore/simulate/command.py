@@ -91,10 +91,13 @@ def run(
     affinity_timeout: int | None,
     seed: int,
     out: str,
-    stdout: TextIO = sys.stdout,
-    stderr: TextIO = sys.stderr,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
 ) -> int:
-    """Run one simulation as the CLI does; the exit status (0)."""
+    """Run one simulation as the CLI does; the exit status (0).  Output goes to
+    ``stdout``/``stderr``, default: sys's at the time of the call."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
     if trace is not None and traffic_options:
         flag = "--" + next(iter(traffic_options)).replace("_", "-")
         raise ConfigError(flag, traffic_options[next(iter(traffic_options))],

@@ -105,7 +105,7 @@ def _parse_one(text: str) -> SchedulerSpec:
     if not name:
         raise ConfigError("schedulers", text, "names no scheduler; e.g. rr, wlc, mh+affinity, mh:table_size=251")
     if name not in SCHEDULERS and name not in PLANNED["schedulers"]:
-        raise ConfigError("schedulers", text, f"names {name!r}; valid: {', '.join(SCHEDULERS + PLANNED['schedulers'])}")
+        raise ConfigError("schedulers", text, f"is not a scheduler; valid: {', '.join(SCHEDULERS + PLANNED['schedulers'])}")
     options = {}
     for option in option_texts:
         match = _OPTION.fullmatch(option)

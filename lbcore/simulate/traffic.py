@@ -24,6 +24,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -61,7 +62,7 @@ class Traffic:
     def __len__(self) -> int:
         return len(self.arrivals)
 
-    @property
+    @cached_property
     def ends(self) -> np.ndarray:
         """When each request's connection closes."""
         return self.arrivals + self.durations
