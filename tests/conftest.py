@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import socket
 import time
 import types
 
 import pytest
 
+from lbcore._twins import twin_namespace
 
-def _compiled() -> types.ModuleType | None:
+
+def _compiled() -> types.SimpleNamespace | None:
     try:
-        return importlib.import_module("lbcore._fast")
+        return twin_namespace("compiled")
     except ImportError:
         return None
 
@@ -21,10 +22,10 @@ TWINS = ["pure", "compiled"]
 
 
 @pytest.fixture(params=TWINS)
-def impl(request: pytest.FixtureRequest) -> types.ModuleType:
-    """The namespace of one twin: lbcore._pure or lbcore._fast (same names in both)."""
+def impl(request: pytest.FixtureRequest) -> types.SimpleNamespace:
+    """Every name of one twin (lbcore._pure or lbcore._fast, the same names in both)."""
     if request.param == "pure":
-        return importlib.import_module("lbcore._pure")
+        return twin_namespace("pure")
     compiled = _compiled()
     if compiled is None:
         pytest.skip("compiled twins not built (test_build.py fails if they should be)")
@@ -32,12 +33,12 @@ def impl(request: pytest.FixtureRequest) -> types.ModuleType:
 
 
 @pytest.fixture
-def both() -> tuple[types.ModuleType, types.ModuleType]:
+def both() -> tuple[types.SimpleNamespace, types.SimpleNamespace]:
     """(pure, compiled) for differential tests."""
     compiled = _compiled()
     if compiled is None:
         pytest.skip("compiled twins not built (test_build.py fails if they should be)")
-    return importlib.import_module("lbcore._pure"), compiled
+    return twin_namespace("pure"), compiled
 
 
 @pytest.fixture
