@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import importlib
 import random
 
 import numpy as np
@@ -141,22 +140,19 @@ def test_a_phase_with_no_endpoint_refuses_its_requests():
 def test_the_loop_twins_agree(both):
     # The compiled loop with compiled balancers and the pure loop with pure balancers.
     pure, compiled = both
-    from lbcore._fast import _replay as fast_loop
-    from lbcore.simulate import _replay_py as pure_loop
-
     traffic = tied_traffic("str")
-    hashes = np.frombuffer(fast_loop.key_hashes(traffic.keys), dtype=np.uint64)
-    assert hashes.tolist() == list(pure_loop.key_hashes(traffic.keys))
+    hashes = np.frombuffer(compiled.key_hashes(traffic.keys), dtype=np.uint64)
+    assert hashes.tolist() == list(pure.key_hashes(traffic.keys))
     ends = traffic.ends
     order = np.argsort(ends, kind="stable")
     placements = []
-    for twin, loop in ((pure, pure_loop), (compiled, fast_loop)):
+    for twin in (pure, compiled):
         for make in (lambda: twin.WeightedLeastConnection(ENDPOINTS),
                      lambda: twin.Affinity(twin.Maglev(ENDPOINTS), TIMEOUT, clock=clock)):
-            clock = loop.SimClock()
+            clock = twin.SimClock()
             balancer = make()
             placed = np.empty(len(traffic), dtype=np.int32)
-            held = loop.HeldReplay(balancer, hashes, traffic.key_ids, traffic.arrivals, ends, order, placed, clock)
+            held = twin.HeldReplay(balancer, hashes, traffic.key_ids, traffic.arrivals, ends, order, placed, clock)
             uid_of = np.arange(len(ENDPOINTS), dtype=np.int32)
             held.run_until(2.0, uid_of, list(balancer.endpoints))
             balancer.update(ENDPOINTS[2:])
@@ -167,7 +163,7 @@ def test_the_loop_twins_agree(both):
 
 
 def test_the_loop_refuses_what_it_cannot_index(impl):
-    loop = importlib.import_module("lbcore._fast._replay" if impl.__name__ == "lbcore._fast" else "lbcore.simulate._replay_py")
+    loop = impl
     balancer = impl.LeastConnection(ENDPOINTS)
     args = dict(hashes=np.zeros(2, np.uint64), key_ids=np.array([0, 2], np.int32), arrivals=np.array([0.0, 1.0]),
                 ends=np.array([1.0, 2.0]), end_order=np.array([0, 1], np.int64), placed=np.empty(2, np.int32))

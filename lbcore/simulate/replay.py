@@ -4,8 +4,9 @@ The balancer is the library's own (`SchedulerSpec.build`, by `lbcore.make_balanc
 changed at each event through its public face (``update``, ``mark_failed``,
 ``mark_healthy``), and its picks are its own: ``pick_many`` in batches where the picks
 depend on the key or on the order of picks alone, else its C-level pick one request at
-a time in time order with each connection released when it ends (`HeldReplay`, compiled
-in lbcore/_fast/_replay.pyx; the pure twin in ``_replay_py`` serves the pure balancers).
+a time in time order with each connection released when it ends (`HeldReplay`: the
+twin of lbcore/_fast/replay.pyx and lbcore/_pure/replay.py that lbcore._twins selects,
+the same as the balancers').
 tests/test_simulate_replay.py holds every path to the balancers driven one call at a
 time.
 
@@ -20,18 +21,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..balancers import IMPLEMENTATION
+from .._twins import twin
 from ..errors import NoEndpointsError
 from .events import Phase, Timeline
 from .schedulers import SchedulerSpec
 from .traffic import Traffic
 
-# The event loop's twin follows the balancers' (lbcore.balancers chooses): the compiled
-# loop calls the compiled balancers' C-level pick, which the pure ones do not have.
-if IMPLEMENTATION == "compiled":
-    from .._fast._replay import HeldReplay, SimClock, key_hashes
-else:
-    from ._replay_py import HeldReplay, SimClock, key_hashes
+# The compiled loop calls the compiled balancers' C-level pick, which the pure ones do
+# not have: lbcore._twins selects both twins together.
+HeldReplay = twin("replay").HeldReplay
+SimClock = twin("replay").SimClock
+key_hashes = twin("replay").key_hashes
 
 __all__ = ["Prepared", "replay", "HeldReplay", "SimClock", "key_hashes"]
 

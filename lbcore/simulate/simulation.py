@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from .. import __version__
+import lbcore
+
 from ..balancers import IMPLEMENTATION
 from ..errors import ConfigError
 from ..models import DEFAULT_AFFINITY_TIMEOUT, Endpoint
@@ -70,7 +71,7 @@ def simulate(
     prepared = Prepared(traffic, timeline)
     shared = Shared(traffic, timeline, prepared.bounds, affinity=any(spec.affinity for spec in specs))
     report: dict[str, Any] = {
-        "lbcore": __version__,
+        "lbcore": lbcore.__version__,
         "implementation": IMPLEMENTATION,
         "seed": seed,
         "affinity_timeout": affinity_timeout,

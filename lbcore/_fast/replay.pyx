@@ -1,9 +1,9 @@
 # The simulator's event loop for balancers whose picks depend on time: lc, wlc, p2c,
-# bounded loads, Affinity.  Mirrors lbcore/simulate/_replay_py.py `HeldReplay`, pick for
+# bounded loads, Affinity.  Mirrors lbcore/_pure/replay.py `HeldReplay`, pick for
 # pick and release for release; read that file for the order of things.
 #
 # Per request the loop stays in C except for one call: the balancer's C-level
-# _pick_index (lbcore/_fast/_balancer.pxd) with the key's precomputed hash, and the
+# _pick_index (lbcore/_fast/balancer.pxd) with the key's precomputed hash, and the
 # release of every connection that ended before it through the balancer's release(),
 # which has no C-level face (one Python call per connection, ~40 ns).  Releases come in
 # order of end time from an index sorted once for every scheduler (numpy's stable
@@ -13,8 +13,10 @@ cimport cython
 from cpython.array cimport array, clone
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
-from lbcore._fast._balancer cimport Balancer
-from lbcore._fast._hashing cimport hash_key
+from lbcore._fast.balancer cimport Balancer
+from lbcore._fast.hashing cimport hash_key
+
+__all__ = ["SimClock", "HeldReplay", "key_hashes"]
 
 cdef array _HASH_ARRAY = array("Q")
 
@@ -44,7 +46,7 @@ def key_hashes(keys):
 
 @cython.final
 cdef class HeldReplay:
-    """Replays requests through one balancer in time order; see lbcore.simulate._replay_py."""
+    """Replays requests through one balancer in time order; see lbcore._pure.replay."""
 
     cdef Balancer balancer
     cdef object release

@@ -1,4 +1,4 @@
-"""The simulator's event loop, pure-Python twin (compiled: lbcore/_fast/_replay.pyx).
+"""The simulator's event loop, pure-Python twin (compiled: lbcore/_fast/replay.pyx).
 
 Balancers whose picks depend on time (lc, wlc and p2c count open connections, bounded
 loads cap them, Affinity's sessions expire) are replayed one request at a time, in
@@ -23,7 +23,7 @@ from __future__ import annotations
 from array import array
 from typing import Any, Sequence
 
-from .._hashing_py import key_hash
+from .hashing import key_hash
 
 __all__ = ["SimClock", "HeldReplay", "key_hashes"]
 
