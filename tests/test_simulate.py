@@ -205,3 +205,45 @@ def test_pure_and_compiled_twins_give_the_same_report(tmp_path, both):
                 s.pop(timing)
         reports.append(report)
     assert reports[0] == reports[1]
+
+
+def test_the_readme_picture_comes_from_the_readme_command(tmp_path, capsys, monkeypatch):
+    # README.md shows docs/simulate/share.png and the command under <!-- simulate-picture -->
+    # that made it: the command still runs and still makes a picture of that size.
+    with open(os.path.join(ROOT, "README.md")) as file:
+        text = file.read()
+    block = text[text.index("<!-- simulate-picture -->"):].split("```sh\n", 1)[1].split("```", 1)[0]
+    command = shlex.split(block.replace("\\\n", " "))
+    assert command[:2] == ["lbcore", "simulate"] and command[command.index("--out") + 1] == "docs/simulate"
+    assert "![" in text and "](docs/simulate/share.png)" in text
+    committed = png_size(os.path.join(ROOT, "docs", "simulate", "share.png"))
+    args = command[2:]
+    args[args.index("--out") + 1] = str(tmp_path)
+    monkeypatch.chdir(ROOT)
+    assert main(["simulate", *args]) == 0
+    capsys.readouterr()
+    schedulers = args[args.index("--schedulers") + 1].split(",")
+    assert png_size(str(tmp_path / "share.png")) == committed == (WIDTH, share_height(len(schedulers)))
+
+
+def python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+
+
+def test_import_lbcore_and_other_commands_load_no_simulator():
+    result = python(
+        "import sys, io, contextlib\n"
+        "import lbcore\n"
+        "from lbcore.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['check', 'examples/services.yaml']) == 0\n"
+        "print([m for m in ('lbcore.simulate', 'numpy', 'matplotlib') if m in sys.modules])\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
+
+
+def test_without_numpy_the_command_says_what_to_install():
+    result = python("import sys\nsys.modules['numpy'] = None\nfrom lbcore.cli import main\nsys.exit(main(['simulate']))\n")
+    assert result.returncode == 1
+    assert result.stderr == 'lbcore: error: lbcore simulate needs numpy: pip install "lbcore[simulate]"\n'

@@ -33,12 +33,12 @@ def share_height(schedulers: int) -> int:
     return _TOP + PANEL * schedulers
 
 
-def _figure(height: int) -> Any:
+def _figure(height: int, layout: str | None = None) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     # A Figure on an Agg canvas, without pyplot: no global state, no display needed.
-    figure = Figure(figsize=(WIDTH / DPI, height / DPI), dpi=DPI)
+    figure = Figure(figsize=(WIDTH / DPI, height / DPI), dpi=DPI, layout=layout)
     FigureCanvasAgg(figure)
     return figure
 
@@ -61,10 +61,14 @@ def _fair_share(report: dict[str, Any], scheduler: dict[str, Any]) -> np.ndarray
     for j, p in enumerate(np.searchsorted(starts, report["samples"], side="right") - 1):
         weights[:, j] = phases[p]["weights"]
     taking = weights > 0
-    fair = np.where(taking, active, 0).sum(axis=0) / np.maximum(weights.sum(axis=0), 1e-300)
+    total = np.where(taking, active, 0).sum(axis=0)
+    fair = total / np.maximum(weights.sum(axis=0), 1e-300)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = active / weights / fair
-    return np.where(taking & (fair > 0), share, np.nan)
+    # As for the imbalance (lbcore.simulate.measure): no colour where the endpoints hold
+    # fewer connections than there are of them.
+    measured = (total >= taking.sum(axis=0)) & (total > 0)
+    return np.where(taking & measured, share, np.nan)
 
 
 def _share(report: dict[str, Any], path: str) -> None:
@@ -103,7 +107,7 @@ def _share(report: dict[str, Any], path: str) -> None:
 
 
 def _imbalance(report: dict[str, Any], path: str) -> None:
-    figure = _figure(HEIGHT)
+    figure = _figure(HEIGHT, layout="constrained")
     axes = figure.add_subplot()
     samples = report["samples"]
     for scheduler in report["schedulers"]:
@@ -113,29 +117,29 @@ def _imbalance(report: dict[str, Any], path: str) -> None:
     axes.set_title("imbalance: busiest endpoint's load / mean load (1.0 = perfect)", fontsize=10)
     axes.set_xlabel("seconds", fontsize=9)
     axes.set_ylabel("max / mean", fontsize=9)
-    axes.legend(fontsize=8, loc="upper right", ncols=2)
+    figure.legend(fontsize=8, loc="outside lower center", ncols=min(len(report["schedulers"]), 8) or 1)
     axes.grid(alpha=0.3)
-    figure.tight_layout()
     figure.savefig(path, dpi=DPI)
 
 
 def _moved(report: dict[str, Any], path: str) -> None:
-    figure = _figure(HEIGHT)
+    figure = _figure(HEIGHT, layout="constrained")
     axes = figure.add_subplot()
     events = report["events"]
     schedulers = report["schedulers"]
     width = 0.8 / max(len(schedulers), 1)
     for k, scheduler in enumerate(schedulers):
         shares = [100 * (e["moved_share"] or 0.0) for e in scheduler["events"]]
-        axes.bar(np.arange(len(events)) + (k - (len(schedulers) - 1) / 2) * width, shares, width, label=scheduler["name"])
+        bars = axes.bar(np.arange(len(events)) + (k - (len(schedulers) - 1) / 2) * width, shares, width,
+                        label=scheduler["name"])
+        axes.bar_label(bars, fmt="%.1f", fontsize=7)
     axes.set_xticks(range(len(events)), [f"{e['time']:g}s {e['kind']}\n{e['endpoint']}" for e in events], fontsize=8)
     axes.set_title("live keys moved by each event (%)", fontsize=10)
     axes.set_ylabel("% of live keys", fontsize=9)
     if not events:
         axes.text(0.5, 0.5, "no events", ha="center", va="center", transform=axes.transAxes)
-    axes.legend(fontsize=8, ncols=2)
+    figure.legend(fontsize=8, loc="outside lower center", ncols=min(len(schedulers), 8) or 1)
     axes.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
     figure.savefig(path, dpi=DPI)
 
 
