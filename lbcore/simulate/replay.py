@@ -92,14 +92,16 @@ def replay(
 ) -> np.ndarray:
     """``placed``: request ``i``'s endpoint id, or -1; O(requests) for every path.
 
-    ``progress``, if given, is called after each phase with the number of requests
-    placed so far.
+    ``progress``, if given, is called once the balancer is built and after each phase,
+    with the number of requests placed so far.
     """
     traffic, timeline = prepared.traffic, prepared.timeline
     ids = {address: uid for uid, address in enumerate(timeline.addresses)}
     clock = SimClock() if spec.affinity else None
     phases = timeline.phases
     balancer = spec.build(phases[0].endpoints, seed, affinity_timeout, clock)
+    if progress is not None:
+        progress(0)
     placed = np.empty(len(traffic), dtype=np.int32)
     held = None
     if spec.replay == "held":

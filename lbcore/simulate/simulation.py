@@ -68,6 +68,8 @@ def simulate(
         except ConfigError as error:
             raise error.within(f"events[{number}]") from None
     timeline = Timeline(endpoints, parsed, end=float(traffic.arrivals[-1]))
+    if progress is not None:
+        progress(0.0, "preparing")
     prepared = Prepared(traffic, timeline)
     shared = Shared(traffic, timeline, prepared.bounds, affinity=any(spec.affinity for spec in specs))
     report: dict[str, Any] = {
