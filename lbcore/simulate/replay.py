@@ -40,31 +40,24 @@ class Prepared:
     """What every scheduler's replay of one traffic shares, computed once.
 
     ``bounds[p]`` is the first request of phase ``p`` (those arriving at or after its
-    start); ``hashes`` (each distinct key's `key_hash`) and ``end_order`` (requests by
-    end time, then index) are made on first use: only the one-at-a-time path needs them.
+    start).  With ``held`` (some scheduler is replayed one request at a time), also
+    ``hashes``, each distinct key's `key_hash`, and ``end_order``, the requests by end
+    time, then index; else both are None.
     """
 
-    def __init__(self, traffic: Traffic, timeline: Timeline) -> None:
+    def __init__(self, traffic: Traffic, timeline: Timeline, *, held: bool = True) -> None:
         self.traffic = traffic
         self.timeline = timeline
         starts = [phase.start for phase in timeline.phases[1:]]
         self.bounds = [0, *np.searchsorted(traffic.arrivals, starts, side="left").tolist(), len(traffic)]
         self.ends = traffic.ends
-        self._hashes: np.ndarray | None = None
-        self._end_order: np.ndarray | None = None
-
-    @property
-    def hashes(self) -> np.ndarray:
-        if self._hashes is None:
-            keys = self.traffic.keys
-            self._hashes = np.frombuffer(key_hashes(keys.tolist() if isinstance(keys, np.ndarray) else keys), dtype=np.uint64)
-        return self._hashes
-
-    @property
-    def end_order(self) -> np.ndarray:
-        if self._end_order is None:
-            self._end_order = np.argsort(self.ends, kind="stable").astype(np.int64)
-        return self._end_order
+        self.hashes: np.ndarray | None = None
+        self.end_order: np.ndarray | None = None
+        if held:
+            keys = traffic.keys
+            self.hashes = np.frombuffer(key_hashes(keys.tolist() if isinstance(keys, np.ndarray) else keys),
+                                        dtype=np.uint64)
+            self.end_order = np.argsort(self.ends, kind="stable").astype(np.int64)
 
 
 def _apply(balancer: Any, phase: Phase) -> None:
@@ -105,6 +98,8 @@ def replay(
     placed = np.empty(len(traffic), dtype=np.int32)
     held = None
     if spec.replay == "held":
+        if prepared.hashes is None:
+            raise ValueError(f"{spec.name} is replayed in time order: prepare with Prepared(..., held=True)")
         held = HeldReplay(balancer, prepared.hashes, traffic.key_ids, traffic.arrivals, prepared.ends,
                           prepared.end_order, placed, clock)
     endpoint_of: list = [None] * len(ids)

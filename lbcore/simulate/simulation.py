@@ -70,7 +70,7 @@ def simulate(
     timeline = Timeline(endpoints, parsed, end=float(traffic.arrivals[-1]))
     if progress is not None:
         progress(0.0, "preparing")
-    prepared = Prepared(traffic, timeline)
+    prepared = Prepared(traffic, timeline, held=any(spec.replay == "held" for spec in specs))
     shared = Shared(traffic, timeline, prepared.bounds, affinity=any(spec.affinity for spec in specs))
     report: dict[str, Any] = {
         "lbcore": lbcore.__version__,
