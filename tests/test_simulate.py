@@ -153,6 +153,13 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, mo
     assert err.splitlines()[0].startswith(message), err
 
 
+def test_an_output_path_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    status, out, err = simulate_cli(capsys, "--requests", "100", "--out", str(tmp_path / "taken"))
+    assert status == EXIT_BAD_INPUT and out == ""
+    assert err == f"lbcore: error: --out: {str(tmp_path / 'taken')!r} is a file; give a directory (it is made if missing)\n"
+
+
 def test_argument_errors_name_the_flag(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["simulate", "--rate", "-5"])

@@ -102,13 +102,18 @@ def run(
         flag = "--" + next(iter(traffic_options)).replace("_", "-")
         raise ConfigError(flag, traffic_options[next(iter(traffic_options))],
                           "makes synthetic traffic; it does not go with --trace")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError("--out", out, "is a file; give a directory (it is made if missing)")
     traffic = read_trace(trace) if trace is not None else synthetic(seed=seed, **traffic_options)
     report = simulate(traffic, endpoints, schedulers, events, seed=seed,
                       affinity_timeout=affinity_timeout or DEFAULT_AFFINITY_TIMEOUT, progress=ProgressBar(stderr))
-    os.makedirs(out, exist_ok=True)
     written = [os.path.join(out, "report.json")]
-    with open(written[0], "w", encoding="utf-8") as file:
-        json.dump(report, file)
+    try:
+        os.makedirs(out, exist_ok=True)
+        with open(written[0], "w", encoding="utf-8") as file:
+            json.dump(report, file)
+    except OSError as error:
+        raise ConfigError("--out", out, f"cannot be written: {error.strerror}") from None
     try:
         import matplotlib  # noqa: F401  (the lbcore[plot] extra)
     except ImportError:
