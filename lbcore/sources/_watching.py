@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
-from typing import AsyncIterator, Callable, Coroutine, Iterable
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Protocol
 
 from ._problems import Problems, SourceError
 from ._unique import Located, check_unique
 from .live import Snapshot
 
-__all__ = ["Backoff", "Changes", "problem_lines", "snapshot", "snapshots"]
+__all__ = ["Backoff", "Changes", "json_lines", "problem_lines", "snapshot", "snapshots"]
 
 
 class Changes:
@@ -114,3 +115,25 @@ def snapshot(source: str, located: Iterable[Located], problems: Problems, change
     unique = check_unique(located, problems)
     return Snapshot(source, tuple(item.service for item in unique),
                     (*earlier, *problem_lines(problems)), changed_at, tuple(notes))
+
+
+class _Chunks(Protocol):
+    def iter_any(self) -> AsyncIterable[bytes]: ...
+
+
+async def json_lines(content: _Chunks) -> AsyncIterator[Any]:
+    """The JSON value on each line of a streamed HTTP body (etcd's and Kubernetes' watch
+    streams put one answer per line).  Lines of any length: an answer carrying a large
+    object or many events can be megabytes, far past a line reader's buffer limit.
+    """
+    buffer = bytearray()
+    async for chunk in content.iter_any():
+        start = len(buffer)
+        buffer += chunk
+        end = buffer.find(b"\n", start)
+        while end >= 0:
+            line = bytes(buffer[:end])
+            del buffer[:end + 1]
+            if line.strip():
+                yield json.loads(line)
+            end = buffer.find(b"\n")

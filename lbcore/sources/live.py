@@ -77,14 +77,16 @@ def open_source(spec: str, *, clock: Callable[[], float] = time.monotonic, **opt
     """
     if spec == "kubernetes":
         _only(spec, options, "kubeconfig")
-        from .kubernetes_watch import KubernetesSource
-
         kubeconfig = options.get("kubeconfig")
         if kubeconfig is not None and not isinstance(kubeconfig, str):
             raise ConfigError("kubeconfig", kubeconfig, "must be the path of a kubeconfig file")
+        _needs_aiohttp(spec, "kubernetes")
+        from .kubernetes_watch import KubernetesSource
+
         return KubernetesSource(kubeconfig=kubeconfig, clock=clock)
     _only(spec, options)
     if spec.startswith("etcd://"):
+        _needs_aiohttp(spec, "etcd")
         from .etcd import EtcdSource
 
         return EtcdSource(spec, clock=clock)
@@ -100,3 +102,10 @@ def _only(spec: str, options: dict[str, object], *allowed: str) -> None:
         if name not in allowed:
             valid = ", ".join(allowed) if allowed else "none"
             raise ConfigError(name, value, f"is not an option of the source {spec!r}; valid: {valid}")
+
+
+def _needs_aiohttp(spec: str, extra: str) -> None:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        raise ConfigError("source", spec, f"needs the HTTP client aiohttp: pip install 'lbcore[{extra}]'") from None
