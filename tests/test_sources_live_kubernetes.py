@@ -95,6 +95,13 @@ class Cluster:
     async def next(self, timeout=WAIT):
         return await asyncio.wait_for(self.snapshots.__anext__(), timeout)
 
+    async def until_connected(self):
+        """Wait for ``connected``: the server counts a watch a moment before the source sees its answer."""
+        for _ in range(int(WAIT / 0.01)):
+            if self.source.connected:
+                return
+            await asyncio.sleep(0.01)
+
     async def watching(self, count=2):
         """Wait until the source has ``count`` watches open."""
         for _ in range(int(WAIT / 0.01)):
@@ -126,6 +133,7 @@ def test_the_recorded_lists_map_as_lbcore_check_maps_a_dump(tmp_path, certificat
             cluster.open()
             first = await cluster.next()
             await cluster.watching()
+            await cluster.until_connected()
             return first, cluster.source.connected, cluster.server
 
     first, connected, server = run(main())
@@ -277,6 +285,7 @@ def test_a_server_that_goes_away_keeps_the_set_and_is_caught_up_with_when_back(t
             await server.start()  # the same port, the history kept: the watch resumes
             after = await following
             await cluster.watching()
+            await cluster.until_connected()
             return connected_while_down, after, cluster.source.connected, server
 
     connected_while_down, after, connected, server = run(main())
