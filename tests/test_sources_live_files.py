@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -297,3 +299,10 @@ def test_options_a_source_does_not_take_are_refused(tmp_path):
 
 def test_a_file_source_is_always_connected(tmp_path):
     assert open_source(str(tmp_path)).connected is True
+
+
+def test_importing_the_sources_and_their_interface_loads_no_asyncio_and_no_http_client():
+    code = ("import sys, lbcore.sources, lbcore.sources.live; "
+            "print(sorted(m for m in ('asyncio', 'aiohttp') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -303,7 +303,7 @@ def test_a_client_certificate_authenticates(tmp_path, certificates):
     assert table(run(main())) == RECORDED
 
 
-def test_a_refused_token_leaves_the_source_unconnected(tmp_path, certificates):
+def test_a_refused_token_leaves_the_source_unconnected_and_says_why_once(tmp_path, certificates, caplog):
     async def main():
         async with Cluster(tmp_path, certificates) as cluster:
             cluster.open(token="wrong")
@@ -313,6 +313,9 @@ def test_a_refused_token_leaves_the_source_unconnected(tmp_path, certificates):
 
     connected, server = run(main())
     assert not connected and server.lists(SERVICES) >= 2  # refused, and tried again
+    said = [r.getMessage() for r in caplog.records if r.name == "lbcore.sources" and "/api/v1/services" in r.getMessage()]
+    assert said == ["kubernetes /api/v1/services: GET /api/v1/services: HTTP 401: Unauthorized; "
+                    "keeping the last set and retrying"]
 
 
 # -- configuration ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 from typing import Any, AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Protocol
 
@@ -18,7 +19,9 @@ from ._problems import Problems, SourceError
 from ._unique import Located, check_unique
 from .live import Snapshot
 
-__all__ = ["Backoff", "Changes", "json_lines", "problem_lines", "snapshot", "snapshots"]
+__all__ = ["Backoff", "Changes", "Contact", "json_lines", "problem_lines", "snapshot", "snapshots"]
+
+log = logging.getLogger("lbcore.sources")
 
 
 class Changes:
@@ -94,6 +97,29 @@ class Backoff:
     def reset(self) -> None:
         """Contact was made: the next failure starts from the shortest wait again."""
         self._next = self.FIRST
+
+
+class Contact:
+    """Whether a source is in contact now, logged when that changes: a source that cannot
+    connect says why once (and again only when the reason changes), not at every retry."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.connected = False
+        self._reason: str | None = None
+
+    def made(self) -> None:
+        if self._reason is not None:
+            log.warning("%s: connected again", self.source)
+        self.connected = True
+        self._reason = None
+
+    def lost(self, error: BaseException) -> None:
+        reason = str(error) or type(error).__name__
+        if reason != self._reason:
+            log.warning("%s: %s; keeping the last set and retrying", self.source, reason)
+        self.connected = False
+        self._reason = reason
 
 
 def problem_lines(problems: Problems | SourceError) -> list[str]:

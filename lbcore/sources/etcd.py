@@ -46,7 +46,7 @@ from ..errors import ConfigError
 from . import native
 from ._problems import Problems, SourceError
 from ._unique import Located
-from ._watching import Backoff, Changes, json_lines, problem_lines, snapshot, snapshots
+from ._watching import Backoff, Changes, Contact, json_lines, problem_lines, snapshot, snapshots
 from .documents import parse
 from .live import Snapshot
 
@@ -113,13 +113,18 @@ class EtcdSource:
     def __init__(self, spec: str, *, clock: Callable[[], float]):
         self.source = spec
         self.members, self.prefix = parse_spec(spec)
-        self.connected = False
+        self._contact = Contact(spec)
         self._clock = clock
         self._prefix = self.prefix.encode()
         self._range = {"key": _b64(self._prefix), "range_end": _b64(_prefix_end(self._prefix))}
         self._keys: dict[bytes, _Key] = {}
         #: The newest revision whose changes are all held: the watch resumes after it.
         self._revision = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether the source is watching a member now."""
+        return self._contact.connected
 
     def watch(self) -> AsyncIterator[Snapshot]:
         changes = Changes(self._clock)
@@ -141,22 +146,22 @@ class EtcdSource:
                         if self._list(await self._range_all(session, base)) or first:
                             changes.seen()
                         listed, first = True, False
-                        self._contact(backoff)
+                        self._made(backoff)
                     await self._watch(session, base, changes, backoff)
                 except _Compacted:
                     listed = False  # list again at once, from the same member
-                except (_Lost, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
+                except (_Lost, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as error:
                     if self.connected:
                         failures = 0
-                    self.connected = False
+                    self._contact.lost(_Lost(f"{self.members[member]}: {str(error) or type(error).__name__}"))
                     member = (member + 1) % len(self.members)
                     failures += 1
                     if failures >= len(self.members):  # a whole round of members failed
                         failures = 0
                         await backoff.wait()
 
-    def _contact(self, backoff: Backoff) -> None:
-        self.connected = True
+    def _made(self, backoff: Backoff) -> None:
+        self._contact.made()
         backoff.reset()
 
     async def _post(self, session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +232,7 @@ class EtcdSource:
                 raise _Compacted()
             raise _Lost(result.get("cancel_reason", "the watch was cancelled"))
         if result.get("created"):
-            self._contact(backoff)
+            self._made(backoff)
         events = result.get("events", ())
         for event in events:
             kv = event["kv"]

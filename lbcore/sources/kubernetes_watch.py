@@ -39,7 +39,7 @@ import aiohttp
 from . import kubernetes
 from ._problems import Problems
 from ._unique import Located
-from ._watching import Backoff, Changes, json_lines, problem_lines, snapshot, snapshots
+from ._watching import Backoff, Changes, Contact, json_lines, problem_lines, snapshot, snapshots
 from .kubeconfig import Cluster, from_kubeconfig, in_cluster
 from .live import Snapshot
 
@@ -112,12 +112,12 @@ class KubernetesSource:
         self._mapped: dict[_Group, _Mapped] = {}
         self._dirty: set[_Group] = set()
         self._listed: set[str] = set()
-        self._connected = {resource.kind: False for resource in RESOURCES}
+        self._contacts = {resource.kind: Contact(f"{SOURCE} {resource.path}") for resource in RESOURCES}
 
     @property
     def connected(self) -> bool:
         """Whether both watches are running now."""
-        return all(self._connected.values())
+        return all(contact.connected for contact in self._contacts.values())
 
     def watch(self) -> AsyncIterator[Snapshot]:
         changes = Changes(self._clock)
@@ -146,12 +146,12 @@ class KubernetesSource:
                 version = await self._watch(session, resource, version, changes, backoff)
             except _Expired:
                 version = None
-            except (_Lost, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
-                self._connected[resource.kind] = False
+            except (_Lost, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError) as error:
+                self._contacts[resource.kind].lost(error)
                 await backoff.wait()
 
     def _contact(self, resource: Resource, backoff: Backoff) -> None:
-        self._connected[resource.kind] = True
+        self._contacts[resource.kind].made()
         backoff.reset()
 
     def _changed(self, changes: Changes, first: bool = False) -> None:
