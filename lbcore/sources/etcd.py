@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import re
 from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, TypeVar
 
@@ -67,6 +66,11 @@ _OUT_OF_RANGE = 11
 
 class _Lost(Exception):
     """The member cannot serve the watch now: try another."""
+
+
+# What the network, or a server answering what it should not, can do to a reader: each
+# is retried (a malformed answer as much as a reset connection), none ends the source.
+_RETRIED = (_Lost, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError, AttributeError)
 
 
 class _Compacted(Exception):
@@ -150,7 +154,7 @@ class EtcdSource:
                     await self._watch(session, base, changes, backoff)
                 except _Compacted:
                     listed = False  # list again at once, from the same member
-                except (_Lost, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as error:
+                except _RETRIED as error:
                     if self.connected:
                         failures = 0
                     self._contact.lost(_Lost(f"{self.members[member]}: {str(error) or type(error).__name__}"))
@@ -224,8 +228,9 @@ class EtcdSource:
 
     def _answer(self, message: dict[str, Any], changes: Changes, backoff: Backoff) -> None:
         """Apply one watch answer."""
-        if "error" in message:
-            raise _Lost(message["error"].get("message", message["error"]))
+        if "error" in message:  # the gateway's {"error": {"grpc_code", "message", ...}}
+            error = message["error"]
+            raise _Lost(error.get("message", error) if isinstance(error, dict) else error)
         result = message["result"]
         if result.get("canceled"):
             if int(result.get("compact_revision", 0)):
@@ -251,7 +256,7 @@ class EtcdSource:
             await asyncio.sleep(CHECK_EVERY)
             try:
                 await self._post(session, f"{base}/v3/kv/range", {**self._range, "count_only": True})
-            except (_Lost, _Compacted, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
+            except (_Compacted, *_RETRIED):
                 return
 
     # -- values -------------------------------------------------------------------------

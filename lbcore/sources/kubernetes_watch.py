@@ -79,6 +79,11 @@ class _Lost(Exception):
     """The server could not be reached or refused; retry with backoff."""
 
 
+# What the network, or a server answering what it should not, can do to a reader: each
+# is retried (a malformed answer as much as a reset connection), none ends the source.
+_RETRIED = (_Lost, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError, AttributeError)
+
+
 class _Mapped(NamedTuple):
     located: list[Located]
     problems: list[str]
@@ -146,7 +151,7 @@ class KubernetesSource:
                 version = await self._watch(session, resource, version, changes, backoff)
             except _Expired:
                 version = None
-            except (_Lost, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError) as error:
+            except _RETRIED as error:
                 self._contacts[resource.kind].lost(error)
                 await backoff.wait()
 
