@@ -158,15 +158,24 @@ class EtcdCluster:
     # -- data, through etcdctl ----------------------------------------------------------
 
     def ctl(self, *args: str) -> str:
-        """Run ``etcdctl`` against the running members; its output."""
-        running = [m.endpoint for m in self.members if m.running]
-        result = subprocess.run(
-            [ETCDCTL, f"--endpoints={','.join(running)}", "--command-timeout=10s", *args],
-            capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"},
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"etcdctl {' '.join(args)}: {result.stderr.strip()}")
-        return result.stdout
+        """Run ``etcdctl`` against the running members; its output.
+
+        A request that meets an election (a leader was just killed) is tried again, as a
+        real writer would, for up to `START_TIMEOUT` seconds.
+        """
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            running = [m.endpoint for m in self.members if m.running]
+            result = subprocess.run(
+                [ETCDCTL, f"--endpoints={','.join(running)}", "--command-timeout=5s", *args],
+                capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"},
+            )
+            if result.returncode == 0:
+                return result.stdout
+            electing = any(sign in result.stderr for sign in ("leader", "Unavailable", "timed out", "deadline exceeded"))
+            if not electing or time.monotonic() > deadline:
+                raise RuntimeError(f"etcdctl {' '.join(args)}: {result.stderr.strip()}")
+            time.sleep(0.1)
 
     def put(self, key: str, value: str) -> int:
         """Write ``key``; the revision it was written at."""
