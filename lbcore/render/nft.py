@@ -13,8 +13,8 @@ shared by every Service that picks that way, and one chain per sticky Service::
     filter-input, -forward,      ct state new ip daddr . meta l4proto . th dport
       -output                      @no-endpoint-services goto reject-chain
     reject-chain                 TCP reset, else ICMP port unreachable
-    nat-postrouting              ct status dnat ct original ip daddr . ip saddr . ip daddr
-                                   @hairpin masquerade
+    nat-postrouting              masquerade a DNATed connection whose source is its
+                                   new destination (hairpin), found through @hairpin
 
 The slot comes from ``numgen random`` (rr, wrr) or a ``jhash`` of the client address
 (sh, mh; with its port for ``sh-port``/``mh-port``) or of the destination (dh), with the
@@ -53,8 +53,12 @@ chain, so the packet is routed again with its own mark) put it back.  So lbcore 
 no mark bit: kube-proxy's masquerade bit 0x4000 and every other mark pass through
 unchanged; only a chain of another table hooked between -100 and -90 could see the
 id, on the first packet of a sticky connection.  Hairpin traffic (an endpoint reaching
-its own Service) is masqueraded by ``@hairpin`` (vip . address . address for every
-listed endpoint but loopback ones), not by a mark.
+its own Service) is found without a mark or a list of endpoints: nat-postrouting puts
+the connection's ``ct id . ip saddr`` into ``@hairpin``, masquerades it if ``ct id . ip
+daddr`` is then there (source and new destination are one address), and takes the
+entry out again; the ct id keeps other connections out of the comparison.  A
+loopback destination is left alone: MASQUERADE out of lo has no address to take and
+drops the packet (as lbcore.render.iptables leaves loopback endpoints out).
 
 Syncing.  ``nft -f`` applies a file as one transaction: all of it or, when the kernel
 refuses any part, nothing.
@@ -137,10 +141,10 @@ class _Family(NamedTuple):
 _FAMILY = {4: _Family("ip", "ipv4_addr"), 6: _Family("ip6", "ipv6_addr")}
 _SERVICE_IPS = "service-ips"
 _NO_ENDPOINTS = "no-endpoint-services"
-_HAIRPIN = "hairpin"
+_LOOPBACK = {"ip": "127.0.0.0/8", "ip6": "::1"}
 # The per-protocol maps, by role: "endpoints" -> "tcp-endpoints", ...
 _ROLES = ("endpoints", "sticky-slots", "endpoint-ids")
-#: The maps and sets lbcore fills, in payload order (@hairpin apart).
+#: The maps and sets lbcore fills, in payload order.
 _FILLED = (_SERVICE_IPS, _NO_ENDPOINTS,
            *(f"{protocol}-{role}" for protocol in PROTOCOLS for role in _ROLES))
 
@@ -180,13 +184,13 @@ def render_diff(
 
     ``new_services`` are checked as `render` checks them; ``old_services`` are taken
     as the Services of the previous payload, which were.  Only the Services that
-    differ are written: their map elements are deleted and
-    added (a changed value is a delete and an add), the chains that come into use or
-    change are written, and those no Service uses any more are deleted after the
-    elements that pointed at them.  An unchanged Service costs one identity test (an
-    equal copy, one comparison).  O(n) in Services plus the size of the changed ones,
-    and O(e) when an endpoint address or a shared chain may have fallen out of use
-    (the other Services are searched for it).
+    differ are written: their map elements are deleted and added (a changed value is
+    a delete and an add), the chains that come into use or change are written, and
+    those no Service uses any more are deleted after the elements that pointed at
+    them.  An unchanged Service costs one identity test (an equal copy, one
+    comparison).  O(n) in Services plus the size of the changed ones, and O(n) more
+    when a shared chain may have fallen out of use (the other Services are searched
+    for it).
 
     >>> from lbcore import Endpoint, Service
     >>> old = Service("web", "10.96.0.10", 80, endpoints=[Endpoint("10.1.0.5", 8080)])
@@ -195,14 +199,8 @@ def render_diff(
     delete element ip lbcore tcp-endpoints {
         10.96.0.10 . 80 . 0
     }
-    delete element ip lbcore hairpin {
-        10.96.0.10 . 10.1.0.5 . 10.1.0.5
-    }
     add element ip lbcore tcp-endpoints {
         10.96.0.10 . 80 . 0 : 10.1.0.6 . 8080
-    }
-    add element ip lbcore hairpin {
-        10.96.0.10 . 10.1.0.6 . 10.1.0.6
     }
     """
     old = _indexed(old_services)
@@ -249,12 +247,11 @@ class _Rendered(NamedTuple):
     sends it to (None: no endpoint takes new connections); ``own``: that chain, and the
     affinity map of the same hash, belong to this Service alone (a sticky one), else it
     is a shared pick chain.  ``elements``: its elements by map or set name, "key" or
-    "key : value".  ``hairpin``: its @hairpin elements, loopback ones included."""
+    "key : value"."""
 
     chain: tuple[str, str] | None
     own: bool
     elements: dict[str, list[str]]
-    hairpin: list[str]
 
 
 def _families(family: int | None) -> tuple[int, ...]:
@@ -334,10 +331,9 @@ def _render_service(service: Service, family: int, fallback: bool) -> _Rendered:
     protocol = service.protocol
     vip = f"{service.vip} . {service.port}"
     key = f"{service.vip} . {protocol} . {service.port}"
-    hairpin = [f"{service.vip} . {ip} . {ip}" for ip in map(_ip_of, service.endpoints)]
     owners = table.owners
     if not owners:
-        return _Rendered(None, False, {_NO_ENDPOINTS: [key]}, hairpin)
+        return _Rendered(None, False, {_NO_ENDPOINTS: [key]})
     timeout = service.affinity_timeout
     if timeout is None:
         chain = _shared_chain(fam, protocol, table.hash, len(owners))
@@ -352,7 +348,7 @@ def _render_service(service: Service, family: int, fallback: bool) -> _Rendered:
             f"{protocol}-endpoint-ids": [f"{vip} . {ids[a]:#010x} : {e.ip} . {e.port}" for a, e in distinct],
         }
     elements[_SERVICE_IPS] = [f"{key} : goto {chain[0]}"]
-    return _Rendered(chain, timeout is not None, elements, hairpin)
+    return _Rendered(chain, timeout is not None, elements)
 
 
 def _shared_chain_of(service: Service, fallback: bool) -> str | None:
@@ -391,13 +387,16 @@ def _full_table(fam: _Family, rendered: list[_Rendered]) -> str:
     parts += [
         _block("map", "saved-marks", "typeof ct id : meta mark", "size 65536", "flags dynamic,timeout",
                "timeout 1s"),
-        _block("set", _HAIRPIN, f"type {address} . {address} . {address}"),
+        _block("set", "hairpin", f"typeof ct id . {x} saddr", "size 65536", "flags dynamic,timeout", "timeout 1s"),
         *(_affinity_map(fam, name) for name, _ in own),
         _chain("nat-prerouting", "type nat hook prerouting priority -100", f"{fam.service} vmap @{_SERVICE_IPS}"),
         _chain("nat-output", "type nat hook output priority -100", f"{fam.service} vmap @{_SERVICE_IPS}"),
-        _chain("nat-postrouting", "type nat hook postrouting priority 100",
-               f"ct status dnat ct original {x} daddr . {x} saddr . {x} daddr @{_HAIRPIN} "
-               "masquerade fully-random"),
+        _chain("nat-postrouting", "type nat hook postrouting priority 100", "\n".join((
+            f"ct status dnat {x} daddr != {_LOOPBACK[x]} update @hairpin {{ ct id . {x} saddr }}",
+            f"ct status dnat ct id . {x} daddr @hairpin delete @hairpin {{ ct id . {x} saddr }} "
+            "masquerade fully-random",
+            f"ct status dnat delete @hairpin {{ ct id . {x} saddr }}",
+        ))),
     ]
     # Before DNAT (kube-proxy's dstnat - 10), where REJECT is valid on every kernel.
     check = f"ct state new {fam.service} @{_NO_ENDPOINTS} goto reject-chain"
@@ -411,22 +410,7 @@ def _full_table(fam: _Family, rendered: list[_Rendered]) -> str:
     parts += [_chain(name, None, rules) for name, rules in own]
     parts.append("}\n")
     parts += [_elements("add", t, name, elements) for name, elements in filled.items()]
-    parts.append(_elements("add", t, _HAIRPIN, _hairpin(rendered)))
     return "".join(parts)
-
-
-def _hairpin(rendered: Iterable[_Rendered]) -> list[str]:
-    """The distinct @hairpin elements of ``rendered`` but loopback ones, in order.
-
-    MASQUERADE out of lo has no address to take and drops the packet: a loopback
-    endpoint gets no hairpin element (as in lbcore.render.iptables).  One search in C
-    finds out whether there is any.
-    """
-    distinct = list(dict.fromkeys(itertools.chain.from_iterable(r.hairpin for r in rendered)))
-    lines = "\n".join(distinct) + "\n"
-    if " . 127." not in lines and " . ::1\n" not in lines:
-        return distinct
-    return [e for e in distinct if " . 127." not in e and not e.endswith(" . ::1")]
 
 
 def _block(kind: str, name: str, *lines: str) -> str:
@@ -472,16 +456,8 @@ def _diff_table(fam: _Family, keys: list[Key], old: dict[Key, Service], new: dic
         was, now = _by_key(before, name), _by_key(after, name)
         deletes.append(_elements("delete", t, name, [key for key, text in was.items() if now.get(key) != text]))
         adds.append(_elements("add", t, name, [text for key, text in now.items() if was.get(key) != text]))
-    # A @hairpin element belongs to every Service of its vip that lists its address, and
-    # a shared chain to every Service that picks its way: one goes only when no Service
-    # uses it any more.
-    old_pairs, new_pairs = set(_hairpin(before)), set(_hairpin(after))
-    gone_pairs = old_pairs - new_pairs
-    if gone_pairs:
-        vips = {pair.split(" . ", 1)[0] for pair in gone_pairs}
-        gone_pairs -= set(_hairpin(_render_service(s, family, fallback) for s in new.values() if s.vip in vips))
-    deletes.append(_elements("delete", t, _HAIRPIN, sorted(gone_pairs)))
-    adds.append(_elements("add", t, _HAIRPIN, sorted(new_pairs - old_pairs)))
+    # A shared chain belongs to every Service that picks its way: it goes only when no
+    # Service uses it any more.
     old_shared = {r.chain[0] for r in before if r.chain and not r.own}
     new_shared = dict(r.chain for r in after if r.chain and not r.own)
     gone_shared = old_shared - new_shared.keys()
@@ -515,7 +491,6 @@ def _by_key(rendered: list[_Rendered], name: str) -> dict[str, str]:
 
 
 _scheduler_of = operator.attrgetter("scheduler")
-_ip_of = operator.attrgetter("ip")
 _vip_of = operator.attrgetter("vip")
 _name_of = operator.attrgetter("name")
 _protocol_of = operator.attrgetter("protocol")
