@@ -157,6 +157,11 @@ def test_chains_that_fall_out_of_use_go_in_the_same_transaction(ns):
     with NftNetns() as fresh:
         fresh.nft(nft.render(with_them))
         assert ns.ruleset(*TABLES) == fresh.ruleset(*TABLES)
+    # The kernel does track the reference: the chain first, then the element, fails.
+    chain = "delete chain ip lbcore pick-tcp-random-3\n"
+    reordered = chain + forth.replace(chain, "")
+    done = ns.nft(reordered, check=False)
+    assert done.returncode != 0 and "Device or resource busy" in done.stderr
 
 
 def test_a_diff_from_the_wrong_state_fails_and_changes_nothing(ns):
