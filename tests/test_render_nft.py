@@ -99,6 +99,23 @@ def test_wrr_shares_are_the_weights_to_one_part_in_2048(weights):
         assert all(got[e.address] == Fraction(e.weight, total) for e in service.endpoints)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans(), st.booleans(), st.booleans()), max_size=12),
+       st.sampled_from(["rr", "wrr", "sh", "dh", "mh"]), st.booleans())
+def test_slot_count_is_the_size_of_the_slot_table(endpoints, scheduler, port_flag):
+    # The diff finds shared chains still in use by slot_count, without building tables.
+    service = Service("s", "10.96.0.1", 80, scheduler=scheduler,
+                      sched_flags=[f"{scheduler}-port"] if port_flag and scheduler in ("sh", "mh") else [],
+                      endpoints=[Endpoint(f"10.1.0.{i + 1}", 80, weight=w, ready=r, serving=sv, terminating=t)
+                                 for i, (w, r, t, sv) in enumerate(endpoints)])
+    table = slot_table(service, scheduler)
+    assert slot_count(service, scheduler) == (table.hash, len(table.owners))
+    usable = {e.address for e in service.usable_endpoints if e.weight > 0}
+    assert {e.address for e in table.owners} <= usable  # never a slot for one that takes none
+    if scheduler in ("rr", "dh", "sh", "mh") and usable:
+        assert {e.address for e in table.owners} == usable  # and every one that does has one
+
+
 def test_sh_tiles_every_listed_endpoint_and_hands_a_down_ones_slots_on():
     up = [Endpoint("10.1.0.1", 80, weight=2), Endpoint("10.1.0.2", 80), Endpoint("10.1.0.3", 80)]
     service = Service("s", "10.96.0.1", 80, scheduler="sh", endpoints=up)
