@@ -97,6 +97,11 @@ from ..errors import ConfigError
 from ..hashing import HASH_SEED
 from ..models import PROTOCOLS, Service
 from . import BACKEND_SCHEDULERS, iptables
+# The cyclic GC paused while a payload is built, as the iptables renderer does: a full
+# render allocates some 50,000 containers, and the collections they trigger walked the
+# caller's whole heap (a 10,000 x 10 render: 390 ms with it, 115 ms without, measured
+# beside 500,000 live objects).
+from .iptables import _paused_gc
 from ._iptables_names import Key, changed_keys, check_services, hash16
 from ._nft_slots import endpoint_ids, slot_count, slot_table
 
@@ -163,13 +168,14 @@ def render(services: Iterable[Service], *, fallback: bool = False, family: int |
      ip lbcore service-ips {
         10.96.0.10 . tcp . 80 : goto pick-tcp-random-1
     """
-    checked = check_services(services)
-    _refuse_unrunnable(checked, fallback)
-    out = []
-    for fam in _families(family):
-        keys = sorted(key for key in checked if key[2] == fam)
-        out.append(_full_table(_FAMILY[fam], [_render_service(checked[key], fam, fallback) for key in keys]))
-    return "".join(out)
+    with _paused_gc():
+        checked = check_services(services)
+        _refuse_unrunnable(checked, fallback)
+        out = []
+        for fam in _families(family):
+            keys = sorted(key for key in checked if key[2] == fam)
+            out.append(_full_table(_FAMILY[fam], [_render_service(checked[key], fam, fallback) for key in keys]))
+        return "".join(out)
 
 
 def render_diff(
@@ -203,16 +209,17 @@ def render_diff(
         10.96.0.10 . 80 . 0 : 10.1.0.6 . 8080
     }
     """
-    old = _indexed(old_services)
-    new = check_services(new_services)
-    _refuse_unrunnable(new, fallback)  # as render(new_services) would
-    changed = changed_keys(old, new)
-    out = []
-    for fam in _families(family):
-        keys = [key for key in changed if key[2] == fam]
-        if keys:
-            out.append(_diff_table(_FAMILY[fam], keys, old, new, fallback))
-    return "".join(out)
+    with _paused_gc():
+        old = _indexed(old_services)
+        new = check_services(new_services)
+        _refuse_unrunnable(new, fallback)  # as render(new_services) would
+        changed = changed_keys(old, new)
+        out = []
+        for fam in _families(family):
+            keys = [key for key in changed if key[2] == fam]
+            if keys:
+                out.append(_diff_table(_FAMILY[fam], keys, old, new, fallback))
+        return "".join(out)
 
 
 def _indexed(services: Iterable[Service]) -> dict[Key, Service]:
