@@ -7,9 +7,10 @@ whose seed is random per set, and objects in the order they were created: two ta
 with the same content can print differently.  `NftNetns.ruleset` sorts both away and
 keeps everything else (the order of the rules in a chain matters and stays).
 
-Run as a script, this file is the backends (``serve [IP]:PORT...``: every connection
-is answered with "<port> <client address>") or the client (``connect``: JSON
-[[vip, port, source or null], ...] on stdin, the answers as JSON on stdout).
+Run as a script, this file is the backends (``serve [IP]:PORT...``: every TCP
+connection is answered with "<port> <client address>"; ``serve-udp``: every UDP
+datagram likewise) or the client (``connect`` / ``ask-udp``: JSON [[vip, port, source
+or null], ...] on stdin, the answers as JSON on stdout).
 """
 
 from __future__ import annotations
@@ -69,10 +70,12 @@ class NftNetns(Netns):
             out.append(normalise(listed.stdout) if listed.returncode == 0 else "")
         return "\n".join(out)
 
-    def serve(self, *addresses: str) -> None:
-        """A server on each ``ip:port`` or ``[ip6]:port``; returns once all listen."""
+    def serve(self, *addresses: str, udp: bool = False) -> None:
+        """A TCP (``udp``: UDP) server on each ``ip:port`` or ``[ip6]:port``; returns once
+        all listen."""
         server = subprocess.Popen(
-            ["ip", "netns", "exec", self.name, sys.executable, __file__, "serve", *addresses],
+            ["ip", "netns", "exec", self.name, sys.executable, __file__, "serve-udp" if udp else "serve",
+             *addresses],
             stdout=subprocess.PIPE, text=True,
         )
         self._servers.append(server)
@@ -86,6 +89,13 @@ class NftNetns(Netns):
         <client address seen>", "refused", "timeout", or "not tried" after three
         timeouts in a row."""
         done = self.run(sys.executable, __file__, "connect", input=json.dumps(targets))
+        return json.loads(done.stdout)
+
+    def ask_udp(self, targets: list[tuple[str, int, str | None]]) -> list[str]:
+        """`connect_all` for UDP: one datagram per target from a fresh socket, and the
+        answer, "refused" (ICMP port unreachable, or REJECT before it left) or
+        "timeout"."""
+        done = self.run(sys.executable, __file__, "ask-udp", input=json.dumps(targets))
         return json.loads(done.stdout)
 
 
@@ -112,14 +122,21 @@ class _Handler(socketserver.BaseRequestHandler):
         self.request.sendall(f"{port} {self.client_address[0]}".encode())
 
 
-def _serve(addresses: list[str]) -> None:
+class _UdpHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        port = self.server.server_address[1]
+        self.request[1].sendto(f"{port} {self.client_address[0]}".encode(), self.client_address)
+
+
+def _serve(addresses: list[str], udp: bool = False) -> None:
     for address in addresses:
         host, port = address.rsplit(":", 1)
-        server_class = type("Server", (socketserver.ThreadingTCPServer,), {
+        base = socketserver.ThreadingUDPServer if udp else socketserver.ThreadingTCPServer
+        server_class = type("Server", (base,), {
             "allow_reuse_address": True, "daemon_threads": True, "request_queue_size": 1024,
             "address_family": socket.AF_INET6 if host.startswith("[") else socket.AF_INET,
         })
-        server = server_class((host.strip("[]"), int(port)), _Handler)
+        server = server_class((host.strip("[]"), int(port)), _UdpHandler if udp else _Handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
     print("ready", flush=True)
     threading.Event().wait()
@@ -146,8 +163,31 @@ def _connect(targets: list[list]) -> list[str]:
     return answers
 
 
+def _ask_udp(targets: list[list]) -> list[str]:
+    answers: list[str] = []
+    for vip, port, source in targets:
+        family = socket.AF_INET6 if ":" in vip else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(2)
+            if source:
+                sock.bind((source, 0))
+            sock.connect((vip, port))
+            try:
+                sock.send(b"?")
+                answers.append(sock.recv(64).decode())
+            except (ConnectionRefusedError, PermissionError):
+                # ICMP port unreachable; for a packet refused on its way out of this
+                # host (filter output), the send itself fails with EPERM.
+                answers.append("refused")
+            except TimeoutError:
+                answers.append("timeout")
+    return answers
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "serve":
-        _serve(sys.argv[2:])
+    if sys.argv[1] in ("serve", "serve-udp"):
+        _serve(sys.argv[2:], udp=sys.argv[1] == "serve-udp")
+    elif sys.argv[1] == "ask-udp":
+        print(json.dumps(_ask_udp(json.load(sys.stdin))))
     else:
         print(json.dumps(_connect(json.load(sys.stdin))))
