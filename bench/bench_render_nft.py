@@ -23,8 +23,10 @@ recorded.  Needs root, ``ip`` and ``nft``: each load goes into a fresh
 Also recorded: what mh costs, 100 Services x 10 endpoints as 2,039-slot Maglev tables
 (204,000 map elements), loaded once.
 
-Writes bench/results/nft-<date>.json (date, machine, CPU, load average, command, every
-round) and prints a summary.
+Wall time is what the targets name; each ``nft`` run's CPU time (user + system, from
+``/usr/bin/time``) is recorded beside it, since on a shared machine it moves less than
+the wall time.  Writes bench/results/nft-<date>.json (date, machine, CPU, load average,
+command, commit, every round) and prints a summary.
 """
 
 from __future__ import annotations
@@ -241,6 +243,8 @@ def main() -> None:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 cwd=Path(__file__).parent).stdout.strip(),
         "python": platform.python_version(),
         "nft": subprocess.run(["nft", "--version"], capture_output=True, text=True).stdout.strip(),
         "services": args.services,

@@ -30,11 +30,12 @@ decides the hash, S and the owner of every slot; the renderer only writes them d
   clients once.  200 times, not the paper's 100 (which bounds the imbalance by 1 %):
   removing 1 of 10 endpoints moved 14-20 % of the slots of a 1021-slot table for the
   test's endpoints (12.3 % on average over random sets), 11-12.5 % of a 2039-slot one;
-  the ideal is 10 %, and ``jhash ... mod n`` re-rendered for 9 moves about half.  The
-  cost is one map element per slot: 2,039 for a 10-endpoint Service, 20,390,000 for
-  10,000 of them, which nft 1.0.6 cannot load in one transaction (it holds about 2.4 KB
-  per element while parsing: 2.4 GB and 20 s for 1,000,000 elements, measured).  mh is
-  for the Services that need it, not for all of them.
+  the ideal is 10 %, and ``jhash ... mod n`` re-rendered for 9 moves 28-50 % depending
+  on which one leaves.  The cost is one map element per slot: 2,039 for a 10-endpoint
+  Service, 20,390,000 for 10,000 of them, which nft 1.0.6 cannot load in one
+  transaction (it holds about 2.1 KB per element while parsing: 430 MB and 4.4 s for
+  the 204,000 elements of 100 such Services, bench/README.md).  mh is for the Services
+  that need it, not for all of them.
 
 Sticky Services (ClientIP affinity) remember an endpoint *id* per client, not its
 address: `endpoint_ids` gives each endpoint a 32-bit id that depends on its address
