@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter
 from typing import Iterable
 
 from .errors import ConfigError
@@ -180,6 +182,9 @@ class Endpoint:
         return _family(self.ip)
 
 
+_address = attrgetter("address")
+
+
 def usable_endpoints(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
     """The endpoints a Service sends new connections to, by condition (kube-proxy).
 
@@ -204,6 +209,10 @@ def check_endpoints(endpoints: object, field_name: str = "endpoints") -> tuple[E
     if isinstance(endpoints, (str, bytes)) or not isinstance(endpoints, Iterable):
         raise ConfigError(field_name, endpoints, "must be a list of Endpoint objects")
     result = tuple(endpoints)
+    # Every balancer update pays this: check the common case in C-level passes (ip is
+    # canonical, so one address per ip:port), and find the culprit only when it fails.
+    if all(map(isinstance, result, repeat(Endpoint))) and len(set(map(_address, result))) == len(result):
+        return result
     seen: set[tuple[str, int]] = set()
     for i, endpoint in enumerate(result):
         if not isinstance(endpoint, Endpoint):

@@ -11,9 +11,9 @@ import textwrap
 
 import pytest
 
-from lbcore import ConfigError, Endpoint, Service, make_balancer_for
+from lbcore import SCHEDULERS, ConfigError, Endpoint, Service, make_balancer_for
 from lbcore.cli import check_table
-from lbcore.render import iptables, ipvs
+from lbcore.render import BACKEND_SCHEDULERS, iptables, ipvs, nft
 from lbcore.sources import SourceError, load_files
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
@@ -194,6 +194,29 @@ def test_ipvs_fallback_renders_the_documented_schedulers():
     assert ipvs.render_diff([svc("rr")], [svc("ring")], fallback=True) == \
         "-E -t 10.96.0.5:11211 -s mh -b mh-fallback\n"
     assert ipvs.FALLBACK == {"p2c": ("wlc", ()), "ring": ("mh", ("mh-fallback",))}
+
+
+@pytest.mark.parametrize("scheduler,needs", [("p2c", "connection counts"), ("ring", "a ring lookup")])
+def test_nft_refuses_p2c_and_ring_or_renders_them_as_wrr(scheduler, needs):
+    with pytest.raises(ConfigError, match=rf"scheduler: '{scheduler}' of service 'ns/cache:mc' cannot run "
+                                          rf"in nftables \(it needs {needs}\); .* to render it as wrr"):
+        nft.render([svc(scheduler)])
+    assert nft.render([svc(scheduler)], fallback=True) == nft.render([svc("wrr")])
+
+
+def test_nft_refuses_a_balance_factor_or_drops_it():
+    with pytest.raises(ConfigError, match=r"balance_factor: 1.25 of service 'ns/cache:mc' cannot be "
+                                          r"expressed in nftables"):
+        nft.render([svc("mh", 1.25)])
+    with pytest.raises(ConfigError, match="cannot be expressed in nftables"):
+        nft.render_diff([svc("mh", 1.25)], [svc("mh", 1.25)])
+    assert nft.render([svc("mh", 1.25)], fallback=True) == nft.render([svc("mh")])
+
+
+def test_backends_say_which_schedulers_they_run():
+    assert set(BACKEND_SCHEDULERS["ipvs"]) == set(SCHEDULERS) - set(ipvs.FALLBACK)
+    assert set(BACKEND_SCHEDULERS["forward"]) == set(SCHEDULERS)
+    assert {"p2c", "ring"} <= set(nft.FALLBACK) and {"p2c", "ring"} <= set(iptables.FALLBACK)
 
 
 def test_cli_render_ipvs_fallback(tmp_path):

@@ -21,7 +21,7 @@ cdef class _HashPicker:
 
 # Per position of a table (or ring), the endpoint index a pick returns: its owner if
 # usable, else the owner of the next usable position; cimported by ring.pyx.
-cdef array _resolve_fallback(array table, list entries, set usable)
+cdef array _resolve_fallback(array table, list entries, list pickable)
 
 
 cdef class HashBalancer(Balancer):

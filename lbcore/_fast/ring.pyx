@@ -338,7 +338,7 @@ cdef class RingHash(Balancer):
                 points, owners, starts, bits = old.points, old.owners, old.starts, 64 - old.shift
             else:
                 points, owners, starts, bits = _build(table_key)
-        resolved = _resolve_fallback(owners, entries, set(pickable))
+        resolved = _resolve_fallback(owners, entries, pickable)
         loads = Loads("ring", endpoints, pickable, self._loads) if self._percent else None
         self._ring = _Ring(endpoints, table_key, entries, points, owners, starts, bits, resolved)
         self._loads = loads
