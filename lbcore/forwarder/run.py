@@ -140,7 +140,7 @@ async def _serve(
         for signum in handlers:
             loop.remove_signal_handler(signum)
         if metrics_server is not None:
-            metrics_server.close()
+            await metrics_server.close()
     log.info("stopped")
     return EXIT_OK
 
