@@ -118,10 +118,12 @@ async def _serve(
     metrics_server = None
     try:
         try:
+            # Metrics bound first: once a service answers, its metrics answer too.
+            if metrics is not None:
+                metrics_server = await serve_metrics(forwarder, metrics)
             await forwarder.start()
             _log_listening(forwarder, {})
             if metrics is not None:
-                metrics_server = await serve_metrics(forwarder, metrics)
                 log.info("metrics on http://%s/metrics", _join_host_port(*metrics))
         except ConfigError as exc:
             log.error("%s", exc)
