@@ -342,3 +342,25 @@ def test_the_running_agent_applies_each_change_and_coalesces_bursts():
     sink = asyncio.run(main())
     assert [kind for kind, _ in sink.applies] == ["full", "partial", "partial"]
     assert sink.carried[0].endpoints[0].address == "10.1.0.19:53"
+
+
+def test_an_agent_stopped_mid_sync_lets_the_apply_finish():
+    class SlowSink(RecordingSink):
+        async def apply(self, old, new):
+            self.started.set()
+            await asyncio.sleep(0.3)  # a kernel tool at work
+            await super().apply(old, new)
+
+    async def main():
+        source = QueueSource()
+        sink = SlowSink()
+        sink.started = asyncio.Event()
+        agent = Agent([source], sink, min_sync_period=0, sync_period=60)
+        task = asyncio.create_task(agent.run())
+        source.send([WEB], 0.0)
+        await asyncio.wait_for(sink.started.wait(), 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return sink.applies  # read as soon as run() has returned
+
+    assert asyncio.run(main()) == [("full", ["web"])]

@@ -78,6 +78,7 @@ class Agent:
         self._problems: tuple[str, ...] = ()
         self.syncs = {"full": 0, "partial": 0}
         self._counted = {"service": 0, "endpoint": 0}
+        self._applying: asyncio.Future | None = None
         self._last_synced_at = 0.0  # Unix time
 
     # -- sources ------------------------------------------------------------------------
@@ -140,7 +141,9 @@ class Agent:
         taken = self.tracker.take()
         start = self._clock()
         try:
-            await self.sink.apply(None if full else self.applied, services)
+            # Shielded: an agent stopped mid-sync lets the kernel tool finish (`run`).
+            self._applying = asyncio.ensure_future(self.sink.apply(None if full else self.applied, services))
+            await asyncio.shield(self._applying)
         except Exception as exc:
             self.tracker.give_back(taken)
             self.applied = None
@@ -161,7 +164,9 @@ class Agent:
         self.metrics.last_synced.set(self._last_synced_at)
         self._count_changes()
         self._programmed(taken, end)
-        log.info("%s sync: %d services, %d changed, %.3f s", kind, len(services), len(taken), elapsed)
+        # Every full sync is worth a line; partial ones come as often as changes do.
+        log.log(logging.INFO if full else logging.DEBUG, "%s sync: %d services, %d changed, %.3f s",
+                kind, len(services), len(taken), elapsed)
         return True
 
     def _programmed(self, taken: Pending, end: float) -> None:
@@ -183,6 +188,8 @@ class Agent:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._applying is not None:  # a sync cut short: its apply ends first
+                await asyncio.gather(self._applying, return_exceptions=True)
 
     # -- health ---------------------------------------------------------------------------
 
