@@ -56,7 +56,12 @@ class LiveSource(Protocol):
 
     def watch(self) -> AsyncIterator[Snapshot]:
         """The first full set once read, then one snapshot per change (bursts may
-        coalesce into one); runs until cancelled and reconnects on its own."""
+        coalesce into one); runs until cancelled and reconnects on its own.
+
+        Consume it with ``async for`` in a task of its own.  Cancelling a pending
+        ``__anext__()`` (``asyncio.wait_for`` on it timing out) closes the generator and
+        stops the source, as it does any async generator.
+        """
         ...
 
 
