@@ -1,7 +1,7 @@
 # The key hash -> session id maps the sticky-session table could be built on, driven by
 # the same C loops so that only the map differs (bench_affinity.py::test_table_choice).
 #
-# - "lbcore": the hand-written slot map of lbcore/_fast/_session_table.pxd (linear
+# - "lbcore": the hand-written slot map of lbcore/_fast/session_table.pxd (linear
 #   probing over 4-byte ids, keys read from the sessions, deletion without tombstones);
 # - "cykhash": khash's int64 -> int64 map from cykhash's .pxd (quadratic probing, a
 #   murmur-style hash of the key, 2 flag bits per bucket, tombstones, load <= 0.77);
@@ -29,7 +29,7 @@ from cykhash.khashmaps cimport (
 from cymem.cymem cimport Pool
 from preshed.maps cimport MapStruct, Result, map_clear, map_get_unless_missing, map_init, map_set
 
-from lbcore._fast._session_table cimport Session, slot_delete, slot_of
+from lbcore._fast.session_table cimport Session, slot_delete, slot_of
 
 KINDS = ("lbcore", "cykhash", "preshed")
 cdef enum Kind:

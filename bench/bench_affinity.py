@@ -26,6 +26,7 @@ import pytest
 import lbcore
 from lbcore import Endpoint
 from lbcore import balancers as registry
+from lbcore._twins import twin_namespace
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 CALLS = 10_000
@@ -65,7 +66,7 @@ def _per_call(benchmark, name: str, call, args=None, setup=None) -> None:
 
 def _compiled():
     try:
-        import lbcore._fast as fast
+        fast = twin_namespace("compiled")
     except ImportError:
         pytest.skip("compiled twins not built")
     return fast
@@ -166,7 +167,7 @@ def test_in_c(benchmark, kind, sessions):
 
 
 def test_hit_pure_twin(benchmark):
-    import lbcore._pure as pure
+    pure = twin_namespace("pure")
 
     a = _affinity(pure, "rr")
     a.pick(KEY)

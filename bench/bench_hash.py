@@ -21,9 +21,11 @@ from itertools import repeat
 import pytest
 from uhashring import HashRing
 
-import lbcore._fast as fast
-import lbcore._pure as pure
 from lbcore import Endpoint
+from lbcore._twins import twin_namespace
+
+fast = twin_namespace("compiled")
+pure = twin_namespace("pure")
 
 KEY = "198.51.100.77:4"  # 15 characters, like a client ip:port
 ENDPOINTS = [Endpoint(f"10.0.{i // 250}.{i % 250 + 1}", 8080) for i in range(100)]

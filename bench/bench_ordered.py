@@ -24,8 +24,10 @@ from itertools import repeat
 
 import pytest
 
-import lbcore._fast as fast
 from lbcore import Endpoint
+from lbcore._twins import twin_namespace
+
+fast = twin_namespace("compiled")
 
 ROUNDS = 41
 CALLS = 50_000

@@ -1,45 +1,46 @@
 """The balancers, by ipvsadm scheduler name, compiled where built.
 
 ``IMPLEMENTATION`` says which twins are in use: ``"compiled"`` (lbcore._fast) or
-``"pure"`` (set ``LBCORE_NO_EXTENSIONS=1`` to force it, or build without Cython).
+``"pure"`` (set ``LBCORE_NO_EXTENSIONS=1`` to force it, or build without Cython);
+lbcore._twins makes that choice for every module at once.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+import random
+from typing import TYPE_CHECKING, Any, Iterable, Literal, overload
 
-from ._extensions import NO_EXTENSIONS
-from ._sessions import check_timeout
+from ._shared.affinity_options import check_timeout
+from ._twins import IMPLEMENTATION, twin
 from .errors import ConfigError
 from .models import SCHEDULERS, Endpoint, Service
 
-if TYPE_CHECKING or NO_EXTENSIONS:
-    from . import _pure as _twins
-
-    IMPLEMENTATION = "pure"
+if TYPE_CHECKING:  # the compiled twins have the pure twins' types (their .pyi stubs say so)
+    from ._pure.affinity import Affinity
+    from ._pure.balancer import Balancer
+    from ._pure.dh import DestinationHash
+    from ._pure.lc import LeastConnection, WeightedLeastConnection
+    from ._pure.maglev import Maglev
+    from ._pure.maglev_table import maglev_table
+    from ._pure.rr import RoundRobin
+    from ._pure.sh import SourceHash
+    from ._pure.wrr import WeightedRoundRobin
 else:
-    try:
-        from . import _fast as _twins
-
-        IMPLEMENTATION = "compiled"
-    except ImportError:  # not built: a pure install, or a checkout without build_ext
-        from . import _pure as _twins
-
-        IMPLEMENTATION = "pure"
-
-RoundRobin = _twins.RoundRobin
-WeightedRoundRobin = _twins.WeightedRoundRobin
-LeastConnection = _twins.LeastConnection
-WeightedLeastConnection = _twins.WeightedLeastConnection
-DestinationHash = _twins.DestinationHash
-SourceHash = _twins.SourceHash
-Maglev = _twins.Maglev
-Affinity = _twins.Affinity
-# The Maglev slot table itself, for renderers that load it into a kernel.
-maglev_table = _twins.maglev_table
+    Affinity = twin("affinity").Affinity
+    Balancer = twin("balancer").Balancer
+    DestinationHash = twin("dh").DestinationHash
+    LeastConnection = twin("lc").LeastConnection
+    WeightedLeastConnection = twin("lc").WeightedLeastConnection
+    Maglev = twin("maglev").Maglev
+    # The Maglev slot table itself, for renderers that load it into a kernel.
+    maglev_table = twin("maglev_table").maglev_table
+    RoundRobin = twin("rr").RoundRobin
+    SourceHash = twin("sh").SourceHash
+    WeightedRoundRobin = twin("wrr").WeightedRoundRobin
 
 __all__ = [
     "IMPLEMENTATION",
+    "Balancer",
     "RoundRobin",
     "WeightedRoundRobin",
     "LeastConnection",
@@ -65,13 +66,55 @@ _REGISTRY: dict[str, tuple[Any, tuple[str, ...]]] = {
 }
 
 
+@overload
+def make_balancer(
+    scheduler: str, endpoints: Iterable[Endpoint] = ..., *, affinity_timeout: int, **options: Any
+) -> Affinity: ...
+@overload
+def make_balancer(
+    scheduler: Literal["rr"], endpoints: Iterable[Endpoint] = ..., *,
+    affinity_timeout: None = ..., rng: random.Random | None = ...,
+) -> RoundRobin: ...
+@overload
+def make_balancer(
+    scheduler: Literal["wrr"], endpoints: Iterable[Endpoint] = ..., *,
+    affinity_timeout: None = ..., rng: random.Random | None = ...,
+) -> WeightedRoundRobin: ...
+@overload
+def make_balancer(
+    scheduler: Literal["lc"], endpoints: Iterable[Endpoint] = ..., *, affinity_timeout: None = ...
+) -> LeastConnection: ...
+@overload
+def make_balancer(
+    scheduler: Literal["wlc"], endpoints: Iterable[Endpoint] = ..., *, affinity_timeout: None = ...
+) -> WeightedLeastConnection: ...
+@overload
+def make_balancer(
+    scheduler: Literal["dh"], endpoints: Iterable[Endpoint] = ..., *,
+    affinity_timeout: None = ..., table_size: int = ...,
+) -> DestinationHash: ...
+@overload
+def make_balancer(
+    scheduler: Literal["sh"], endpoints: Iterable[Endpoint] = ..., *,
+    affinity_timeout: None = ..., table_size: int = ...,
+) -> SourceHash: ...
+@overload
+def make_balancer(
+    scheduler: Literal["mh"], endpoints: Iterable[Endpoint] = ..., *,
+    affinity_timeout: None = ..., table_size: int = ...,
+) -> Maglev: ...
+@overload
+def make_balancer(
+    scheduler: str, endpoints: Iterable[Endpoint] = ..., *,
+    affinity_timeout: int | None = ..., **options: Any,
+) -> Balancer: ...
 def make_balancer(
     scheduler: str,
     endpoints: Iterable[Endpoint] = (),
     *,
     affinity_timeout: int | None = None,
     **options: Any,
-) -> Any:
+) -> Balancer:
     """A balancer by ipvsadm scheduler name.
 
     ``options`` go to the balancer's constructor (e.g. ``rng`` for ``rr``); an unknown
@@ -99,7 +142,7 @@ def make_balancer(
     return balancer if affinity_timeout is None else Affinity(balancer, affinity_timeout)
 
 
-def make_balancer_for(service: Service, **options: Any) -> Any:
+def make_balancer_for(service: Service, **options: Any) -> Balancer:
     """The balancer a Service asks for: its scheduler, endpoints and affinity."""
     return make_balancer(
         service.scheduler,

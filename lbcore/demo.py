@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, TextIO
 
+from ._floor import Cost, call_loop, pair_loop, per_call
 from .balancers import make_balancer
 from .forwarder import Forwarder, new_event_loop
 from .models import Endpoint, Service
@@ -142,42 +143,16 @@ def _service(scenario: Scenario, ports: dict[str, int], without: str | None = No
 KEY = "198.51.100.200"  # a 15-character client address
 
 
-def _best_ns(loop: Callable[[int], None], n: int = 200_000) -> float:
-    """Nanoseconds per iteration of ``loop(n)``, the best of three runs."""
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        loop(n)
-        best = min(best, time.perf_counter() - start)
-    return best / n * 1e9
-
-
-def pick_cost(scheduler: str, affinity_timeout: int | None) -> tuple[float, float]:
-    """(ns per pick, ns per ``len(key)``) in the same plain Python loop, 100 endpoints.
-
-    lc/wlc are timed per pick + release, against two ``len`` calls.  The floor is measured
-    right beside the pick, so the ratio holds on a busy machine too.
-    """
+def pick_cost(scheduler: str, affinity_timeout: int | None) -> Cost:
+    """What one pick costs against the floor of bench/ (lbcore._floor), 100 endpoints, a
+    15-character client key; lc/wlc per pick + release, as a connection pays them."""
     endpoints = [Endpoint(f"10.0.{i // 250}.{i % 250 + 1}", 8080, weight=1 + i % 4) for i in range(100)]
     balancer = make_balancer(scheduler, endpoints, affinity_timeout=affinity_timeout)
-    pick, release = balancer.pick, balancer.release
     if scheduler in ("lc", "wlc"):
-        def subject(n: int) -> None:
-            for _ in range(n):
-                release(pick(KEY))
-
-        def floor(n: int) -> None:
-            for _ in range(n):
-                len(KEY), len(KEY)
+        subject = pair_loop(balancer.pick, balancer.release, KEY)
     else:
-        def subject(n: int) -> None:
-            for _ in range(n):
-                pick(KEY)
-
-        def floor(n: int) -> None:
-            for _ in range(n):
-                len(KEY)
-    return _best_ns(subject), _best_ns(floor)
+        subject = call_loop(balancer.pick, KEY)
+    return per_call(subject, calls=50_000, rounds=5)
 
 
 async def run_demo(out: TextIO, progress: TextIO) -> int:
@@ -226,14 +201,13 @@ def _progress(stream: TextIO) -> Callable[[str], None]:
 
 
 def _print_scenario(
-    scenario: Scenario, ports: dict[str, int], stats: dict, cost: float, out: TextIO
+    scenario: Scenario, ports: dict[str, int], stats: dict, cost: Cost, out: TextIO
 ) -> None:
     total = sum(scenario.answers.values())
-    paired = scenario.scheduler in ("lc", "wlc")
-    unit, floor = ("pick + release", "two len() calls") if paired else ("pick", "a len() call")
+    unit = "pick + release" if scenario.scheduler in ("lc", "wlc") else "pick"
     print(f"\n{scenario.scheduler:<4}{scenario.title} — {scenario.shows}", file=out)
     print(f"    {total} requests from {CLIENTS} clients, {scenario.failures} failures, "
-          f"{cost[0]:.0f} ns per {unit} ({cost[0] / cost[1]:.1f}x {floor}), "
+          f"{cost.ns:.0f} ns per {unit} ({cost.ratio:.1f}x the abs(k) floor), "
           "100 endpoints", file=out)
     for name, weight in zip(BACKENDS, scenario.weights):
         n = scenario.answers[name]
@@ -278,8 +252,8 @@ def main(out: TextIO | None = None, progress: TextIO | None = None) -> int:
     progress = sys.stderr if progress is None else progress
     print("lbcore demo: 4 backends and one forwarder on 127.0.0.1, "
           f"clients from {CLIENTS} addresses in 127.1.0.0/16", file=out)
-    print("pick costs: per call in a plain Python loop, beside a len() call in the same loop",
-          file=out, flush=True)
+    print("pick costs: per call in a plain Python loop, in rounds alternating with the floor bench/ "
+          "uses (abs(k) in the same loop)", file=out, flush=True)
     start = time.perf_counter()
     loop = new_event_loop()
     try:

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._extensions import NO_EXTENSIONS
+from ._twins import twin
 
-if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._hashing_py import HASH_SEED, key_hash
+if TYPE_CHECKING:
+    from ._pure.hashing import HASH_SEED, key_hash
 else:
-    try:
-        from ._fast._hashing import HASH_SEED, key_hash
-    except ImportError:  # not built: a pure install, or a checkout without build_ext
-        from ._hashing_py import HASH_SEED, key_hash
+    HASH_SEED = twin("hashing").HASH_SEED
+    key_hash = twin("hashing").key_hash
 
 __all__ = ["HASH_SEED", "key_hash"]

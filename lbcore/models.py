@@ -22,6 +22,10 @@ __all__ = [
     "DEFAULT_AFFINITY_TIMEOUT",
     "MAX_AFFINITY_TIMEOUT",
     "usable_endpoints",
+    "check_endpoints",
+    "check_int",
+    "join_host_port",
+    "NAME_RE",
 ]
 
 #: ipvsadm's scheduler names, where lbcore's meaning matches IPVS's.
@@ -38,10 +42,11 @@ MAX_WEIGHT = 2**31 - 1
 # Service names end up in iptables comments and chain-name hashes: a conservative
 # alphabet (Kubernetes names, namespace/name:port) keeps them from ever carrying quotes,
 # spaces or newlines into a rule.
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}")
 
 
-def _check_int(field_name: str, value: object, low: int, high: int) -> int:
+def check_int(field_name: str, value: object, low: int, high: int) -> int:
+    """``value`` if it is an int (not a bool) in ``low..high``, else ConfigError naming the field."""
     if type(value) is not int:  # bool is an int subclass: refuse True as a port
         raise ConfigError(field_name, value, f"must be an integer in {low}..{high}")
     if not low <= value <= high:
@@ -74,7 +79,8 @@ def _family(ip: str) -> int:
     return 6 if ":" in ip else 4
 
 
-def _join_host_port(ip: str, port: int) -> str:
+def join_host_port(ip: str, port: int) -> str:
+    """``ip:port``, with an IPv6 address in brackets (``[fd00::1]:80``)."""
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
@@ -106,8 +112,8 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ip", _check_ip("ip", self.ip))
-        _check_int("port", self.port, 1, 65535)
-        _check_int("weight", self.weight, 0, MAX_WEIGHT)
+        check_int("port", self.port, 1, 65535)
+        check_int("weight", self.weight, 0, MAX_WEIGHT)
         _check_bool("ready", self.ready)
         _check_bool("terminating", self.terminating)
         if self.serving is None:
@@ -120,7 +126,7 @@ class Endpoint:
         object.__setattr__(self, "_key", key)
         object.__setattr__(self, "_hash", hash(key))
         # Renderers name a chain and write a rule per endpoint address: build it once.
-        object.__setattr__(self, "address", _join_host_port(self.ip, self.port))
+        object.__setattr__(self, "address", join_host_port(self.ip, self.port))
 
     def __hash__(self) -> int:
         return self._hash
@@ -222,14 +228,14 @@ class Service:
     max_connections: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
+        if not isinstance(self.name, str) or not NAME_RE.fullmatch(self.name):
             raise ConfigError(
                 "name", self.name,
                 "is not a valid service name; use 1..253 of A-Z a-z 0-9 . _ : / - "
                 "starting with a letter or digit",
             )
         object.__setattr__(self, "vip", _check_ip("vip", self.vip))
-        _check_int("port", self.port, 1, 65535)
+        check_int("port", self.port, 1, 65535)
         protocol = self.protocol.lower() if isinstance(self.protocol, str) else self.protocol
         if protocol not in PROTOCOLS:
             raise ConfigError("protocol", self.protocol, f"is not one of {', '.join(PROTOCOLS)}")
@@ -246,11 +252,11 @@ class Service:
         if self.scheduler not in SCHEDULERS:
             raise ConfigError("scheduler", self.scheduler, f"is not one of {', '.join(SCHEDULERS)}")
         if self.affinity_timeout is not None:
-            _check_int("affinity_timeout", self.affinity_timeout, 1, MAX_AFFINITY_TIMEOUT)
+            check_int("affinity_timeout", self.affinity_timeout, 1, MAX_AFFINITY_TIMEOUT)
         object.__setattr__(self, "listen", _check_listen(self.listen))
         object.__setattr__(self, "sched_flags", self._checked_flags())
         if self.max_connections is not None:
-            _check_int("max_connections", self.max_connections, 1, 2**31 - 1)
+            check_int("max_connections", self.max_connections, 1, 2**31 - 1)
 
     def _checked_flags(self) -> tuple[str, ...]:
         flags = self.sched_flags
@@ -274,7 +280,7 @@ class Service:
     @property
     def address(self) -> str:
         """``vip:port``, with IPv6 in brackets."""
-        return _join_host_port(self.vip, self.port)
+        return join_host_port(self.vip, self.port)
 
     @property
     def family(self) -> int:

@@ -273,9 +273,10 @@ def test_a_hit_is_counted_by_least_connection(impl, scheduler):
 
 def test_hits_count_and_releases_reach_the_wrapped_balancer():
     # The hook lc/wlc rely on, observed on a pure round robin that records its calls.
-    import lbcore._pure as pure
+    from lbcore._pure.affinity import Affinity
+    from lbcore._pure.rr import RoundRobin
 
-    class Recording(pure.RoundRobin):
+    class Recording(RoundRobin):
         __slots__ = ("counted", "released")
 
         def __init__(self, endpoints):
@@ -290,7 +291,7 @@ def test_hits_count_and_releases_reach_the_wrapped_balancer():
 
     endpoints = eps(3)
     inner = Recording(endpoints)
-    a = pure.Affinity(inner, 60, clock=Clock())
+    a = Affinity(inner, 60, clock=Clock())
     endpoint = a.pick("k")
     assert inner.counted == []  # a miss: the wrapped balancer picked (and counted) itself
     assert a.pick("k") == endpoint
@@ -367,7 +368,7 @@ def test_properties_and_repr(impl):
     assert a.balancer is inner
     assert (a.scheduler, a.timeout, a.max_entries, a.endpoints) == ("rr", 30, 7, tuple(eps(2)))
     assert repr(a) == f"Affinity({inner!r}, timeout=30, max_entries=7)"
-    assert impl.Affinity(inner).max_entries == 262144  # lbcore._sessions.DEFAULT_MAX_ENTRIES
+    assert impl.Affinity(inner).max_entries == 262144  # lbcore._shared.affinity_options.DEFAULT_MAX_ENTRIES
 
 
 @pytest.mark.parametrize(

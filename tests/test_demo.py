@@ -36,7 +36,7 @@ def test_demo_command_shows_every_scheduler_with_zero_failures():
     assert titles == [s.title for s in demo.SCENARIOS]
     for block in tables.values():
         assert " 0 failures, " in block
-        assert re.search(r"\d+ ns per pick", block)
+        assert re.search(r"\d+ ns per pick( \+ release)? \(\d+\.\dx the abs\(k\) floor\)", block), block
     rr, wrr, wlc, sh, mh, sticky = tables.values()
     assert _shares(rr) == {"b1": 25.0, "b2": 25.0, "b3": 25.0, "b4": 25.0}
     assert _shares(wrr) == {"b1": 10.0, "b2": 20.0, "b3": 30.0, "b4": 40.0}

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from lbcore.forwarder import Forwarder
-from lbcore.forwarder import _copier_py
+from lbcore._pure import copier as _copier_py
 
 from forwarder_support import LOOPS, digest, payload, run_async, service
 
 try:
-    from lbcore._fast import _copier as _copier_compiled
+    from lbcore._fast import copier as _copier_compiled
 except ImportError:  # a pure build: test_build.py fails if it should have been built
     _copier_compiled = None
 

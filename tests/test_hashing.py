@@ -9,7 +9,7 @@ import sys
 import pytest
 import xxhash
 
-from lbcore._hashing_py import HASH_SEED
+from lbcore._pure.hashing import HASH_SEED
 
 # Pinned once from the xxhash package; if these move, every fleet's picks move.
 KNOWN = [
@@ -32,7 +32,7 @@ def test_known_answers(impl, key, expected):
 
 @pytest.mark.parametrize("key,_", KNOWN)
 def test_known_answers_follow_the_xxhash_package(key, _):
-    from lbcore._hashing_py import key_hash
+    from lbcore._pure.hashing import key_hash
 
     if isinstance(key, str):
         data = key.encode()
@@ -49,7 +49,7 @@ def test_seed_is_lbcore_in_ascii():
 
 def test_compiled_xxh64_is_bit_exact_with_the_package(both):
     _, fast = both
-    from lbcore._fast._hashing import xxh64_intdigest
+    from lbcore._fast.hashing import xxh64_intdigest
 
     rng = random.Random(20261125)
     seeds = [0, 1, HASH_SEED, 2**64 - 1, 2**32 + 7] + [rng.getrandbits(64) for _ in range(5)]

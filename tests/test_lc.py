@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 import lbcore
 from lbcore import ConfigError, Endpoint, NoEndpointsError
-from lbcore._endpoint_set import endpoint_key
+from lbcore._shared.endpoint_state import endpoint_key
 from twins import twin_modules
 
 
@@ -82,18 +81,6 @@ def make(impl, scheduler: str, endpoints):
     if scheduler == "wlc":
         return impl.WeightedLeastConnection(endpoints)
     return impl.LeastConnection(endpoints)
-
-
-@pytest.mark.skipif(
-    bool(os.environ.get("LBCORE_NO_EXTENSIONS")), reason="LBCORE_NO_EXTENSIONS=1: pure mode asked for"
-)
-def test_compiled_twin_selected():
-    import lbcore._fast as fast
-
-    assert lbcore.LeastConnection is fast.LeastConnection
-    assert fast.LeastConnection.__module__ == "lbcore._fast._lc"
-    assert lbcore.WeightedLeastConnection is fast.WeightedLeastConnection
-    assert fast.WeightedLeastConnection.__module__ == "lbcore._fast._lc"
 
 
 # ---- golden sequences --------------------------------------------------------------------
@@ -227,7 +214,7 @@ def test_pick_many_counts_each_key(impl):
 
 def test_count_hook_counts_without_a_pick():
     # Affinity calls _count from C in the compiled twin; the pure twin's is a method.
-    from lbcore._lc_py import LeastConnection
+    from lbcore._pure.lc import LeastConnection
 
     a, c = weighted(1, 1)
     b = LeastConnection([a, c])
@@ -242,7 +229,7 @@ def test_count_hook_counts_without_a_pick():
 def test_overflow_is_refused():
     # IPVS counts in an atomic_t; lbcore refuses to wrap.  (2**31 picks are too many for
     # a test: the pure twin's count is set directly.)
-    from lbcore._lc_py import MAX_ACTIVE, LeastConnection
+    from lbcore._pure.lc import MAX_ACTIVE, LeastConnection
 
     a = Endpoint("10.0.0.1", 80)
     b = LeastConnection([a])

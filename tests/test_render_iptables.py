@@ -28,10 +28,14 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def assert_golden(name: str, text: str) -> None:
-    """Compare with tests/golden/<name>; LBCORE_UPDATE_GOLDEN=1 rewrites it instead."""
+    """Compare with tests/golden/<name>; LBCORE_UPDATE_GOLDEN=1 rewrites it instead, and
+    then fails: a rewritten file proves nothing until its diff is read and the test rerun."""
     path = GOLDEN / name
     if os.environ.get("LBCORE_UPDATE_GOLDEN"):
+        changed = not path.exists() or path.read_text() != text
         path.write_text(text)
+        pytest.fail(f"LBCORE_UPDATE_GOLDEN: {'rewrote' if changed else 'unchanged'} {path}; "
+                    "review `git diff tests/golden` and rerun without it")
     assert text == path.read_text()
 
 

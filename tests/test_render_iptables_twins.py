@@ -1,12 +1,11 @@
 """The two twins that put an iptables payload's chains together
-(lbcore/render/_iptables_chains_py.py and lbcore/_fast/_iptables_chains.pyx): the
+(lbcore/_pure/iptables_chains.py and lbcore/_fast/iptables_chains.pyx): the
 compiled one loads where it should and writes exactly what the pure one writes.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import random
 from unittest import mock
 
@@ -15,28 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbcore import Endpoint, Service
-from lbcore.render import _iptables_chains_py as pure
+from lbcore._pure import iptables_chains as pure
 from lbcore.render import iptables
-from lbcore.render._iptables_chains_py import ChainColumns, ChainParts
+from lbcore._pure.iptables_chains import ChainColumns, ChainParts
 
 
 def _compiled():
     try:
-        return importlib.import_module("lbcore._fast._iptables_chains")
+        return importlib.import_module("lbcore._fast.iptables_chains")
     except ImportError:
-        pytest.skip("compiled twins not built (test_compiled_twin_is_selected fails if they should be)")
-
-
-@pytest.mark.skipif(
-    bool(os.environ.get("LBCORE_NO_EXTENSIONS")), reason="LBCORE_NO_EXTENSIONS=1: pure mode asked for"
-)
-def test_compiled_twin_is_selected():
-    assert iptables.join_payload.__module__ == "lbcore._fast._iptables_chains"
-
-
-@pytest.mark.skipif(not os.environ.get("LBCORE_NO_EXTENSIONS"), reason="only in pure mode")
-def test_no_extensions_selects_the_pure_twin():
-    assert iptables.join_payload is pure.join_payload
+        pytest.skip("compiled twins not built (test_build.py fails if they should be)")
 
 
 def random_services(rng: random.Random, count: int) -> list[Service]:
@@ -114,7 +101,8 @@ def test_the_twins_order_any_names_alike(names):
     endpoints = names[1:]
     columns = ChainColumns([parts(names[0], len(endpoints), affinity=True)], [len(endpoints)],
                            endpoints, [f"10.0.0.{i}" for i in range(len(endpoints))],
-                           [f"10.0.0.{i}:80" for i in range(len(endpoints))], frozenset(["10.0.0.1"]))
+                           [f"10.0.0.{i}:80" for i in range(len(endpoints))], frozenset(["10.0.0.1"]),
+                           "TEST-MASQ")
     args = (["*nat"], [0, len(names) - 1], columns, ["COMMIT\n"])
     payload = compiled.join_payload(*args)
     assert payload == pure.join_payload(*args)
@@ -122,13 +110,16 @@ def test_the_twins_order_any_names_alike(names):
     declared = [line[1 : line.index(" ")] for line in payload.splitlines() if line.startswith(":")]
     descending = sorted(names, reverse=True)
     assert declared == [descending[0], descending[-1], *descending]
+    # The hairpin rules jump to the chain the caller named (not the loopback endpoint).
+    hairpins = [line for line in payload.splitlines() if line.endswith(" -j TEST-MASQ")]
+    assert len(hairpins) == len(endpoints) - 1
 
 
 def test_a_part_that_is_not_ascii_goes_to_the_pure_twin():
     compiled = _compiled()
     # Only a tampered model can bring one; the pure twin writes any text.
     args = ([], [], ChainColumns([parts("LBCORE-SVC-A", 1)], [1], ["LBCORE-SVE-B"], ["10.0.0.1"],
-                                 ["10.0.0.1:80\u00e9"], frozenset()), [])
+                                 ["10.0.0.1:80\u00e9"], frozenset(), "LBCORE-MARK-MASQ"), [])
     assert compiled.join_payload(*args) == pure.join_payload(*args)
     assert "10.0.0.1:80\u00e9" in compiled.join_payload(*args)
 
@@ -136,6 +127,6 @@ def test_a_part_that_is_not_ascii_goes_to_the_pure_twin():
 def test_nothing_to_join():
     compiled = _compiled()
     for module in (compiled, pure):
-        assert module.join_payload([], [], ChainColumns([], [], [], [], [], frozenset()), []) == ""
-        none = ChainColumns([None], [0], [], [], [], frozenset())
+        assert module.join_payload([], [], ChainColumns([], [], [], [], [], frozenset(), "LBCORE-MARK-MASQ"), []) == ""
+        none = ChainColumns([None], [0], [], [], [], frozenset(), "LBCORE-MARK-MASQ")
         assert module.join_payload(["a"], [], none, ["b"]) == "a\nb"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 from collections import Counter
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 
 import lbcore
 from lbcore import ConfigError, Endpoint, NoEndpointsError
-from lbcore import _wrr_py
+from lbcore._pure import wrr as _wrr_py
 from twins import assert_twins_agree, twin_modules
 
 
@@ -58,16 +57,6 @@ def windows_hold_weights(picks: list[Endpoint], endpoints: list[Endpoint]) -> bo
     # Sliding by one pick keeps the window exact iff the pick leaving it is the pick
     # entering the next one.
     return all(old == new for old, new in zip(picks, picks[size:]))
-
-
-@pytest.mark.skipif(
-    bool(os.environ.get("LBCORE_NO_EXTENSIONS")), reason="LBCORE_NO_EXTENSIONS=1: pure mode asked for"
-)
-def test_compiled_twin_selected():
-    import lbcore._fast as fast
-
-    assert lbcore.WeightedRoundRobin is fast.WeightedRoundRobin
-    assert fast.WeightedRoundRobin.__module__ == "lbcore._fast._wrr"
 
 
 # ---- golden sequences --------------------------------------------------------------------

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
 import random
 import types
 from array import array
 from typing import Any, Callable, Iterator
 
 from lbcore import Endpoint, NoEndpointsError
+from lbcore._twins import twin_namespace
 
 
-def twin_modules() -> Iterator[types.ModuleType]:
-    """lbcore._pure, then lbcore._fast if it is built (for tests outside the fixtures)."""
-    yield importlib.import_module("lbcore._pure")
+def twin_modules() -> Iterator[types.SimpleNamespace]:
+    """The pure twin, then the compiled one if it is built (for tests outside the fixtures)."""
+    yield twin_namespace("pure")
     try:
-        yield importlib.import_module("lbcore._fast")
+        yield twin_namespace("compiled")
     except ImportError:
         return
 

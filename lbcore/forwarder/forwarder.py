@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from ..balancers import make_balancer_for
 from ..errors import ConfigError
-from ..models import Service, _join_host_port
+from ..models import Service, join_host_port
 from .deadlines import Deadlines
 from .listener import Listener
 from .options import Options
@@ -125,7 +125,7 @@ class Forwarder:
                 key = (service.protocol, host, port)
                 if key in addresses:
                     raise ConfigError(
-                        f"{where}.listen", _join_host_port(host, port),
+                        f"{where}.listen", join_host_port(host, port),
                         f"is also the {service.protocol} address of service {addresses[key]}",
                     )
                 addresses[key] = service.name
@@ -206,7 +206,7 @@ class Forwarder:
                 runtime.apply(step.service, step.balancer)
             runtime.listener = step.listener
             step.listener.runtime = runtime
-            runtime.stats.listen = _join_host_port(*step.listener.address)
+            runtime.stats.listen = join_host_port(*step.listener.address)
             runtimes[runtime.name] = runtime
         for name, runtime in self._runtimes.items():
             if runtimes.get(name) is not runtime:

@@ -19,7 +19,7 @@ import socket
 from typing import Any
 
 from ..errors import ConfigError
-from ..models import _join_host_port
+from ..models import join_host_port
 from .stream import accepted
 from .tcp import Relay
 from .udp import ListenerProtocol
@@ -82,7 +82,7 @@ class Listener:
             self.sock = bind(protocol, *configured)
         except OSError as exc:
             raise ConfigError(
-                field, _join_host_port(*configured),
+                field, join_host_port(*configured),
                 f"cannot be bound for {protocol}: {exc.strerror or exc}",
             ) from None
         self.protocol = protocol

@@ -16,7 +16,7 @@ import sys
 from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError
-from ..models import Service, _join_host_port
+from ..models import Service, join_host_port
 from .forwarder import Forwarder
 from .metrics import parse_listen, serve_metrics
 from .options import Options
@@ -124,7 +124,7 @@ async def _serve(
             await forwarder.start()
             _log_listening(forwarder, {})
             if metrics is not None:
-                log.info("metrics on http://%s/metrics", _join_host_port(*metrics))
+                log.info("metrics on http://%s/metrics", join_host_port(*metrics))
         except ConfigError as exc:
             log.error("%s", exc)
             await forwarder.stop()
@@ -152,5 +152,5 @@ def _log_listening(forwarder: Forwarder, before: dict[str, tuple[str, int]]) -> 
     for name, address in forwarder.addresses.items():
         if before.get(name) != address:
             protocol = stats[name]["protocol"]
-            log.info("%s: listening on %s/%s", name, _join_host_port(*address), protocol)
+            log.info("%s: listening on %s/%s", name, join_host_port(*address), protocol)
     sys.stderr.flush()

@@ -38,7 +38,7 @@ from _socket import socket as _c_socket
 from errno import EINPROGRESS, EINTR, ENOTCONN
 from typing import Any
 
-from ..models import Endpoint, _join_host_port
+from ..models import Endpoint, join_host_port
 from .poller import READ, WRITE
 
 __all__ = ["Stream", "dial", "accepted"]
@@ -233,7 +233,7 @@ class Stream:
             self._made()
         elif exc.errno == ENOTCONN:
             self._fail(TimeoutError(
-                f"connect to {_join_host_port(*self.peer[:2])} timed out after {timeout:g} s"
+                f"connect to {join_host_port(*self.peer[:2])} timed out after {timeout:g} s"
             ))
         else:
             self._fail(exc)

@@ -39,19 +39,16 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Any
 
-from .._extensions import NO_EXTENSIONS
+from .._twins import twin
 from ..errors import NoEndpointsError
 from . import splice
 from .retry import failed, place
 from .stream import Stream
 
-if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._copier_py import Copier
+if TYPE_CHECKING:
+    from .._pure.copier import Copier
 else:
-    try:
-        from .._fast._copier import Copier
-    except ImportError:  # not built: a pure install, or a checkout without build_ext
-        from ._copier_py import Copier
+    Copier = twin("copier").Copier
 
 __all__ = ["Relay", "reset", "REPLAY_LIMIT"]
 

@@ -22,7 +22,7 @@ import re
 from typing import Iterable, NamedTuple, Sequence
 
 from ..errors import ConfigError
-from ..models import _NAME_RE, Endpoint, Service, usable_endpoints
+from ..models import NAME_RE, Endpoint, Service, usable_endpoints
 
 SERVICE_CHAIN_PREFIX = "LBCORE-SVC-"
 ENDPOINT_CHAIN_PREFIX = "LBCORE-SVE-"
@@ -148,7 +148,7 @@ def in_key_order(checked: dict[Key, Service]) -> list[Service]:
 
 # Every name, one per line, in one match: a name cannot hold a newline, so the newlines
 # are exactly the separators when there is one fewer than there are names.
-_NAMES_RE = re.compile(rf"(?:{_NAME_RE.pattern})(?:\n(?:{_NAME_RE.pattern}))*")
+_NAMES_RE = re.compile(rf"(?:{NAME_RE.pattern})(?:\n(?:{NAME_RE.pattern}))*")
 
 
 def _all_safe(names: list[object]) -> bool:
@@ -162,7 +162,7 @@ def _all_safe(names: list[object]) -> bool:
 
 
 def _safe_name(name: object) -> bool:
-    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+    return isinstance(name, str) and NAME_RE.fullmatch(name) is not None
 
 
 _endpoint_address = operator.attrgetter("address")

@@ -74,10 +74,9 @@ import gc
 import operator
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
-from .._extensions import NO_EXTENSIONS
+from .._twins import twin
 from ..errors import ConfigError
 from ..models import Endpoint, Service
-from ._iptables_chains_py import ChainColumns, ChainParts, chain_name, chain_texts
 from ._iptables_names import (
     MARK_MASQ_CHAIN,
     ChainNames,
@@ -88,13 +87,12 @@ from ._iptables_names import (
     name_chains,
 )
 
-if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._iptables_chains_py import join_payload
+if TYPE_CHECKING:
+    from .._pure.iptables_chains import ChainColumns, ChainParts, chain_name, chain_texts, join_payload
 else:
-    try:
-        from .._fast._iptables_chains import join_payload
-    except ImportError:  # not built: a pure install, or a checkout without build_ext
-        from ._iptables_chains_py import join_payload
+    _chains = twin("iptables_chains")
+    ChainColumns, ChainParts = _chains.ChainColumns, _chains.ChainParts
+    chain_name, chain_texts, join_payload = _chains.chain_name, _chains.chain_texts, _chains.join_payload
 
 __all__ = [
     "render",
@@ -407,7 +405,7 @@ def _chain_columns(named: ChainNames, fallback: bool) -> ChainColumns:
     """What the chains of the Services in ``named`` are made of."""
     ips = list(map(_ip_of, named.endpoints))
     return ChainColumns(_chain_parts(named, fallback), named.counts, named.endpoint_chains,
-                        ips, named.addresses, _loopbacks(ips))
+                        ips, named.addresses, _loopbacks(ips), MARK_MASQ_CHAIN)
 
 
 def _chain_parts(named: ChainNames, fallback: bool) -> list[ChainParts | None]:

@@ -17,7 +17,7 @@ from typing import Iterable
 from ..models import Service
 from . import kubernetes, native
 from ._problems import Problems, SourceError
-from ._unique import check_unique
+from ._unique import Located, check_unique
 from .documents import parse, read
 
 __all__ = ["SourceError", "load_files", "load_text", "parse", "read", "kubernetes", "native"]
@@ -25,7 +25,20 @@ __all__ = ["SourceError", "load_files", "load_text", "parse", "read", "kubernete
 
 def _load(sources: Iterable[tuple[str, list[object]]], problems: Problems, notes: list[str] | None) -> list[Service]:
     """Services from (source, documents) pairs; every problem goes to ``problems``."""
-    located = []
+    located = locate(sources, problems, notes if notes is not None else [])
+    check_unique(located, problems)
+    problems.raise_if_any()
+    return [item.service for item in located]
+
+
+def locate(sources: Iterable[tuple[str, list[object]]], problems: Problems, notes: list[str]) -> list[Located]:
+    """The good services of (source, documents) pairs, each with where it came from.
+
+    Bad entries are left out and reported to ``problems``; names and addresses are not
+    yet checked for clashes (`check_unique`).  A watched directory re-reads its files
+    with this, serving the good entries while it reports the others.
+    """
+    located: list[Located] = []
     kube_documents = []
     for source, documents in sources:
         if not documents:
@@ -40,10 +53,8 @@ def _load(sources: Iterable[tuple[str, list[object]]], problems: Problems, notes
                 shown = sorted(map(str, document)) if isinstance(document, dict) else document
                 problems.report(where, "document", shown,
                                 "is neither lbcore's format (a 'services:' list) nor a Kubernetes object (apiVersion, kind)")
-    located.extend(kubernetes.services_from(kube_documents, problems, notes if notes is not None else []))
-    check_unique(located, problems)
-    problems.raise_if_any()
-    return [item.service for item in located]
+    located.extend(kubernetes.services_from(kube_documents, problems, notes))
+    return located
 
 
 def load_files(paths: Iterable[str], *, notes: list[str] | None = None) -> list[Service]:

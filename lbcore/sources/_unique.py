@@ -26,16 +26,18 @@ class Located(NamedTuple):
     port_field: str
 
 
-def check_unique(located: Iterable[Located], problems: Problems) -> None:
+def check_unique(located: Iterable[Located], problems: Problems) -> list[Located]:
     """Report every service whose name or (vip, port, protocol) an earlier one has.
 
+    Returns the others, in order: what a live source serves while it reports the rest.
     O(n).
 
     >>> from lbcore import Service
     >>> a = Located(Service("a", "10.0.0.1", 80), "a.yaml: services[0]", "name", "port")
     >>> b = Located(Service("b", "10.0.0.1", 80), "b.yaml: services[0]", "name", "port")
     >>> problems = Problems()
-    >>> check_unique([a, b], problems)
+    >>> [item.service.name for item in check_unique([a, b], problems)]
+    ['a']
     >>> problems.raise_if_any()
     Traceback (most recent call last):
     ...
@@ -43,14 +45,18 @@ def check_unique(located: Iterable[Located], problems: Problems) -> None:
     """
     by_name: dict[str, Located] = {}
     by_address: dict[tuple[str, int, str], Located] = {}
+    unique = []
     for item in located:
         service = item.service
-        first = by_name.setdefault(service.name, item)
-        if first is not item:
-            problems.report(item.where, item.name_field, service.name, f"is already the name of a service ({first.where})")
+        first_named = by_name.setdefault(service.name, item)
+        if first_named is not item:
+            problems.report(item.where, item.name_field, service.name, f"is already the name of a service ({first_named.where})")
         first = by_address.setdefault((service.vip, service.port, service.protocol), item)
         if first is not item:
             problems.report(
                 item.where, item.port_field, f"{service.address}/{service.protocol}",
                 f"is already taken by service {first.service.name!r} ({first.where})",
             )
+        if first is item and first_named is item:
+            unique.append(item)
+    return unique

@@ -21,7 +21,7 @@ from ._build import build, model_keys
 from ._problems import MISSING, Problems, type_name, unknown_key
 from ._unique import Located, check_unique
 
-__all__ = ["SERVICE_KEYS", "ENDPOINT_KEYS", "load", "services_from"]
+__all__ = ["SERVICE_KEYS", "ENDPOINT_KEYS", "load", "service_from", "services_from"]
 
 #: The keys of a service entry and of an endpoint entry: the models' keywords.
 SERVICE_KEYS = model_keys(Service)[0]
@@ -60,6 +60,13 @@ def _service(entry: object, index: int, problems: Problems, source: str) -> Loca
     """One entry of ``services:``, or None after reporting every problem in it."""
     name = entry.get("name") if isinstance(entry, dict) else None
     where = f"{source}: services[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+    return service_from(entry, where, problems)
+
+
+def service_from(entry: object, where: str, problems: Problems) -> Located | None:
+    """One service given as the keys of a ``services:`` item, or None after reporting
+    every problem in it at ``where`` (an etcd key holds one such item).  O(endpoints).
+    """
     if not isinstance(entry, dict):
         problems.report(where, "service", entry, f"must be {type_name(dict)} with name, vip and port")
         return None

@@ -25,7 +25,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 import pytest

@@ -1,5 +1,0 @@
-# The compiled twin has the pure twin's types.
-from lbcore._wrr_py import MAX_CYCLE as MAX_CYCLE
-from lbcore._wrr_py import MAX_CYCLE_WORK as MAX_CYCLE_WORK
-from lbcore._wrr_py import WeightedRoundRobin as WeightedRoundRobin
-from lbcore._wrr_py import swrr_cycle as swrr_cycle

@@ -1,0 +1,1 @@
+"""What both twins of the balancers share, off the hot path."""
