@@ -21,8 +21,9 @@ JSON gateway (one key per service, PREFIX/<name>, 2 endpoints each, as kubernete
 change: with kube-proxy's default of 1 s and a change every 100 ms, coalescing alone
 makes a change wait about half a second.
 
-Each run writes bench/results/agent-<mode>-<date>.json: date, machine, CPU model, load
-average before and after, the command, the abs() floor and every round's figures.
+Each run leaves its record, bench/results/agent-<mode>-<date>.json (bench/_results.py:
+machine, load average before and after, commit, command, every round), with the abs()
+floor of the run in its summary.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import argparse
 import base64
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -45,6 +45,8 @@ import time
 import timeit
 import urllib.request
 from pathlib import Path
+
+import _results  # bench/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "/lbcore/services"
@@ -216,7 +218,6 @@ def main() -> None:
     if args.inside:
         inside(args)
         return
-    load_before = os.getloadavg()
     namespace = f"lbcore-bench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:
@@ -226,28 +227,23 @@ def main() -> None:
     finally:
         subprocess.run(["ip", "netns", "del", namespace], check=False)
     rounds = json.loads(done.stdout)
-    cpu = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
-    result = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": platform.node() + " " + platform.platform(),
-        "cpu": cpu.group(1) if cpu else platform.processor(),
-        "cores": os.cpu_count(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "command": "python bench/bench_agent.py " + " ".join(sys.argv[1:]),
+    summary = {
+        "mode": args.mode,
+        "initial_sync_seconds_median": statistics.median(r["initial_sync_seconds"] for r in rounds),
+        "network_programming_p50_median": statistics.median(r["network_programming_p50"] for r in rounds),
+        "network_programming_p99_median": statistics.median(r["network_programming_p99"] for r in rounds),
+        "rss_peak_mib_max": max(r["rss_peak_mib"] for r in rounds),
+        "targets": "network programming p50 <= 0.1 s, p99 <= 0.3 s (issue 17, for --mode nft); RSS <= 200 MB",
         "abs_floor_ns": round(floor_ns(), 2),
-        "rounds": rounds,
     }
-    out = ROOT / "bench" / "results" / f"agent-{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    _results.record(f"agent-{args.mode}", rounds=rounds, summary=summary,
+                    command="python bench/bench_agent.py " + " ".join(sys.argv[1:]))
     for r in rounds:
         print(f"{args.mode}: {r['services']} services: initial sync {r['initial_sync_seconds']} s "
               f"(full sync {r['first_full_sync_duration_seconds']} s); {r['changes']} changes in "
-              f"{r['partial_syncs']} syncs of {r['partial_sync_mean_seconds']} s on average: network programming p50 {r['network_programming_p50']} s, "
-              f"p99 {r['network_programming_p99']} s; RSS {r['rss_after_initial_sync_mib']} MiB, "
-              f"peak {r['rss_peak_mib']} MiB")
-    print(f"load average {result['load_average_before']} -> {result['load_average_after']}; wrote {out}")
+              f"{r['partial_syncs']} syncs of {r['partial_sync_mean_seconds']} s on average: network programming "
+              f"p50 {r['network_programming_p50']} s, p99 {r['network_programming_p99']} s; "
+              f"RSS {r['rss_after_initial_sync_mib']} MiB, peak {r['rss_peak_mib']} MiB")
 
 
 if __name__ == "__main__":

@@ -29,18 +29,16 @@ import time
 import pytest
 from _iptables_netns import Netns, kernel
 
+import etcd_support
 from lbcore import Endpoint, Service
 from lbcore.agent import Agent
 from lbcore.agent.sinks.commands import local_runner
 from lbcore.agent.sinks.iptables import IptablesSink
 from lbcore.render import ipset, iptables
+from lbcore.sources.live import open_source
 
-etcd_support = pytest.importorskip("etcd_support", reason="needs tests/etcd_support.py (the sources branch)")
-live = pytest.importorskip("lbcore.sources.etcd", reason="needs lbcore.sources.etcd (the sources branch)")
-
-from lbcore.sources.live import open_source  # noqa: E402
-
-pytestmark = [*kernel, pytest.mark.skipif(etcd_support.MISSING is not None, reason=etcd_support.MISSING or "")]
+pytestmark = [*kernel, pytest.mark.etcd,
+              pytest.mark.skipif(etcd_support.MISSING is not None, reason=etcd_support.MISSING or "")]
 
 PREFIX = "/lbcore/services"
 WEB_VIP, API_VIP = "127.1.0.1", "127.1.0.2"

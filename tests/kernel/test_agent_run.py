@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 from _iptables_netns import Netns, kernel
 
-pytest.importorskip("lbcore.sources.watched_files", reason="needs the watched file source (the sources branch)")
-
 pytestmark = kernel
 
 ROOT = Path(__file__).resolve().parents[2]
