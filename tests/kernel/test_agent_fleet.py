@@ -11,11 +11,13 @@ What is proved, in order, on one cluster:
 1. a service added, an endpoint removed, a weight changed in etcd: both nodes carry
    identical lbcore rules within 1 s, and traffic follows;
 2. a member killed: both agents keep syncing through the others;
-3. the agents cut off from every member: the rules stay exactly as they were and
-   traffic keeps flowing; /healthz turns 503 once the loss is older than 2 x the sync
-   period; changes and a compaction made meanwhile are all caught up after the return
-   (the compaction forces a new list);
-4. a bad value in one key: that key is reported, the rest served.
+3. every member stopped: the rules stay exactly as they were and traffic keeps flowing;
+   /healthz turns 503 once the loss of contact is older than 2 x the sync period; a
+   change written as the members come back is caught up;
+4. the agents cut off from every member (their relays cut) while etcd runs on: changes
+   and a compaction made meanwhile are all caught up after the return (the compaction
+   forces a new list), and /healthz is 503 meanwhile;
+5. a bad value in one key: that key is reported, the rest served.
 """
 
 from __future__ import annotations
@@ -160,7 +162,22 @@ async def _fleet(cluster, namespaces) -> None:
             assert set(await node.ports(API_VIP, 10)) == {18002}
         await asyncio.to_thread(cluster.restart, 0)
 
-        # -- 3. cut off from every member ----------------------------------------------------
+        # -- 3. every member stopped --------------------------------------------------------
+        before = [await node.ruleset() for node in nodes]
+        await asyncio.to_thread(cluster.stop, 0, 1, 2)
+        for node in nodes:
+            await until(_async(lambda n=node: not n.agent.health()[0]), RECONNECT)
+            assert "out of contact" in json.loads(node.agent.healthz().text)["reason"]
+        for node, rules in zip(nodes, before):
+            assert await node.ruleset() == rules  # exactly as they were
+            assert set(await node.ports(WEB_VIP, 20)) == {18001, 18002}  # and traffic flows
+        await asyncio.to_thread(cluster.start)
+        await put("api", value(API_VIP, {18001: 1}))  # while the agents are still backing off
+        await converged(nodes, web, service("api", API_VIP, {18001: 1}), timeout=RECONNECT)
+        for node in nodes:
+            await until(_async(lambda n=node: n.agent.health()[0]), RECONNECT)
+
+        # -- 4. cut off from every member while etcd changes and compacts -----------------------
         before = [await node.ruleset() for node in nodes]
         for node_relays in relays:
             for relay in node_relays:
@@ -188,7 +205,7 @@ async def _fleet(cluster, namespaces) -> None:
             assert set(await node.ports(WEB_VIP, 10)) == {18003}
             assert await until(_async(lambda n=node: n.agent.health()[0]), RECONNECT) >= 0
 
-        # -- 4. a bad value in one key ----------------------------------------------------------
+        # -- 5. a bad value in one key ----------------------------------------------------------
         await put("broken", json.dumps({"vip": "127.1.0.9", "port": 0}))
         await put("db", value("127.1.0.3", {18002: 1}))
         await converged(nodes, service("web", WEB_VIP, {18003: 1}), service("db", "127.1.0.3", {18002: 1}),
