@@ -364,3 +364,15 @@ def test_an_agent_stopped_mid_sync_lets_the_apply_finish():
         return sink.applies  # read as soon as run() has returned
 
     assert asyncio.run(main()) == [("full", ["web"])]
+
+
+def test_problems_and_notes_are_logged_once_each(caplog):
+    caplog.set_level("INFO", logger="lbcore.agent")
+    clock = FakeClock()
+    agent, _ = agent_with(clock)
+    for _ in range(3):
+        agent.receive(Snapshot("test://a", (WEB,), ("test://a: key x: port: 0 is out of range",), clock.now,
+                               notes=("test://a: Service shop/db: headless, skipped",)))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("left out: test://a: key x: port: 0 is out of range") == 1
+    assert lines.count("skipped on purpose: test://a: Service shop/db: headless, skipped") == 1

@@ -76,6 +76,7 @@ class Agent:
         self._started_at = clock()
         self._out_of_contact: dict[str, float] = {}
         self._problems: tuple[str, ...] = ()
+        self._notes: dict[str, tuple[str, ...]] = {}
         self.syncs = {"full": 0, "partial": 0}
         self._counted = {"service": 0, "endpoint": 0}
         self._applying: asyncio.Future | None = None
@@ -92,6 +93,11 @@ class Agent:
             for line in sorted(set(problems) - set(self._problems)):
                 log.warning("left out: %s", line)
             self._problems = problems
+        notes = snapshot.notes
+        if notes != self._notes.get(snapshot.source, ()):
+            for line in sorted(set(notes) - set(self._notes.get(snapshot.source, ()))):
+                log.info("skipped on purpose: %s", line)  # headless Services and the like
+            self._notes[snapshot.source] = notes
         self.metrics.services.set(len(self.tracker.services()))
         self.metrics.problems.set(len(problems))
         if changed or self.applied is None:
