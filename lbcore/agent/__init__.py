@@ -7,6 +7,15 @@ bounded-frequency runner, and answers ``/healthz``, ``/livez`` and Prometheus
 ``/metrics``; `run` is the blocking entry of ``lbcore run`` (signals, HTTP servers,
 ``--cleanup``).
 
+Embedding it::
+
+    import asyncio
+    from lbcore.agent import Agent, make_sink
+    from lbcore.sources.live import open_source
+
+    agent = Agent([open_source("etcd://127.0.0.1:2379/lbcore/services")], make_sink("iptables"))
+    asyncio.run(agent.run())    # agent.healthz(), agent.metrics.registry meanwhile
+
 Importing this package imports asyncio and prometheus-client (extra ``lbcore[agent]``);
 ``import lbcore`` alone does not.
 """
