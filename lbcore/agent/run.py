@@ -129,6 +129,8 @@ async def _serve(
         if cleanup_on_exit:
             await sink.cleanup()
             log.info("stopped; removed everything lbcore owned in %s mode", sink.mode)
+        elif sink.mode == "forward":
+            log.info("stopping; the forwarder drains its connections")  # they are this process's
         else:
             log.info("stopped; the %s rules stay in place", sink.mode)
         await sink.close()
