@@ -8,6 +8,8 @@
     lbcore render ipset FILE... [--diff OLD [--cleanup]]    ipset restore input
     lbcore render ipvs FILE... [--diff OLD]                 ipvsadm-restore input
     lbcore render ipvs-node FILE... [--interface NAME]      VIPs on a dummy interface
+    lbcore render nft FILE... [--diff OLD] [--fallback] [--family 4|6]
+                                                            nft -f input
     lbcore forward FILE... [--connect-timeout S] ...        the userspace forwarder
     lbcore run --source SOURCE... --mode MODE [options]     the node agent (kube-proxy's loop)
     lbcore simulate [--trace FILE] [--endpoints N] [--event E]... [--schedulers LIST]
@@ -33,7 +35,7 @@ import sys
 from typing import Callable, Sequence
 
 from .errors import ConfigError, LbcoreError
-from .models import Endpoint, Service, usable_endpoints
+from .models import SCHEDULERS, Endpoint, Service, usable_endpoints
 
 __all__ = ["main", "COMMANDS", "EXIT_BAD_INPUT", "check_table"]
 
@@ -145,9 +147,20 @@ def check_table(services: Sequence[Service]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _backends_line() -> str:
+    """Which schedulers each backend runs itself (`lbcore.render.BACKEND_SCHEDULERS`)."""
+    from .render import BACKEND_SCHEDULERS
+
+    every = [name for name, runs in BACKEND_SCHEDULERS.items() if set(runs) >= set(SCHEDULERS)]
+    some = [f"{name} runs {', '.join(runs)}" for name, runs in BACKEND_SCHEDULERS.items() if name not in every]
+    return (f"backends: {' and '.join(every)} run every scheduler; {'; '.join(some)}; "
+            "the others are refused unless rendered with --fallback\n")
+
+
 def _check(args: argparse.Namespace) -> int:
     [services] = _load(args.files)
     sys.stdout.write(check_table(services))
+    sys.stdout.write(_backends_line())
     return 0
 
 
@@ -156,10 +169,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def _add_render(commands: argparse._SubParsersAction) -> None:
     render = commands.add_parser(
-        "render", help="print kernel configuration (iptables, ipset, IPVS) for the services",
+        "render", help="print kernel configuration (iptables, ipset, IPVS, nftables) for the services",
         description="Print the services as input for the kernel's tools.  Nothing is "
-        "applied: pipe the output to iptables-restore --noflush, ipset restore, ipvsadm -R "
-        "or sh.",
+        "applied: pipe the output to iptables-restore --noflush, ipset restore, ipvsadm -R, "
+        "nft -f - or sh.",
     )
     targets = render.add_subparsers(dest="target", required=True, metavar="TARGET")
     iptables = _add_command(
@@ -205,6 +218,24 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
         "Print the node set-up IPVS needs around the rules: the services' VIPs on a dummy interface.",
     )
     node.add_argument("--interface", metavar="NAME", help="the dummy interface (default: the renderer's)")
+    nft = _add_command(
+        targets, "nft", _render_nft, "nft -f input: lbcore's own nftables tables",
+        "Print nft -f input for lbcore's tables (ip lbcore, ip6 lbcore): the whole tables, "
+        "replacing what lbcore had there in one transaction (at start and after a failed "
+        "sync), or with --diff OLD only the changes from the services in OLD (each sync).  "
+        "Other tables are never touched; `nft delete table ip lbcore` (and ip6) removes "
+        "lbcore.",
+        diff=True,
+    )
+    nft.add_argument(
+        "--fallback", action="store_true",
+        help="render schedulers nftables cannot run (lc, wlc) by the documented fallback "
+        "(lc as rr, wlc as wrr) instead of refusing them",
+    )
+    nft.add_argument(
+        "--family", type=int, choices=(4, 6),
+        help="only the IPv4 (4) or the IPv6 (6) table; default: both, in one transaction",
+    )
 
 
 def _render_iptables(args: argparse.Namespace) -> int:
@@ -231,6 +262,18 @@ def _render_ipset(args: argparse.Namespace) -> int:
         text = ipset.render_cleanup(old, new)
     else:
         text = ipset.render_diff(old, new) if args.diff else ipset.render(new)
+    sys.stdout.write(text)
+    return 0
+
+
+def _render_nft(args: argparse.Namespace) -> int:
+    new, old = _load(args.files, args.diff or ())
+    from .render import nft
+
+    if args.diff:
+        text = nft.render_diff(old, new, fallback=args.fallback, family=args.family)
+    else:
+        text = nft.render(new, fallback=args.fallback, family=args.family)
     sys.stdout.write(text)
     return 0
 
