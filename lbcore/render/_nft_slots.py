@@ -49,7 +49,7 @@ import math
 from typing import NamedTuple, Sequence
 
 from ..balancers import maglev_table
-from .._table_size import is_prime
+from .._shared.table_size import is_prime
 from ..models import Endpoint, Service, usable_endpoints
 from ._iptables_names import chosen_endpoints
 

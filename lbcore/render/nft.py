@@ -101,7 +101,7 @@ from . import BACKEND_SCHEDULERS, iptables
 # render allocates some 50,000 containers, and the collections they trigger walked the
 # caller's whole heap (a 10,000 x 10 render: 390 ms with it, 115 ms without, measured
 # beside 500,000 live objects).
-from .iptables import _paused_gc
+from ._common import paused_gc
 from ._iptables_names import Key, changed_keys, check_services, hash16
 from ._nft_slots import endpoint_ids, slot_count, slot_table
 
@@ -168,7 +168,7 @@ def render(services: Iterable[Service], *, fallback: bool = False, family: int |
      ip lbcore service-ips {
         10.96.0.10 . tcp . 80 : goto pick-tcp-random-1
     """
-    with _paused_gc():
+    with paused_gc():
         checked = check_services(services)
         _refuse_unrunnable(checked, fallback)
         out = []
@@ -209,7 +209,7 @@ def render_diff(
         10.96.0.10 . 80 . 0 : 10.1.0.6 . 8080
     }
     """
-    with _paused_gc():
+    with paused_gc():
         old = _indexed(old_services)
         new = check_services(new_services)
         _refuse_unrunnable(new, fallback)  # as render(new_services) would
