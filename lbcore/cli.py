@@ -397,8 +397,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--kubeconfig", metavar="PATH",
                         help="the kubernetes source's cluster (default: in-cluster)")
     parser.add_argument("--fallback", action="store_true",
-                        help="iptables mode: run lc, wlc, dh, sh and mh by the documented fallback "
-                        "instead of refusing them")
+                        help="iptables and nft modes: run what they cannot (iptables: lc, wlc, dh, sh, "
+                        "mh; nft: lc, wlc) by the documented fallback instead of refusing it")
     parser.add_argument("--interface", metavar="NAME",
                         help="ipvs mode: the dummy interface for the VIPs (default lbcore-ipvs0)")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -415,8 +415,8 @@ def _run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(name)s: %(message)s")
     sink_options: dict = {}
     if args.fallback:
-        if args.mode != "iptables":
-            raise ConfigError("--fallback", True, f"is an iptables mode option, not one of --mode {args.mode}")
+        if args.mode not in ("iptables", "nft"):
+            raise ConfigError("--fallback", True, f"is an iptables and nft mode option, not one of --mode {args.mode}")
         sink_options["fallback"] = True
     if args.interface is not None:
         if args.mode != "ipvs":

@@ -2,7 +2,7 @@
 data planes.
 
 `Agent` ties live sources (`lbcore.sources.live`) to a sink (`lbcore.agent.sinks`:
-iptables + ipset, IPVS, the in-process forwarder) through a change tracker and a
+nftables, iptables + ipset, IPVS, the in-process forwarder) through a change tracker and a
 bounded-frequency runner, and answers ``/healthz``, ``/livez`` and Prometheus
 ``/metrics``; `run` is the blocking entry of ``lbcore run`` (signals, HTTP servers,
 ``--cleanup``).

@@ -123,3 +123,23 @@ def test_cleanup_on_exit_removes_the_rules_when_the_agent_stops(ns, tmp_path):
     assert code == 0, err
     assert "LBCORE" not in ns.run("iptables-save").stdout
     assert answer(ns) == "80 127.0.0.1"
+
+
+def test_nft_mode_follows_the_file_keeps_its_table_on_sigterm_and_cleans_up(ns, tmp_path):
+    config = tmp_path / "services.yaml"
+    write(config, 18001)
+    process = start(ns, "--source", str(config), "--mode", "nft", "--min-sync-period", "0")
+    try:
+        until(lambda: answer(ns) == "18001 127.0.0.1")
+        write(config, 18002)
+        until(lambda: answer(ns) == "18002 127.0.0.1")
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
+    assert "the nft rules stay in place" in err
+    assert answer(ns) == "18002 127.0.0.1"
+    assert "table ip lbcore" in ns.run("nft", "list", "tables").stdout
+    cleanup = start(ns, "--cleanup", "--mode", "nft")
+    assert cleanup.wait(timeout=30) == 0, cleanup.stderr.read()
+    assert "lbcore" not in ns.run("nft", "list", "tables").stdout
+    assert answer(ns) == "80 127.0.0.1"

@@ -12,7 +12,7 @@ Every sink has the same face (`Sink`), so the agent never cares which it drives:
 - ``cleanup()``: remove everything lbcore owns in this data plane.
 - ``close()``: let go of the data plane, leaving the kernel's rules in place.
 
-Each kernel sink applies through its tools (``iptables-restore``, ``ipvsadm``, ``nft``,
+Each kernel sink applies through its tools (``nft``, ``iptables-restore``, ``ipvsadm``,
 ``ipset``, ``sh``) with a timeout, through a `Runner`: a test or an embedder may run the
 same command lines elsewhere (a network namespace, a QEMU guest).  The work runs in a
 worker thread, so the event loop keeps serving /healthz and the sources meanwhile.
@@ -57,11 +57,10 @@ def make_sink(mode: str, **options: Any) -> Sink:
         from .forward import ForwardSink
 
         return ForwardSink(**options)
+    if mode == "nft":
+        from .nft import NftSink
+
+        return NftSink(**options)
     from ...errors import ConfigError
 
-    if mode == "nft":
-        # The seam for issue 16's renderer: an nft sink is `apply` = `nft -f` of its full
-        # payload or its diff, `cleanup` = its delete-table text.
-        raise ConfigError("mode", mode, "needs lbcore.render.nft (issue 16), which this build "
-                          "does not have yet; use iptables, ipvs or forward")
     raise ConfigError("mode", mode, f"is not one of {', '.join(MODES)}")
