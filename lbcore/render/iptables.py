@@ -70,7 +70,7 @@ import bisect
 import collections
 import functools
 import operator
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .._twins import twin
 from ..errors import ConfigError
