@@ -172,11 +172,11 @@ class HealthChecker:
         """A real connection to ``endpoint`` failed: count it as a failed check.
 
         HAProxy ``observe layer4``: errors on live traffic count toward ``fall``, so a
-        dead endpoint can go out before its checks notice.  Unknown endpoints are
-        ignored.  O(1).
+        dead endpoint can go out before its checks notice.  Unknown endpoints, and any
+        after `close`, are ignored.  O(1).
         """
         state = self._states.get(_key(endpoint))
-        if state is None:
+        if state is None or self._closed:
             return
         state.passive += 1
         self._record(state, False, f"passive: {why}", None)

@@ -29,8 +29,8 @@ class EndpointHealth:
     ..."``), None after a pass; ``latency``: seconds the last check took; ``since``: the
     checker's clock when the endpoint entered its state (when it was first seen, or its
     last transition); ``checked_at``: the clock at the last result.  ``went_down`` and
-    ``came_back`` count transitions, ``checks`` the results, ``passive`` the results that
-    came from real connections.
+    ``came_back`` count transitions, ``checks`` the results, ``checks_failed`` the failed
+    ones, ``passive`` the failures that came from real connections.
 
     >>> state = EndpointHealth(Endpoint("10.0.0.1", 80), healthy=True, now=0.0)
     >>> [state.record(False, "Connection refused", now=t, rise=2, fall=3) for t in (1, 2, 3)]
@@ -45,7 +45,7 @@ class EndpointHealth:
 
     __slots__ = (
         "endpoint", "healthy", "passes", "failures", "last", "why", "latency", "since",
-        "checked_at", "checks", "passive", "went_down", "came_back", "due",
+        "checked_at", "checks", "checks_failed", "passive", "went_down", "came_back", "due",
     )
 
     def __init__(self, endpoint: Endpoint, *, healthy: bool, now: float) -> None:
@@ -57,7 +57,7 @@ class EndpointHealth:
         self.latency: float | None = None
         self.since = now
         self.checked_at: float | None = None
-        self.checks = self.passive = self.went_down = self.came_back = 0
+        self.checks = self.checks_failed = self.passive = self.went_down = self.came_back = 0
         #: the wheel's token for this endpoint's next check; a popped entry whose token
         #: differs is stale (the endpoint was removed or rescheduled).
         self.due: object = None
@@ -80,6 +80,7 @@ class EndpointHealth:
                 self.came_back += 1
                 return True
         else:
+            self.checks_failed += 1
             self.failures += 1
             self.passes = 0
             if self.healthy and self.failures >= fall:
@@ -100,6 +101,7 @@ class EndpointHealth:
             "passes": self.passes,
             "failures": self.failures,
             "checks": self.checks,
+            "checks_failed": self.checks_failed,
             "passive": self.passive,
             "went_down": self.went_down,
             "came_back": self.came_back,
