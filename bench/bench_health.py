@@ -143,10 +143,11 @@ async def cost(load: int, seconds: float) -> dict:
         await asyncio.sleep(0.5)
         checker.start()
         await asyncio.sleep(1.0)  # the first checks spread in
-        checks0 = sum(s.checks for s in checker.states.values())
+        before = {address: state.checks for address, state in checker.states.items()}
         usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         await asyncio.sleep(seconds)
-        checks = sum(s.checks for s in checker.states.values()) - checks0
+        per_endpoint = [state.checks - before[address] for address, state in checker.states.items()]
+        checks = sum(per_endpoint)
         usage, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall0
         user, system = usage.ru_utime - usage0.ru_utime, usage.ru_stime - usage0.ru_stime
         cpu = user + system
@@ -158,7 +159,9 @@ async def cost(load: int, seconds: float) -> dict:
     return {"endpoints": load, "checks": checks, "seconds": wall, "cpu_seconds": cpu,
             "checks_per_second": checks / wall, "asked_per_second": load / 1.0,
             "cpu_us_per_check": cpu / checks * 1e6, "user_us_per_check": user / checks * 1e6,
-            "system_us_per_check": system / checks * 1e6, "failed_checks": failed, "peak_in_flight": peak}
+            "system_us_per_check": system / checks * 1e6, "failed_checks": failed, "peak_in_flight": peak,
+            # how many endpoints were checked how many times in the window
+            "checks_per_endpoint": {str(n): per_endpoint.count(n) for n in sorted(set(per_endpoint))}}
 
 
 #: The cost is measured on both event loops: the forwarder runs on uvloop when installed.

@@ -336,6 +336,32 @@ def test_checks_of_one_interval_are_spread_over_it_with_jitter():
     assert all(30 <= n <= 50 for n in per_second), per_second  # no herd, no hole
 
 
+def test_checks_that_ran_late_keep_their_place_in_the_interval():
+    """After a stall (a blocked loop, no free slot) the late checks run once and then
+    return to their own places: they do not bunch at the moment the stall ended."""
+
+    async def main():
+        clock = Clock()
+        backends = await servers("accept", 20)
+        checker = HealthChecker(HealthCheck(interval=1), [b.endpoint for b in backends], clock=clock,
+                                rng=random.Random(4))
+        clock.now = 5.5  # nothing ran for five and a half intervals
+        late = await checker.run_due()
+        seen = {}
+        while clock.now < 7:
+            clock.now = round(clock.now + 0.01, 6)
+            await checker.run_due()
+            for address, state in checker.states.items():
+                if state.checked_at == clock.now:
+                    seen.setdefault(address, clock.now)
+        return late, sorted(seen.values())
+
+    late, next_checks = run(main())
+    assert late == 20  # each endpoint once, not once per missed interval
+    assert len(next_checks) == 20 and all(5.5 < t <= 6.5 + 0.01 for t in next_checks)
+    assert next_checks[-1] - next_checks[0] > 0.9  # still spread over the interval
+
+
 def test_concurrency_bound_holds_with_2000_hung_endpoints():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 5000:

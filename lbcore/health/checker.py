@@ -10,6 +10,7 @@ the jitter keeps a fleet of checkers from falling into step.  Each transition ca
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from typing import Any, Callable, Iterable
@@ -212,11 +213,14 @@ class HealthChecker:
         self._record(state, why is None, why, latency)
         if state.due is None:
             return
-        # The next check keeps this one's place in the interval; one that ran late (it
-        # waited for a free slot) waits a whole interval rather than run again at once.
-        spread = check.interval * (1 + check.jitter * self._rng.uniform(-1, 1))
+        # The next check keeps this one's place in the interval.  One that ran so late
+        # (no free slot, a stalled loop) that its next is already due skips the intervals
+        # it missed instead: run at once, late checks would all bunch at the same moment.
+        due += check.interval * (1 + check.jitter * self._rng.uniform(-1, 1))
         now = self.wheel.clock()
-        state.due = self.wheel.schedule(due + spread if due + spread > now else now + spread, self, key)
+        if due <= now:
+            due += check.interval * (math.floor((now - due) / check.interval) + 1)
+        state.due = self.wheel.schedule(due, self, key)
 
     def _record(self, state: EndpointHealth, passed: bool, why: str | None, latency: float | None) -> None:
         check = self.check
