@@ -123,12 +123,12 @@ class HealthChecker:
         if self._closed:
             return
         interval = self.check.interval
-        if interval != old_check.interval:
-            new = list(states.values())  # respread everything on the new interval
-        if new:
+        # A new interval respreads everything; otherwise only the new endpoints are placed.
+        spread = list(states.values()) if interval != old_check.interval else new
+        if spread:
             offset = self._rng.uniform(0, interval)
-            step = interval / len(new)
-            for rank, state in enumerate(new):
+            step = interval / len(spread)
+            for rank, state in enumerate(spread):
                 state.due = self.wheel.schedule(now + (offset + rank * step) % interval, self, _key(state.endpoint))
         for state in new:
             if not state.healthy and state.checks == 0:
@@ -203,7 +203,9 @@ class HealthChecker:
         return state is not None and state.due is token
 
     async def _check(self, key: Key, due: float) -> None:
-        state = self._states[key]
+        state = self._states.get(key)
+        if state is None:
+            return  # removed between its start and its first step
         check = self.check
         started = time.perf_counter()
         why = await probe(check, state.endpoint)

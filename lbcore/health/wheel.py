@@ -53,7 +53,6 @@ class CheckWheel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = float("inf")
-        self._idle: asyncio.Event | None = None
 
     @property
     def running(self) -> int:
