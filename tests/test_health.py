@@ -280,6 +280,44 @@ def test_a_stopped_endpoint_goes_out_after_fall_checks_and_back_after_rise():
     assert state.latency is not None and 0 < state.latency < 1
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_stopped_backend_is_out_and_back_within_the_bounds_of_the_rule(seed):
+    """Stopped at a random moment: out within fall × interval × (1 + jitter) + timeout;
+    started again: back within rise × interval × (1 + jitter).  Time is the test's clock
+    (10 ms steps), the refusals are real."""
+    check = HealthCheck(interval=1, timeout=0.5, rise=2, fall=3, jitter=0.2)
+    step = 0.01
+
+    async def main():
+        rng = random.Random(seed)
+        clock = Clock()
+        backends = await servers("accept", 10)
+        changed = {}
+        checker = HealthChecker(check, [b.endpoint for b in backends], clock=clock, rng=rng,
+                                on_change=lambda e, s: changed.setdefault((e.port, s.healthy), clock.now))
+        await advance(clock, checker, 3 + rng.random(), step)
+        stopped = clock.now
+        for backend in backends:
+            backend.stop()
+        await advance(clock, checker, 5, step)
+        await advance(clock, checker, rng.random(), step)
+        started = clock.now
+        for backend in backends:
+            await backend.start()
+        await advance(clock, checker, 4, step)
+        return [(changed[(b.port, False)] - stopped, changed[(b.port, True)] - started) for b in backends]
+
+    times = run(main())
+    out_bound = check.fall * check.interval * (1 + check.jitter) + check.timeout
+    back_bound = check.rise * check.interval * (1 + check.jitter)
+    for out, back in times:
+        # never before the rule allows (fall - 1 more intervals after a first failure) ...
+        assert (check.fall - 1) * check.interval * (1 - check.jitter) - step <= out <= out_bound + step
+        assert (check.rise - 1) * check.interval * (1 - check.jitter) - step <= back <= back_bound + step
+    # ... and the phases really differ: not all the same time
+    assert len({round(out, 2) for out, _ in times}) > 3
+
+
 def test_checks_per_interval_are_what_the_settings_imply():
     """Each endpoint is checked once per interval: counted at the endpoints."""
 
