@@ -1,4 +1,4 @@
-"""Render a Kubernetes dump into the iptables and ipset payloads a node applies.
+"""Render a Kubernetes dump into the payloads a node applies: iptables and ipset, or nftables.
 
     python examples/render_from_kubernetes.py OUTDIR [DUMP]   # DUMP: examples/k8s-dump.yaml
 
@@ -10,14 +10,17 @@ order a node applies them, then prints the commands:
     iptables.restore  iptables-restore --noflush (IPv4 Services; the once-per-node
                                                   install form, with the jumps)
     ip6tables.restore ip6tables-restore --noflush (IPv6 Services, same form)
+    nft.rules         nft -f                     (the nftables alternative: both
+                                                  families' tables, one transaction)
 
-Later syncs use `lbcore render iptables NEW --diff OLD` instead of the install form.
+Later syncs use `lbcore render iptables NEW --diff OLD` instead of the install form
+(`lbcore render nft NEW --diff OLD` for nftables).
 """
 
 import os
 import sys
 
-from lbcore.render import ipset, iptables
+from lbcore.render import ipset, iptables, nft
 from lbcore.sources import load_files
 
 out_dir = sys.argv[1]
@@ -31,6 +34,7 @@ payloads = {
     "ipset.restore": ("ipset restore", ipset.render(services)),
     "iptables.restore": ("iptables-restore --noflush", iptables.render(services, install=True)),
     "ip6tables.restore": ("ip6tables-restore --noflush", iptables.render(services, install=True, family=6)),
+    "nft.rules": ("nft -f", nft.render(services)),
 }
 os.makedirs(out_dir, exist_ok=True)
 by_family = {family: sum(s.family == family for s in services) for family in (4, 6)}

@@ -8,7 +8,11 @@
     lbcore render ipset FILE... [--diff OLD [--cleanup]]    ipset restore input
     lbcore render ipvs FILE... [--diff OLD]                 ipvsadm-restore input
     lbcore render ipvs-node FILE... [--interface NAME]      VIPs on a dummy interface
+    lbcore render nft FILE... [--diff OLD] [--fallback] [--family 4|6]
+                                                            nft -f input
     lbcore forward FILE... [--connect-timeout S] ...        the userspace forwarder
+    lbcore simulate [--trace FILE] [--endpoints N] [--event E]... [--schedulers LIST]
+                                                            replay traffic through schedulers
     lbcore demo                                             every scheduler on 127.0.0.1
 
 FILE is lbcore's own YAML or a Kubernetes Service + EndpointSlice dump (YAML or JSON);
@@ -30,7 +34,7 @@ import sys
 from typing import Callable, Sequence
 
 from .errors import ConfigError, LbcoreError
-from .models import Endpoint, HealthCheck, Service, usable_endpoints
+from .models import SCHEDULERS, Endpoint, HealthCheck, Service, usable_endpoints
 
 __all__ = ["main", "COMMANDS", "EXIT_BAD_INPUT", "check_table", "describe_check"]
 
@@ -169,9 +173,20 @@ def check_table(services: Sequence[Service]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _backends_line() -> str:
+    """Which schedulers each backend runs itself (`lbcore.render.BACKEND_SCHEDULERS`)."""
+    from .render import BACKEND_SCHEDULERS
+
+    every = [name for name, runs in BACKEND_SCHEDULERS.items() if set(runs) >= set(SCHEDULERS)]
+    some = [f"{name} runs {', '.join(runs)}" for name, runs in BACKEND_SCHEDULERS.items() if name not in every]
+    return (f"backends: {' and '.join(every)} run every scheduler; {'; '.join(some)}; "
+            "the others are refused unless rendered with --fallback\n")
+
+
 def _check(args: argparse.Namespace) -> int:
     [services] = _load(args.files)
     sys.stdout.write(check_table(services))
+    sys.stdout.write(_backends_line())
     return 0
 
 
@@ -180,10 +195,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def _add_render(commands: argparse._SubParsersAction) -> None:
     render = commands.add_parser(
-        "render", help="print kernel configuration (iptables, ipset, IPVS) for the services",
+        "render", help="print kernel configuration (iptables, ipset, IPVS, nftables) for the services",
         description="Print the services as input for the kernel's tools.  Nothing is "
-        "applied: pipe the output to iptables-restore --noflush, ipset restore, ipvsadm -R "
-        "or sh.",
+        "applied: pipe the output to iptables-restore --noflush, ipset restore, ipvsadm -R, "
+        "nft -f - or sh.",
     )
     targets = render.add_subparsers(dest="target", required=True, metavar="TARGET")
     iptables = _add_command(
@@ -229,6 +244,24 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
         "Print the node set-up IPVS needs around the rules: the services' VIPs on a dummy interface.",
     )
     node.add_argument("--interface", metavar="NAME", help="the dummy interface (default: the renderer's)")
+    nft = _add_command(
+        targets, "nft", _render_nft, "nft -f input: lbcore's own nftables tables",
+        "Print nft -f input for lbcore's tables (ip lbcore, ip6 lbcore): the whole tables, "
+        "replacing what lbcore had there in one transaction (at start and after a failed "
+        "sync), or with --diff OLD only the changes from the services in OLD (each sync).  "
+        "Other tables are never touched; `nft delete table ip lbcore` (and ip6) removes "
+        "lbcore.",
+        diff=True,
+    )
+    nft.add_argument(
+        "--fallback", action="store_true",
+        help="render schedulers nftables cannot run (lc, wlc) by the documented fallback "
+        "(lc as rr, wlc as wrr) instead of refusing them",
+    )
+    nft.add_argument(
+        "--family", type=int, choices=(4, 6),
+        help="only the IPv4 (4) or the IPv6 (6) table; default: both, in one transaction",
+    )
 
 
 def _render_iptables(args: argparse.Namespace) -> int:
@@ -255,6 +288,18 @@ def _render_ipset(args: argparse.Namespace) -> int:
         text = ipset.render_cleanup(old, new)
     else:
         text = ipset.render_diff(old, new) if args.diff else ipset.render(new)
+    sys.stdout.write(text)
+    return 0
+
+
+def _render_nft(args: argparse.Namespace) -> int:
+    new, old = _load(args.files, args.diff or ())
+    from .render import nft
+
+    if args.diff:
+        text = nft.render_diff(old, new, fallback=args.fallback, family=args.family)
+    else:
+        text = nft.render(new, fallback=args.fallback, family=args.family)
     sys.stdout.write(text)
     return 0
 
@@ -341,6 +386,88 @@ def _forward(args: argparse.Namespace) -> int:
     return forwarder.run(load, **options)
 
 
+# -- simulate --------------------------------------------------------------------------
+
+#: lbcore simulate's synthetic-traffic flags: (flag, keyword of lbcore.simulate.synthetic,
+#: type, metavar, help).  A flag left out is not passed, so synthetic()'s default holds.
+_TRAFFIC_OPTIONS = (
+    ("--requests", "requests", _positive(int), "N", "synthetic requests (default 1000000)"),
+    ("--rate", "rate", _positive(float), "PER_S", "Poisson arrivals per second (default 10000)"),
+    ("--keys", "keys", _positive(int), "K", "distinct keys (clients) (default 10000)"),
+    ("--zipf", "zipf", float, "S", "Zipf exponent of the keys' popularity; 0: uniform (default 1.0)"),
+    ("--duration-median", "duration_median", _positive(float), "SECONDS",
+     "median connection duration, lognormal (default 0.1)"),
+    ("--duration-p99", "duration_p99", _positive(float), "SECONDS",
+     "99th percentile of the duration (default 2.0)"),
+)
+
+
+def _weights(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be integers separated by commas, not {text!r}") from None
+
+
+def _add_simulate(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "simulate", help="replay traffic and endpoint events through schedulers; report and pictures",
+        description="Replay a trace (--trace) or synthetic traffic through each scheduler, with "
+        "endpoint events at given times, using lbcore's own balancers.  Prints a summary table "
+        "and writes report.json and three PNG pictures (with lbcore[plot]) into --out.  "
+        "Needs numpy: pip install \"lbcore[simulate]\".",
+    )
+    traffic = parser.add_argument_group("traffic: a trace, or synthetic")
+    traffic.add_argument("--trace", metavar="FILE",
+                         help="CSV with a header (time,key,duration[,bytes]) or JSON lines")
+    for flag, keyword, convert, metavar, help_text in _TRAFFIC_OPTIONS:
+        traffic.add_argument(flag, dest=keyword, type=convert, metavar=metavar, help=help_text)
+    endpoints = parser.add_argument_group("endpoints: numbered, or a service's")
+    endpoints.add_argument("--endpoints", type=_positive(int), metavar="N",
+                           help="N endpoints 10.0.0.1:8080, 10.0.0.2:8080, ... (default 10)")
+    endpoints.add_argument("--weights", type=_weights, metavar="W,...",
+                           help="their weights, repeated in turn (default 1)")
+    endpoints.add_argument("--services", nargs="+", metavar="FILE", help=_FILES_HELP)
+    endpoints.add_argument("--service", metavar="NAME", help="the service of --services to use")
+    parser.add_argument("--event", action="append", default=[], metavar="TIME:KIND:IP:PORT[:WEIGHT]",
+                        help="remove, add, fail, recover or weight an endpoint at TIME (30s, 1.5m); repeatable")
+    parser.add_argument("--schedulers", metavar="LIST",
+                        help="comma-separated: rr, wlc, mh+affinity, mh:table_size=251, ... "
+                        "(default: every scheduler and mh+affinity)")
+    parser.add_argument("--affinity-timeout", type=_positive(int), metavar="SECONDS",
+                        help="session timeout of +affinity (default: the service's, else 10800)")
+    parser.add_argument("--seed", type=int, default=1, help="seeds the traffic and the balancers (default 1)")
+    parser.add_argument("--out", default="simulate-report", metavar="DIR",
+                        help="where report.json and the pictures go (default simulate-report)")
+    parser.set_defaults(run=_simulate)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    try:
+        from .simulate import DEFAULT_SCHEDULERS, command
+    except ImportError as error:  # numpy, the lbcore[simulate] extra
+        print(f"lbcore: error: lbcore simulate needs {error.name}: pip install \"lbcore[simulate]\"", file=sys.stderr)
+        return 1
+    if args.services and (args.endpoints or args.weights):
+        raise ConfigError("--endpoints" if args.endpoints else "--weights", args.endpoints or args.weights,
+                          "numbers endpoints; it does not go with --services")
+    if args.service and not args.services:
+        raise ConfigError("--service", args.service, "names a service of --services FILE...; give the files")
+    timeout = args.affinity_timeout
+    if args.services:
+        [services] = _load(args.services)
+        service = command.choose_service(services, args.service)
+        endpoints = list(service.endpoints)
+        timeout = timeout or service.affinity_timeout
+    else:
+        endpoints = command.numbered_endpoints(args.endpoints or 10, args.weights or [1])
+    options = {keyword: getattr(args, keyword) for _, keyword, *_ in _TRAFFIC_OPTIONS
+               if getattr(args, keyword) is not None}
+    return command.run(trace=args.trace, traffic_options=options, endpoints=endpoints, events=args.event,
+                       schedulers=args.schedulers or DEFAULT_SCHEDULERS, affinity_timeout=timeout,
+                       seed=args.seed, out=args.out)
+
+
 # -- main ------------------------------------------------------------------------------
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
@@ -361,7 +488,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 #: The subcommands in help order; each adds its parser and sets ``run``.
-COMMANDS = (_add_check, _add_render, _add_forward, _add_demo)
+COMMANDS = (_add_check, _add_render, _add_forward, _add_simulate, _add_demo)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from lbcore.render import ipset, iptables
+from lbcore.render import ipset, iptables, nft
 from lbcore.sources import load_files
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
@@ -29,6 +29,7 @@ def test_example_writes_the_renderers_payloads(tmp_path):
     assert (tmp_path / "ipset.restore").read_text() == ipset.render(services)
     assert (tmp_path / "iptables.restore").read_text() == iptables.render(services, install=True)
     assert (tmp_path / "ip6tables.restore").read_text() == iptables.render(services, install=True, family=6)
+    assert (tmp_path / "nft.rules").read_text() == nft.render(services)
     assert "11 services (10 IPv4, 1 IPv6)" in out
     assert out.count("note: ") == 3  # headless, ExternalName, node ports: said, not silent
     v4 = (tmp_path / "iptables.restore").read_text()

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from lbcore import ConfigError, Endpoint, Service
 from lbcore.render import iptables
 from lbcore.render._iptables_names import chosen_endpoints, hash16
+from lbcore.render._common import paused_gc
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -472,7 +473,7 @@ def test_partial_sync_edits_the_services_chain_rule_by_rule():
 def test_paused_gc_restores_the_collector_state(enabled):
     (gc.enable if enabled else gc.disable)()
     try:
-        with pytest.raises(ZeroDivisionError), iptables._paused_gc():
+        with pytest.raises(ZeroDivisionError), paused_gc():
             assert not gc.isenabled()
             1 / 0
         assert gc.isenabled() is enabled

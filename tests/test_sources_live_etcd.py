@@ -18,7 +18,7 @@ from lbcore.sources import etcd as etcd_source
 from lbcore.sources._watching import Backoff
 from lbcore.sources.live import open_source
 
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+pytestmark = [pytest.mark.etcd, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
 
 PREFIX = "/lbcore/services"
 #: The longest a reconnection may take: a full backoff wait, a check period, a request timeout.

@@ -2,5 +2,17 @@
 
 Pure functions: models in, text out, in a deterministic order, with no side effects and
 no shelling out.  Applying the text is the caller's job (``iptables-restore --noflush``,
-``ipset restore``, ``ipvsadm -R``).
+``ipset restore``, ``ipvsadm -R``, ``nft -f``).
 """
+
+from ..models import SCHEDULERS
+
+#: The schedulers each backend runs itself.  IPVS and the userspace forwarder run them
+#: all; the iptables and nftables renderers refuse the others unless asked for their
+#: documented fallback (``fallback=True``, ``--fallback``).  `lbcore check` prints it.
+BACKEND_SCHEDULERS = {
+    "ipvs": SCHEDULERS,
+    "forward": SCHEDULERS,
+    "nft": ("rr", "wrr", "dh", "sh", "mh"),
+    "iptables": ("rr", "wrr"),
+}

@@ -68,15 +68,14 @@ from __future__ import annotations
 
 import bisect
 import collections
-import contextlib
 import functools
-import gc
 import operator
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .._twins import twin
 from ..errors import ConfigError
 from ..models import Endpoint, Service
+from ._common import paused_gc
 from ._iptables_names import (
     MARK_MASQ_CHAIN,
     ChainNames,
@@ -166,7 +165,7 @@ def render(
     """
     create = "-N {}" if install else ":{} - [0:0]"
     head = ["*filter", create.format(SERVICES_CHAIN)]
-    with _paused_gc():
+    with paused_gc():
         by_key = check_services(services, family)
         _refuse_inexpressible(by_key, fallback)
         checked = in_key_order(by_key)
@@ -287,21 +286,6 @@ def _pivot_ranks(count: int) -> list[int]:
     return ordered
 
 
-@contextlib.contextmanager
-def _paused_gc() -> Iterator[None]:
-    """No cyclic garbage collection inside: a full render allocates some 300,000
-    containers, and CPython's collector, triggered by them, walked the caller's whole
-    heap again and again: 40 % of a 10,000 x 10 render's time, measured.  What a render
-    allocates holds no cycle, so nothing is left for the collector.  The previous state
-    is restored, also when the collector was off already.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _hooks(table: str, install: bool) -> list[str]:
