@@ -7,9 +7,11 @@ import asyncio
 import dataclasses
 import random
 
+import pytest
+
 from lbcore import Endpoint, HealthCheck, Service
 from lbcore.health import HealthMonitor, inhibit_unhealthy
-from lbcore.render import iptables, ipvs
+from lbcore.render import iptables, ipvs, nft
 
 from health_support import Clock, closed_port, servers
 
@@ -60,6 +62,27 @@ def test_an_unhealthy_endpoint_gets_weight_0_in_ipvs_and_leaves_the_iptables_spl
     assert "--probability 0.3333333333" in full or "--probability 0.6666666667" in full
 
 
+@pytest.mark.parametrize("scheduler", ["rr", "wrr", "sh", "dh", "mh"])
+def test_nftables_gives_an_unhealthy_endpoints_slots_to_the_others(scheduler):
+    async def main():
+        up = await servers("accept", 2)
+        down = Endpoint("127.0.0.1", closed_port())
+        clock = Clock()
+        monitor = HealthMonitor(clock=clock)
+        services = [service([up[0].endpoint, down, up[1].endpoint], scheduler=scheduler,
+                            check=HealthCheck(interval=1, fall=1))]
+        monitor.update(services)
+        await advance(clock, monitor, 1)
+        return services, inhibit_unhealthy(services, monitor.checkers), down, [u.endpoint for u in up]
+
+    services, inhibited, down, up = asyncio.run(main())
+    element = f"127.0.0.1 . {down.port}"
+    assert element in nft.render(services)
+    text = nft.render(inhibited)
+    assert element not in text  # no slot leads to it ...
+    assert all(f"127.0.0.1 . {e.port}" in text for e in up)  # ... the others have them
+
+
 def test_recovery_gives_the_weight_back_with_one_edit():
     async def main():
         [web] = await servers("http", status=503)
@@ -81,7 +104,7 @@ def test_recovery_gives_the_weight_back_with_one_edit():
     assert iptables.render(back) == iptables.render(services)
 
 
-def test_every_endpoint_unhealthy_rejects_in_iptables():
+def test_every_endpoint_unhealthy_rejects_in_iptables_and_nftables():
     async def main():
         dead = [Endpoint("127.0.0.1", closed_port()) for _ in range(2)]
         clock = Clock()
@@ -95,6 +118,7 @@ def test_every_endpoint_unhealthy_rejects_in_iptables():
     assert [e.weight for e in rendered.endpoints] == [0, 0]
     text = iptables.render([rendered])
     assert '"default/web:http has no endpoints"' in text and "-j REJECT" in text
+    assert "add element ip lbcore no-endpoint-services {\n    10.96.0.10 . tcp . 80\n}" in nft.render([rendered])
 
 
 def test_services_without_a_check_and_quiesced_endpoints_are_left_as_they_are():

@@ -4,12 +4,13 @@ The kernel checks nothing itself; lbcore's renderers carry health the way keepal
 does with ``inhibit_on_failure``: an unhealthy endpoint keeps its place with weight 0.
 In IPVS that is ``-e ... -w 0`` (no new connections; established ones go on, and a
 recovered endpoint comes back with one ``-e``, without the churn of delete and add); in
-the iptables and nftables renderers weight 0 means out of the split.  So a node agent
+the iptables renderer weight 0 means out of the split, in the nftables renderer its
+slots go to the endpoints that take new connections.  So a node agent
 re-renders when health changes, from `inhibit_unhealthy` of its Services, and applies
 the diff as for any change.
 
-When every endpoint of a Service is unhealthy, every one gets weight 0: iptables then
-rejects the Service's connections, and IPVS finds no destination (Envoy's panic
+When every endpoint of a Service is unhealthy, every one gets weight 0: iptables and
+nftables then reject the Service's connections, and IPVS finds no destination (Envoy's panic
 threshold, which would spread over all of them instead, is a balancer option, not a
 data-plane one).  With ``sh``, ``dh`` and ``mh`` a weight-0 real server keeps its
 buckets, so only the ``sh-fallback``/``mh-fallback`` flags send its clients elsewhere;
