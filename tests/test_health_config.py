@@ -217,7 +217,7 @@ def test_check_prints_each_services_health_check(tmp_path):
     path.write_text(YAML)
     result = lbcore("check", str(path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-2:] == [
+    assert [line for line in result.stdout.splitlines() if line.startswith("health check of ")] == [
         "health check of web: http GET /healthz Host web.example, statuses 200-299, port 8081, every 5s ±10%, "
         "timeout 0.5s, rise 1, fall 2, new endpoints start unhealthy",
         "health check of redis: tcp send b'PING\\r\\n' expect b'+PONG', every 2s, timeout 1s, rise 2, fall 3",
