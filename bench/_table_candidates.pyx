@@ -1,16 +1,18 @@
-# The key hash -> session id maps the sticky-session table could be built on, driven by
+# The key hash -> session maps the sticky-session table could be built on, driven by
 # the same C loops so that only the map differs (bench_affinity.py::test_table_choice).
 #
-# - "lbcore": the hand-written slot map of lbcore/_fast/session_table.pxd (linear
-#   probing over 4-byte ids, keys read from the sessions, deletion without tombstones);
+# - "lbcore": lbcore's own SessionTable (lbcore/_fast/session_table.pxd): buckets of
+#   three sessions in one 64-byte line, the session (key hash, last use, endpoint)
+#   stored in the map itself;
 # - "cykhash": khash's int64 -> int64 map from cykhash's .pxd (quadratic probing, a
-#   murmur-style hash of the key, 2 flag bits per bucket, tombstones, load <= 0.77);
-# - "preshed": preshed's MapStruct (linear probing on the raw key, tombstones).
+#   murmur-style hash of the key, 2 flag bits per bucket, tombstones, load <= 0.77),
+#   mapping the key to a session id in an array of sessions;
+# - "preshed": preshed's MapStruct (linear probing on the raw key, tombstones), the same.
 #
 # Every candidate does the same work around the map: a lookup reads the session it
-# found, a churn step deletes the oldest key and inserts a fresh one under its id (the
-# path of an insertion into a full table).  Keys are splitmix64 outputs, uniform like
-# the XXH64 hashes Affinity stores.
+# found, a churn step deletes the oldest key and inserts a fresh one (the path of an
+# insertion into a full table).  Keys are splitmix64 outputs, uniform like the XXH64
+# hashes Affinity stores.
 
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -29,7 +31,13 @@ from cykhash.khashmaps cimport (
 from cymem.cymem cimport Pool
 from preshed.maps cimport MapStruct, Result, map_clear, map_get_unless_missing, map_init, map_set
 
-from lbcore._fast.session_table cimport Session, slot_delete, slot_of
+from lbcore._fast.session_table cimport Bucket, SessionTable, find_slot
+
+# A session outside the map, as khash and preshed would point to it.
+cdef struct Session:
+    uint64_t key
+    double last_use
+    int32_t endpoint
 
 KINDS = ("lbcore", "cykhash", "preshed")
 cdef enum Kind:
@@ -52,12 +60,12 @@ cdef class Candidate:
     cdef Kind kind
     cdef Py_ssize_t n
     cdef Session* sessions
-    cdef Py_ssize_t* order      # a random permutation of session ids: the lookup order
+    cdef uint64_t* probe        # every key, in a random order: the lookup order
+    cdef Py_ssize_t* where      # where each session's key lies in probe
     cdef Py_ssize_t oldest      # churn replaces sessions in id order, oldest first
     cdef uint64_t state
     # lbcore
-    cdef int32_t* slots
-    cdef size_t mask
+    cdef SessionTable table
     # cykhash
     cdef kh_int64toint64map_t* kh
     # preshed
@@ -70,17 +78,14 @@ cdef class Candidate:
         self.n = n
         self.state = seed
         self.sessions = <Session*>PyMem_Malloc(n * sizeof(Session))
-        self.order = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
-        if self.sessions == NULL or self.order == NULL:
+        self.probe = <uint64_t*>PyMem_Malloc(n * sizeof(uint64_t))
+        self.where = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
+        if self.sessions == NULL or self.probe == NULL or self.where == NULL:
             raise MemoryError()
         memset(self.sessions, 0, n * sizeof(Session))
         # Each map sized as it would have grown to n entries.
         if self.kind == LBCORE:
-            self.mask = 1
-            while self.mask + 1 < 2 * <size_t>n:
-                self.mask = 2 * self.mask + 1
-            self.slots = <int32_t*>PyMem_Malloc((self.mask + 1) * sizeof(int32_t))
-            memset(self.slots, 0xFF, (self.mask + 1) * sizeof(int32_t))
+            self.table = SessionTable(86400, n)
         elif self.kind == CYKHASH:
             self.kh = kh_init_int64toint64map()
             kh_resize_int64toint64map(self.kh, <uint32_t>(n / 0.77) + 1)
@@ -94,23 +99,25 @@ cdef class Candidate:
         for i in range(n):
             self.sessions[i].endpoint = <int32_t>(i % 100)
             self._insert(splitmix64(&self.state), <int32_t>i)
-            self.order[i] = i
+            self.where[i] = i
         for i in range(n - 1, 0, -1):  # Fisher-Yates
             j = <Py_ssize_t>(splitmix64(&self.state) % <uint64_t>(i + 1))
-            self.order[i], self.order[j] = self.order[j], self.order[i]
+            self.where[i], self.where[j] = self.where[j], self.where[i]
+        for i in range(n):
+            self.probe[self.where[i]] = self.sessions[i].key
 
     def __dealloc__(self):
         PyMem_Free(self.sessions)
-        PyMem_Free(self.order)
-        PyMem_Free(self.slots)
+        PyMem_Free(self.probe)
+        PyMem_Free(self.where)
         if self.kh != NULL:
             kh_destroy_int64toint64map(self.kh)
 
     cdef inline int32_t _find(self, uint64_t key) noexcept:
         cdef uint32_t k
         cdef Result found
-        if self.kind == LBCORE:
-            return self.slots[slot_of(self.slots, self.mask, self.sessions, key)]
+        if self.kind == LBCORE:  # the session is in the map: its endpoint, not an id
+            return self.table.lookup(key, 0.0)
         if self.kind == CYKHASH:
             k = kh_get_int64toint64map(self.kh, <int64_t>key)
             return -1 if k == self.kh.n_buckets else <int32_t>self.kh.vals[k]
@@ -122,7 +129,7 @@ cdef class Candidate:
         cdef uint32_t k
         self.sessions[id].key = key
         if self.kind == LBCORE:
-            self.slots[slot_of(self.slots, self.mask, self.sessions, key)] = id
+            self.table.add(key, self.sessions[id].endpoint, 0.0)
         elif self.kind == CYKHASH:
             k = kh_put_int64toint64map(self.kh, <int64_t>key, &ret)
             self.kh.vals[k] = id
@@ -132,7 +139,7 @@ cdef class Candidate:
 
     cdef inline void _delete(self, uint64_t key) noexcept:
         if self.kind == LBCORE:
-            slot_delete(self.slots, self.mask, self.sessions, slot_of(self.slots, self.mask, self.sessions, key))
+            self.table._remove(find_slot(self.table.buckets, self.table.nbuckets, key))
         elif self.kind == CYKHASH:
             kh_del_int64toint64map(self.kh, kh_get_int64toint64map(self.kh, <int64_t>key))
         else:
@@ -140,13 +147,29 @@ cdef class Candidate:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    def hits(self, Py_ssize_t count):
-        """count lookups of present keys in random order, each reading its session."""
+    def hits(self, Py_ssize_t count, bint chained=False):
+        """count lookups of present keys in random order, each refreshing its session's
+        last use and reading its endpoint, as an Affinity hit does.  The keys are read
+        in sequence (as a key arrives with its request), so only the map and the session
+        it leads to can miss the cache.  chained: each lookup waits for the one before
+        (its key's position depends on the endpoint found), which measures the latency
+        of a hit rather than how many the CPU overlaps, as a pick called from Python
+        sees it."""
         cdef Py_ssize_t j, i = 0
         cdef int64_t total = 0
+        cdef int32_t endpoint
+        cdef Session* session
         for j in range(count):
-            total += self.sessions[self._find(self.sessions[self.order[i]].key)].endpoint
+            if self.kind == LBCORE:  # SessionTable.lookup refreshes the last use itself
+                endpoint = self._find(self.probe[i])
+            else:
+                session = &self.sessions[self._find(self.probe[i])]
+                session.last_use = 1.0
+                endpoint = session.endpoint
+            total += endpoint
             i += 1
+            if chained:
+                i += endpoint >> 31  # endpoint >= 0: adds nothing, but only once it is known
             if i == self.n:
                 i = 0
         return total
@@ -161,21 +184,23 @@ cdef class Candidate:
             id = <int32_t>self.oldest
             self._delete(self.sessions[id].key)
             self._insert(splitmix64(&self.state), id)
+            self.probe[self.where[id]] = self.sessions[id].key
             self.oldest += 1
             if self.oldest == self.n:
                 self.oldest = 0
         return self.n
 
     def map_bytes(self):
-        """Bytes the map itself holds now (the sessions are the same for every candidate)."""
+        """Bytes the map and its sessions hold now."""
         if self.kind == LBCORE:
-            return (self.mask + 1) * sizeof(int32_t)
+            return self.table.nbuckets * sizeof(Bucket)
         if self.kind == CYKHASH:
             # keys and values 8 bytes each, 2 flag bits per bucket (khash __ac_fsize)
-            return self.kh.n_buckets * 16 + max(self.kh.n_buckets >> 4, 1) * 4
-        return self.presh.length * 16  # Cell: key + void*
+            return self.kh.n_buckets * 16 + max(self.kh.n_buckets >> 4, 1) * 4 + self.n * sizeof(Session)
+        return self.presh.length * 16 + self.n * sizeof(Session)  # Cell: key + void*
 
     def check(self):
-        """Every session's key finds its own id."""
+        """Every session's key finds its own id (lbcore: its own endpoint)."""
         for i in range(self.n):
-            assert self._find(self.sessions[i].key) == i, (KINDS[self.kind], i)
+            found = self._find(self.sessions[i].key)
+            assert found == (self.sessions[i].endpoint if self.kind == LBCORE else i), (KINDS[self.kind], i)

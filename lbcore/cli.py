@@ -35,9 +35,9 @@ import sys
 from typing import Callable, Sequence
 
 from .errors import ConfigError, LbcoreError
-from .models import SCHEDULERS, Endpoint, Service, usable_endpoints
+from .models import SCHEDULERS, Endpoint, HealthCheck, Service, usable_endpoints
 
-__all__ = ["main", "COMMANDS", "EXIT_BAD_INPUT", "check_table"]
+__all__ = ["main", "COMMANDS", "EXIT_BAD_INPUT", "check_table", "describe_check"]
 
 #: Exit status for bad input: the files (or the command line, as argparse does).
 EXIT_BAD_INPUT = 2
@@ -110,12 +110,37 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def describe_check(check: HealthCheck) -> str:
+    """A health check in one line, as `lbcore check` prints it.
+
+    >>> describe_check(HealthCheck("http", path="/healthz", port=8081, jitter=0.1))
+    'http GET /healthz, statuses 200-399, port 8081, every 2s ±10%, timeout 1s, rise 2, fall 3'
+    >>> describe_check(HealthCheck(send="PING\\r\\n", expect="+PONG", initial="unhealthy"))
+    "tcp send b'PING\\\\r\\\\n' expect b'+PONG', every 2s, timeout 1s, rise 2, fall 3, new endpoints start unhealthy"
+    """
+    if check.type == "http":
+        low, high = check.statuses  # type: ignore[misc]  # always set for http
+        what = f"http GET {check.path}" + (f" Host {check.host}" if check.host else "")
+        what += f", statuses {low}-{high}" if low != high else f", status {low}"
+    else:
+        what = "tcp " + (" ".join(f"{name} {value!r}" for name, value in (("send", check.send), ("expect", check.expect))
+                                  if value is not None) or "connect")
+    parts = [what]
+    if check.port is not None:
+        parts.append(f"port {check.port}")
+    parts.append(f"every {check.interval:g}s" + (f" ±{check.jitter:.0%}" if check.jitter else ""))
+    parts.append(f"timeout {check.timeout:g}s, rise {check.rise}, fall {check.fall}")
+    if check.initial == "unhealthy":
+        parts.append("new endpoints start unhealthy")
+    return ", ".join(parts)
+
+
 def check_table(services: Sequence[Service]) -> str:
     """The `lbcore check` table: a row per endpoint, the service's columns on its first row.
 
     TAKES NEW says whether an endpoint gets new connections: ready ones do, serving and
     terminating ones only while no endpoint is ready (kube-proxy's fallback), weight 0
-    never.
+    never.  Each service with a health check gets a line after the table.
 
     >>> from lbcore import Endpoint, Service
     >>> print(check_table([Service("web", "10.96.0.10", 80, scheduler="wrr",
@@ -144,6 +169,8 @@ def check_table(services: Sequence[Service]) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.append(f"{_count(len(services), 'service')}, {_count(endpoints, 'endpoint')}, {taking} taking new connections")
+    lines.extend(f"health check of {service.name}: {describe_check(service.health_check)}"
+                 for service in services if service.health_check is not None)
     return "\n".join(lines) + "\n"
 
 

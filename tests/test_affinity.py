@@ -87,16 +87,19 @@ def test_expires_when_idle_for_timeout(impl):
     a._check()
 
 
-def test_insert_reclaims_expired_sessions_at_the_stale_end(impl):
+def test_a_rebuild_reclaims_expired_sessions(impl):
+    # No timer and no order of last use: an expired session stays until a lookup finds
+    # it, the eviction window passes it, or the table is rebuilt at its load limit (16
+    # sessions in a new table's 8 buckets, lbcore._pure.session_table.INITIAL_BUCKETS).
     a, clock = sticky(impl, eps(3), timeout=10)
-    for i in range(5):
+    for i in range(16):
         a.pick(i)
         clock.now += 1
-    clock.now += 7.5  # sessions 0..2 idle >= 10 s, 3 and 4 not
+    clock.now += 0.5  # sessions 0..6 idle >= 10 s, 7..15 not
     a._check()
-    assert len(a._sessions()) == 5  # lazily: nothing runs until the next insert
+    assert len(a._sessions()) == 16  # lazily: nothing runs until the load limit
     a.pick("new")
-    assert session_keys(a) == [key_hash(3), key_hash(4), key_hash("new")]
+    assert session_keys(a) == [key_hash(i) for i in range(7, 16)] + [key_hash("new")]
     a._check()
 
 
@@ -117,16 +120,52 @@ def test_default_clock_is_the_coarse_monotonic_clock(impl):
 # ---- the bound --------------------------------------------------------------------------
 
 def test_full_table_evicts_the_least_recently_used(impl):
+    # Up to 8 sessions the eviction window holds them all: exact LRU.  The clock moves
+    # between picks because no order of use is kept: sessions with the same last use
+    # are told apart by slot, not by which was used first.
     a, clock = sticky(impl, eps(10), max_entries=3)
-    picked = {key: a.pick(key) for key in ("a", "b", "c")}
-    clock.now += 1
+    picked = {}
+    for key in ("a", "b", "c"):
+        picked[key] = a.pick(key)
+        clock.now += 1
     assert a.pick("a") == picked["a"]  # a is now the most recent; b the stalest
+    clock.now += 1
     a.pick("d")
     assert session_keys(a) == [key_hash(k) for k in ("c", "a", "d")]
+    clock.now += 1
     a.pick("e")
     assert session_keys(a) == [key_hash(k) for k in ("a", "d", "e")]
     assert a.pick("a") == picked["a"]
     assert a.pick("c") != picked["c"]  # evicted: round robin moved on
+    a._check()
+
+
+def test_a_full_table_never_evicts_a_client_that_keeps_coming_back(impl):
+    # A flood of new keys against 100 sessions: each eviction takes the stalest of the 8
+    # sessions the window passes, and a key used at every step is never the stalest.
+    a, clock = sticky(impl, eps(10), max_entries=100)
+    mine = a.pick("regular")
+    for i in range(1000):
+        clock.now += 1
+        a.pick(f"flood-{i}")
+        assert a.pick("regular") == mine
+    sessions = a._sessions()
+    assert len(sessions) == 100 and sessions[-1] == (key_hash("regular"), mine, clock.now)
+    a._check()
+
+
+def test_eviction_takes_the_stalest_of_eight_sessions(impl):
+    # Never one of the 7 most recently used: each of them is newer than the victim.
+    a, clock = sticky(impl, eps(10), max_entries=50)
+    for i in range(50):
+        a.pick(i)
+        clock.now += 1
+    for i in range(50, 300):
+        before = {key: last_use for key, _, last_use in a._sessions()}
+        a.pick(i)
+        (victim,) = set(before) - {key for key, _, _ in a._sessions()}
+        assert sum(last_use > before[victim] for last_use in before.values()) >= 7
+        clock.now += 1
     a._check()
 
 

@@ -4,7 +4,7 @@
 # A hit stays in C from pick() to the returned endpoint: hash_key (XXH64 of the key),
 # the default clock read with clock_gettime(CLOCK_MONOTONIC_COARSE) (4 ns; the precise
 # CLOCK_MONOTONIC costs 26 ns and a Python callable 40 ns, and TTLs are whole seconds),
-# one slot-map probe and relink in the SessionTable, and the wrapped balancer is only
+# the probe of one 64-byte bucket of the SessionTable, and the wrapped balancer is only
 # told of the placement through its C-level _count, so it never picks on a hit.  A miss
 # calls the wrapped balancer's C-level _pick_index with the same key hash, so over
 # Maglev a new key lands where the consistent hash puts it.
@@ -62,8 +62,10 @@ cdef class Affinity(Balancer):
     Over `Maglev` this is consistent-hash affinity with a TTL: new keys follow the
     hash, live sessions keep their endpoint across endpoint-set changes.
 
-    At most ``max_entries`` sessions are held; when full, the least recently used is
-    evicted.  ``clock`` (seconds, never going back) defaults to the coarse monotonic
+    At most ``max_entries`` sessions are held.  When full, a new session evicts the
+    least recently used of the next 8 sessions a hand sweeping the table passes (all of
+    them, so exact LRU, up to 8 sessions); a hit costs one cache line, with no order of
+    last use to relink (lbcore._pure.session_table).  ``clock`` (seconds, never going back) defaults to the coarse monotonic
     clock; tests inject one.  A key is needed: ``pick()`` without one raises TypeError
     (a session cannot stick to nothing; ``.balancer.pick()`` picks without one).
 

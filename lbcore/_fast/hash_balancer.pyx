@@ -41,24 +41,39 @@ cdef class _HashPicker:
         self.slots = <const int32_t*>resolved.data.as_ints
 
 
-cdef array _resolve_fallback(array table, list entries, set usable):
+cdef array _resolve_fallback(array table, list entries, list pickable):
     # lbcore._pure.hash_balancer._resolve_fallback: an unusable owner hands its slot to
-    # the owner of the next usable slot.  Two backward laps give every slot the first
-    # usable slot after it, wrapping.
-    cdef Py_ssize_t size = len(table), s
-    cdef array targets = array("i", [i if i in usable else -1 for i in entries])
+    # the owner of the next usable slot.  One backward lap, started from the first
+    # usable slot's target (where the slots after the last usable one wrap to), gives
+    # every slot the first usable slot after it: the pure twin's two laps in one.
+    cdef Py_ssize_t size = len(table), n = len(entries), s, i
+    cdef array usable = clone(_INDEX_ARRAY, n, zero=True)
+    cdef array targets = clone(_INDEX_ARRAY, n, zero=False)
+    cdef int32_t* is_usable = <int32_t*>usable.data.as_ints
+    cdef int32_t* target = <int32_t*>targets.data.as_ints
     cdef const int32_t* owner = <const int32_t*>table.data.as_ints
-    cdef const int32_t* target = <const int32_t*>targets.data.as_ints
-    cdef array resolved = clone(_INDEX_ARRAY, size, zero=False)
-    cdef int32_t* out = <int32_t*>resolved.data.as_ints
-    cdef int32_t nearest = -1, t
-    for s in range(2 * size - 1, -1, -1):
-        t = target[owner[s - size if s >= size else s]]
+    cdef array resolved
+    cdef int32_t* out
+    cdef int32_t nearest = -1, t, index
+    for i in pickable:
+        is_usable[i] = 1
+    for i in range(n):
+        index = entries[i]
+        target[i] = index if is_usable[index] else -1
+    for s in range(size):
+        if target[owner[s]] >= 0:
+            nearest = target[owner[s]]
+            break
+    if nearest < 0:
+        return clone(_INDEX_ARRAY, 0, zero=False)
+    resolved = clone(_INDEX_ARRAY, size, zero=False)
+    out = <int32_t*>resolved.data.as_ints
+    for s in range(size - 1, -1, -1):
+        t = target[owner[s]]
         if t >= 0:
             nearest = t
-        if s < size:
-            out[s] = nearest
-    return resolved if nearest >= 0 else clone(_INDEX_ARRAY, 0, zero=False)
+        out[s] = nearest
+    return resolved
 
 
 cdef class HashBalancer(Balancer):
@@ -87,7 +102,7 @@ cdef class HashBalancer(Balancer):
             table_key, entries = self._layout(endpoints)
             table = old.table if old.table_key == table_key else self._populate(table_key)
         self._picker = _HashPicker(endpoints, table_key, table, entries,
-                                   _resolve_fallback(table, entries, set(pickable)))
+                                   _resolve_fallback(table, entries, pickable))
         return 0
 
     @cython.boundscheck(False)

@@ -42,7 +42,7 @@ cdef class Maglev(HashBalancer):
         check_maglev_fit(self.table_size, len(endpoints))
         addresses = [e.address for e in endpoints]
         entries = sorted(range(len(endpoints)), key=addresses.__getitem__)
-        table_key = tuple([(addresses[i], max(endpoints[i].weight, 1)) for i in entries])
+        table_key = tuple([(addresses[i], endpoints[i].weight or 1) for i in entries])  # weight 0 as 1
         return table_key, entries
 
     cdef array _populate(self, object table_key):

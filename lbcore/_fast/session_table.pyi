@@ -1,2 +1,2 @@
 # The compiled twin has the pure twin's types.
-from lbcore._pure.affinity import SessionTable as SessionTable
+from lbcore._pure.session_table import SessionTable as SessionTable

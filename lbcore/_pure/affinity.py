@@ -1,14 +1,16 @@
 """Sticky sessions with a TTL over any balancer (``Affinity``), pure-Python twin.
 
-Compiled twin: lbcore/_fast/affinity.pyx, with its table in _session_table.pyx.
+Compiled twin: lbcore/_fast/affinity.pyx, with its table in session_table.pyx.
 
 kube-proxy's userspace ClientIP affinity (pkg/proxy/userspace/roundrobin.go
 ``NextEndpoint``): a key used again less than ``timeout`` seconds after its last use goes
 to the same endpoint, and the use refreshes the TTL; otherwise the wrapped balancer
 picks and the choice is stored.  Where lbcore differs, on purpose:
 
-- the table is bounded by ``max_entries``: when it is full the least recently used
-  session is evicted (kube-proxy's Go map grows without bound);
+- the table is bounded by ``max_entries``: when it is full a new session evicts the
+  least recently used of 8 sessions taken in turn by a hand that sweeps the table
+  (kube-proxy's Go map grows without bound; lbcore._pure.session_table says why not
+  exact LRU);
 - a session dies as soon as its endpoint leaves the set, is quiesced (weight 0), is not
   usable by condition, or is marked failed (kube-proxy's ``removeStaleAffinity`` drops
   only removed endpoints; kubernetes#110302: a client kept hitting a failed endpoint);
@@ -17,7 +19,8 @@ picks and the choice is stored.  Where lbcore differs, on purpose:
   n²/2**65 (3e-8 at a million keys).
 
 Expired sessions are reclaimed lazily, with no timer: a lookup that finds one drops it,
-and each insertion first drops the expired sessions at the stale end of the table.
+the eviction window takes the stalest first, and a rebuild of the table (at its load
+limit) drops them all.
 """
 
 from __future__ import annotations
@@ -67,8 +70,10 @@ class Affinity(Balancer):
     Over `Maglev` this is consistent-hash affinity with a TTL: new keys follow the
     hash, live sessions keep their endpoint across endpoint-set changes.
 
-    At most ``max_entries`` sessions are held; when full, the least recently used is
-    evicted.  ``clock`` (seconds, never going back) defaults to the coarse monotonic
+    At most ``max_entries`` sessions are held.  When full, a new session evicts the
+    least recently used of the next 8 sessions a hand sweeping the table passes (all of
+    them, so exact LRU, up to 8 sessions); a hit costs one cache line, with no order of
+    last use to relink (lbcore._pure.session_table).  ``clock`` (seconds, never going back) defaults to the coarse monotonic
     clock; tests inject one.  A key is needed: ``pick()`` without one raises TypeError
     (a session cannot stick to nothing; ``.balancer.pick()`` picks without one).
 

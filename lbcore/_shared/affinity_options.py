@@ -22,14 +22,14 @@ __all__ = [
     "session_remap",
 ]
 
-#: Sessions one Affinity holds at most before the stalest is evicted.  2**18 entries
-#: cost at most ~11 MB in the compiled table (~42 bytes each, allocated as clients
+#: Sessions one Affinity holds at most before one is evicted.  2**18 sessions cost at
+#: most 8 MiB in the compiled table (32 bytes each when full, allocated as clients
 #: arrive), so a flood of spoofed source addresses or random cookies cannot grow a
 #: process without bound, while a quarter of a million clients idle less than the
 #: timeout keep their endpoint (kube-proxy's iptables mode keeps 100 per endpoint:
 #: xt_recent ip_list_tot).
 DEFAULT_MAX_ENTRIES = 1 << 18
-#: Session ids are 32-bit in the compiled table.
+#: The compiled table maps 32 bits of the key hash onto its max_entries / 2 buckets.
 MAX_ENTRIES_LIMIT = 2**31 - 1
 
 NO_KEY = (

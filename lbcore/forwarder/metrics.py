@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import http_server
 from ..http_server import HttpServer, prometheus_route, serve
+from .health import health_metrics
 
 __all__ = ["parse_listen", "serve_metrics"]
 
@@ -55,7 +56,8 @@ def _collector(forwarder: Any) -> Any:
                 key: CounterMetricFamily(f"lbcore_forwarder_{key}", text, labels=["service"])
                 for key, text in _SERVICE_COUNTERS
             }
-            for name, service in forwarder.stats().items():
+            stats = forwarder.stats()
+            for name, service in stats.items():
                 for key, family in per_service.items():
                     family.add_metric([name], service[key])
                 for address, endpoint in service["endpoints"].items():
@@ -67,6 +69,7 @@ def _collector(forwarder: Any) -> Any:
             yield failed
             yield from counters.values()
             yield from per_service.values()
+            yield from health_metrics(stats)
 
     return ForwarderCollector()
 

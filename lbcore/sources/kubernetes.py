@@ -23,8 +23,10 @@ document manifest, or the items of any ``List``, mapped the way kube-proxy maps 
 - ``sessionAffinity: ClientIP`` gives ``affinity_timeout`` from
   ``sessionAffinityConfig.clientIP.timeoutSeconds`` (default 10800).
 - The ``lbcore.io/scheduler`` annotation picks the scheduler (default ``rr``, as
-  kube-proxy's IPVS mode); any other ``lbcore.io/`` annotation is an error, so a typo
-  cannot go unnoticed.
+  kube-proxy's IPVS mode); ``lbcore.io/health-check`` holds a ``health_check`` block of
+  lbcore's format as JSON (``{"type": "http", "path": "/healthz"}``), for every port of
+  the Service; any other ``lbcore.io/`` annotation is an error, so a typo cannot go
+  unnoticed.
 - Skipped on purpose, each with a note (never silently), as kube-proxy skips them:
   headless Services (``clusterIP: None``), ``type: ExternalName``, Services labelled
   ``service.kubernetes.io/service-proxy-name`` (another proxy owns them), FQDN slices.
@@ -41,17 +43,20 @@ the fields that are read are checked for type and value.
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple
 
 from ..errors import ConfigError
-from ..models import DEFAULT_AFFINITY_TIMEOUT, Endpoint, Service
+from ..models import DEFAULT_AFFINITY_TIMEOUT, Endpoint, HealthCheck, Service
 from ._build import STAND_IN_IP, build
 from ._problems import MISSING, Problems, type_name, unknown_key
 from ._unique import Located, check_unique
+from .native import health_check_from
 
 __all__ = [
     "SCHEDULER_ANNOTATION",
+    "HEALTH_CHECK_ANNOTATION",
     "SERVICE_NAME_LABEL",
     "PROXY_NAME_LABEL",
     "is_kubernetes",
@@ -61,8 +66,10 @@ __all__ = [
 
 #: The annotation that picks a Service's scheduler (an ipvsadm name; default ``rr``).
 SCHEDULER_ANNOTATION = "lbcore.io/scheduler"
+#: The annotation that holds a Service's health check: lbcore's ``health_check`` block as JSON.
+HEALTH_CHECK_ANNOTATION = "lbcore.io/health-check"
 _ANNOTATION_PREFIX = "lbcore.io/"
-_ANNOTATIONS = (SCHEDULER_ANNOTATION,)
+_ANNOTATIONS = (SCHEDULER_ANNOTATION, HEALTH_CHECK_ANNOTATION)
 #: discovery.k8s.io/v1 ``LabelServiceName``: joins a slice to its Service.
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 #: A Service with this label belongs to another proxy; kube-proxy's informers skip it.
@@ -159,6 +166,7 @@ class _ServiceObject:
     ports: list[tuple[str, str, str, object]] = field(default_factory=list)
     scheduler: object = "rr"
     affinity_timeout: int | None = None
+    health_check: HealthCheck | None = None
     #: A problem was reported: the model still checks the rest, but nothing maps.
     failed: bool = False
 
@@ -316,6 +324,22 @@ def _read_annotations(annotations: dict, reader: _Reader, service: _ServiceObjec
             reader.report(f"metadata.annotations[{key}]", value,
                           unknown_key(key, _ANNOTATIONS, "is not an lbcore annotation"))
     service.scheduler = annotations.get(SCHEDULER_ANNOTATION, "rr")  # the model checks it
+    text = annotations.get(HEALTH_CHECK_ANNOTATION)
+    if text is not None:
+        path = f"metadata.annotations[{HEALTH_CHECK_ANNOTATION}]"
+        if not isinstance(text, str):
+            reader.report(path, text, "must be a string holding a JSON object (annotations are strings)")
+            return
+        try:
+            block = json.loads(text)
+        except ValueError as error:
+            reader.report(path, text, f"is not JSON ({error}); give the health_check block as a JSON object")
+            return
+        if not isinstance(block, dict):
+            reader.report(path, text, 'must be a JSON object of health check fields, e.g. {"type": "http", "path": "/healthz"}')
+            return
+        service.health_check, good = health_check_from(block, reader.problems, reader.where, path)
+        reader.failed = reader.failed or not good
 
 
 def _read_affinity(spec: dict, reader: _Reader, service: _ServiceObject) -> None:
@@ -426,6 +450,7 @@ def _services(service: _ServiceObject, slices: list[_Slice], problems: Problems)
                 "name": name if rank == 0 else f"{name}.ipv{family}", "vip": vip, "port": number,
                 "protocol": protocol.lower(), "scheduler": service.scheduler,
                 "affinity_timeout": service.affinity_timeout,
+                "health_check": service.health_check,
                 "endpoints": _endpoints(family, port_name, protocol, slices),
             }
             # Where each model field came from, so a problem names the Kubernetes field.
