@@ -9,6 +9,10 @@ kube-proxy's semantics (reference/nodes-and-fleets.md §3).
   except that it is full after any failure (the kernel may hold part of a failed
   apply) and once per ``sync_period``.
 - A failed sync keeps its changes pending and is retried with backoff (`runner`).
+- Active health (`lbcore.health`): for the kernel's data planes the agent checks the
+  endpoints of every Service that has a ``health_check`` and carries an unhealthy one at
+  weight 0 (`inhibit_unhealthy`); a change of health is a pending endpoint change like
+  any other.  The forward sink leaves the checks to the forwarder, which runs its own.
 - Health, as kube-proxy's ``/healthz``: unhealthy while a change has waited longer than
   2 × ``sync_period``.  lbcore counts two more things as waiting: the first sync while
   it has not happened, and a source out of contact (changes may be waiting behind it
@@ -24,8 +28,9 @@ import time
 from typing import Callable, Sequence
 
 from ..errors import LbcoreError
+from ..health import EndpointHealth, HealthMonitor, inhibit_unhealthy
 from ..http_server import Reply
-from ..models import Service
+from ..models import Endpoint, Service
 from ..sources.live import LiveSource, Snapshot
 from .metrics import AgentMetrics
 from .runner import BoundedFrequencyRunner
@@ -69,6 +74,8 @@ class Agent:
             min_interval=min_sync_period, max_interval=sync_period, clock=clock
         )
         self.metrics = AgentMetrics()
+        #: the active checks, for a sink that does not run its own (the forwarder does)
+        self.checks = None if sink.mode == "forward" else HealthMonitor(on_change=self._health_changed)
         self._wake = asyncio.Event()
         #: what the last successful sync applied; None: the next sync is full
         self.applied: tuple[Service, ...] | None = None
@@ -115,6 +122,16 @@ class Agent:
         for kind, gauge in self.metrics.pending.items():
             gauge.set(sum(1 for _, k in pending.values() if k == kind))
 
+    def _health_changed(self, name: str, endpoint: Endpoint, state: EndpointHealth) -> None:
+        """An endpoint's health moved: its Service is to be synced again."""
+        log.info("%s: %s is %s (%s)", name, endpoint.address,
+                 "healthy" if state.healthy else "unhealthy", state.why or "checked")
+        self.tracker.note(name, self._clock(), "endpoint")
+        self.metrics.last_queued.set(self._wall_clock())
+        self._count_changes()
+        self.runner.request()
+        self._wake.set()
+
     def check_contact(self) -> None:
         """Note each source's contact: since when it has been out of touch, if it is."""
         now = self._clock()
@@ -144,6 +161,9 @@ class Agent:
         full = self.applied is None or self._clock() - self._last_full >= self.sync_period
         kind = "full" if full else "partial"
         services = self.tracker.services()
+        if self.checks is not None:
+            self.checks.update(services)
+            services = tuple(inhibit_unhealthy(services, self.checks.checkers))
         taken = self.tracker.take()
         start = self._clock()
         try:
@@ -183,6 +203,8 @@ class Agent:
 
     async def run(self) -> None:
         """Watch every source and sync, until cancelled."""
+        if self.checks is not None:
+            self.checks.start()
         tasks = [asyncio.create_task(self._watch(source)) for source in self.sources]
         tasks.append(asyncio.create_task(self._watch_contact()))
         tasks.append(asyncio.create_task(self.runner.run_forever(self.sync, self._wake)))
@@ -196,6 +218,8 @@ class Agent:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self._applying is not None:  # a sync cut short: its apply ends first
                 await asyncio.gather(self._applying, return_exceptions=True)
+            if self.checks is not None:
+                await self.checks.stop()
 
     # -- health ---------------------------------------------------------------------------
 

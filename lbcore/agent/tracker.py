@@ -107,6 +107,11 @@ class ChangeTracker:
         self._services = tuple(merged.values())
         return changed
 
+    def note(self, name: str, seen: float, kind: str) -> None:
+        """Something outside the sources changed ``name`` (its endpoints' health)."""
+        if name in self._current:
+            self._note(name, seen, kind)
+
     def _note(self, name: str, seen: float, kind: str) -> None:
         self.total[kind] += 1
         first = self.pending.get(name)

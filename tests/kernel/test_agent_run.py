@@ -143,3 +143,23 @@ def test_nft_mode_follows_the_file_keeps_its_table_on_sigterm_and_cleans_up(ns, 
     assert cleanup.wait(timeout=30) == 0, cleanup.stderr.read()
     assert "lbcore" not in ns.run("nft", "list", "tables").stdout
     assert answer(ns) == "80 127.0.0.1"
+
+
+def test_active_health_takes_a_dead_endpoint_out_of_the_kernel_and_brings_it_back(ns, tmp_path):
+    # The checks run in the agent's process, in the namespace, against the same addresses
+    # the kernel sends connections to.  18009 has no server at first.
+    config = tmp_path / "services.yaml"
+    config.write_text(
+        f"services:\n- name: web\n  vip: {VIP}\n  port: 80\n"
+        "  health_check: {interval: 0.2, timeout: 0.1, rise: 1, fall: 1}\n"
+        "  endpoints: [{ip: 127.0.0.1, port: 18001}, {ip: 127.0.0.1, port: 18009}]\n")
+    process = start(ns, "--source", str(config), "--mode", "nft", "--min-sync-period", "0")
+    try:
+        # Without the check half of these would be refused; with it, none is.
+        until(lambda: set(ns.connect(VIP, 80, [None] * 20)) == {"18001 127.0.0.1"})
+        ns.serve("127.0.0.1:18009")
+        until(lambda: {a.split()[0] for a in ns.connect(VIP, 80, [None] * 40)} == {"18001", "18009"})
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
+    assert "web: 127.0.0.1:18009 is unhealthy" in err and "web: 127.0.0.1:18009 is healthy" in err
