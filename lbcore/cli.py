@@ -11,6 +11,7 @@
     lbcore render nft FILE... [--diff OLD] [--fallback] [--family 4|6]
                                                             nft -f input
     lbcore forward FILE... [--connect-timeout S] ...        the userspace forwarder
+    lbcore run --source SOURCE... --mode MODE [options]     the node agent (kube-proxy's loop)
     lbcore simulate [--trace FILE] [--endpoints N] [--event E]... [--schedulers LIST]
                                                             replay traffic through schedulers
     lbcore demo                                             every scheduler on 127.0.0.1
@@ -386,6 +387,76 @@ def _forward(args: argparse.Namespace) -> int:
     return forwarder.run(load, **options)
 
 
+# -- run -------------------------------------------------------------------------------
+
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "run", help="run the node agent: keep the kernel (or the forwarder) in step with the sources",
+        description="Watch the sources and keep the data plane carrying their services, as "
+        "kube-proxy does: changes coalesced, syncs at least --min-sync-period apart (a burst "
+        "of 2), partial syncs, a full sync at start (stale rules removed), after a failure "
+        "and every --sync-period.  /healthz and /livez on --healthz-bind-address, Prometheus "
+        "/metrics on --metrics-bind-address.  SIGTERM leaves the rules in place unless "
+        "--cleanup-on-exit.",
+    )
+    parser.add_argument(
+        "--source", action="append", metavar="SOURCE", default=[],
+        help="etcd://HOST:PORT[,HOST:PORT...]/PREFIX, kubernetes, or a file or directory of "
+        "lbcore YAML / Kubernetes dumps; repeat for several (on a clash the first listed wins)",
+    )
+    parser.add_argument("--mode", required=True, choices=("nft", "iptables", "ipvs", "forward"),
+                        help="the data plane: nftables, iptables + ipset, IPVS, or the userspace forwarder")
+    parser.add_argument("--min-sync-period", type=float, default=1.0, metavar="SECONDS",
+                        help="at least this long between syncs, after a burst of 2 (default 1; 0: no limit)")
+    parser.add_argument("--sync-period", type=float, default=3600.0, metavar="SECONDS",
+                        help="a full sync at least this often; /healthz fails when a change waits "
+                        "twice as long (default 3600)")
+    # kube-proxy's ports; the defaults live in lbcore.agent.run (not imported before it runs)
+    parser.add_argument("--healthz-bind-address", metavar="IP:PORT",
+                        help="where /healthz and /livez answer (default 127.0.0.1:10256)")
+    parser.add_argument("--metrics-bind-address", metavar="IP:PORT",
+                        help="where /metrics answers (default 127.0.0.1:10249)")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="remove everything lbcore owns in the mode's data plane and exit")
+    parser.add_argument("--cleanup-on-exit", action="store_true",
+                        help="on SIGTERM, remove everything lbcore owns before exiting")
+    parser.add_argument("--kubeconfig", metavar="PATH",
+                        help="the kubernetes source's cluster (default: in-cluster)")
+    parser.add_argument("--fallback", action="store_true",
+                        help="iptables and nft modes: run what they cannot (iptables: lc, wlc, dh, sh, "
+                        "mh; nft: lc, wlc) by the documented fallback instead of refusing it")
+    parser.add_argument("--interface", metavar="NAME",
+                        help="ipvs mode: the dummy interface for the VIPs (default lbcore-ipvs0)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log each change's network programming time")
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    from .agent import run
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s")
+    sink_options: dict = {}
+    if args.fallback:
+        if args.mode not in ("iptables", "nft"):
+            raise ConfigError("--fallback", True, f"is an iptables and nft mode option, not one of --mode {args.mode}")
+        sink_options["fallback"] = True
+    if args.interface is not None:
+        if args.mode != "ipvs":
+            raise ConfigError("--interface", args.interface, f"is an ipvs mode option, not one of --mode {args.mode}")
+        sink_options["interface"] = args.interface
+    if not args.cleanup and not args.source:
+        raise ConfigError("--source", None, "is required (at least one) unless --cleanup")
+    source_options = {"kubeconfig": args.kubeconfig} if args.kubeconfig else {}
+    addresses = {name: getattr(args, name) for name in ("healthz_bind_address", "metrics_bind_address")
+                 if getattr(args, name) is not None}
+    return run(args.source, args.mode, min_sync_period=args.min_sync_period, sync_period=args.sync_period,
+               cleanup=args.cleanup, cleanup_on_exit=args.cleanup_on_exit,
+               source_options=source_options, sink_options=sink_options, **addresses)
 # -- simulate --------------------------------------------------------------------------
 
 #: lbcore simulate's synthetic-traffic flags: (flag, keyword of lbcore.simulate.synthetic,
@@ -488,7 +559,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 #: The subcommands in help order; each adds its parser and sets ``run``.
-COMMANDS = (_add_check, _add_render, _add_forward, _add_simulate, _add_demo)
+COMMANDS = (_add_check, _add_render, _add_forward, _add_run, _add_simulate, _add_demo)
 
 
 def _parser() -> argparse.ArgumentParser:
