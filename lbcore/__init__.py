@@ -22,13 +22,14 @@ from .balancers import (
 )
 from .errors import ConfigError, LbcoreError, NoEndpointsError
 from .hashing import HASH_SEED, key_hash
-from .models import SCHEDULERS, Endpoint, Service, usable_endpoints
+from .models import SCHEDULERS, Endpoint, HealthCheck, Service, usable_endpoints
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Endpoint",
     "Service",
+    "HealthCheck",
     "SCHEDULERS",
     "usable_endpoints",
     "RoundRobin",

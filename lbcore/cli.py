@@ -11,6 +11,7 @@
     lbcore render nft FILE... [--diff OLD] [--fallback] [--family 4|6]
                                                             nft -f input
     lbcore forward FILE... [--connect-timeout S] ...        the userspace forwarder
+    lbcore run --source SOURCE... --mode MODE [options]     the node agent (kube-proxy's loop)
     lbcore simulate [--trace FILE] [--endpoints N] [--event E]... [--schedulers LIST]
                                                             replay traffic through schedulers
     lbcore demo                                             every scheduler on 127.0.0.1
@@ -34,9 +35,9 @@ import sys
 from typing import Callable, Sequence
 
 from .errors import ConfigError, LbcoreError
-from .models import SCHEDULERS, Endpoint, Service, usable_endpoints
+from .models import SCHEDULERS, Endpoint, HealthCheck, Service, usable_endpoints
 
-__all__ = ["main", "COMMANDS", "EXIT_BAD_INPUT", "check_table"]
+__all__ = ["main", "COMMANDS", "EXIT_BAD_INPUT", "check_table", "describe_check"]
 
 #: Exit status for bad input: the files (or the command line, as argparse does).
 EXIT_BAD_INPUT = 2
@@ -109,12 +110,38 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def describe_check(check: HealthCheck) -> str:
+    """A health check in one line, as `lbcore check` prints it.
+
+    >>> describe_check(HealthCheck("http", path="/healthz", port=8081, jitter=0.1))
+    'http GET /healthz, statuses 200-399, port 8081, every 2s ±10%, timeout 1s, rise 2, fall 3'
+    >>> describe_check(HealthCheck(send="PING\\r\\n", expect="+PONG", initial="unhealthy"))
+    "tcp send b'PING\\\\r\\\\n' expect b'+PONG', every 2s, timeout 1s, rise 2, fall 3, new endpoints start unhealthy"
+    """
+    if check.type == "http":
+        low, high = check.statuses  # type: ignore[misc]  # always set for http
+        what = f"http GET {check.path}" + (f" Host {check.host}" if check.host else "")
+        what += f", statuses {low}-{high}" if low != high else f", status {low}"
+    else:
+        what = "tcp " + (" ".join(f"{name} {value!r}" for name, value in (("send", check.send), ("expect", check.expect))
+                                  if value is not None) or "connect")
+    parts = [what]
+    if check.port is not None:
+        parts.append(f"port {check.port}")
+    parts.append(f"every {check.interval:g}s" + (f" ±{check.jitter:.0%}" if check.jitter else ""))
+    parts.append(f"timeout {check.timeout:g}s, rise {check.rise}, fall {check.fall}")
+    if check.initial == "unhealthy":
+        parts.append("new endpoints start unhealthy")
+    return ", ".join(parts)
+
+
 def check_table(services: Sequence[Service]) -> str:
     """The `lbcore check` table: a row per endpoint, the service's columns on its first row.
 
     TAKES NEW says whether an endpoint gets new connections: ready ones do, serving and
     terminating ones only while no endpoint is ready (kube-proxy's fallback), weight 0
     never.  SCHED shows the scheduler with its ipvsadm flags and its balance factor.
+    Each service with a health check gets a line after the table.
 
     >>> from lbcore import Endpoint, Service
     >>> print(check_table([Service("web", "10.96.0.10", 80, scheduler="wrr",
@@ -145,6 +172,8 @@ def check_table(services: Sequence[Service]) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.append(f"{_count(len(services), 'service')}, {_count(endpoints, 'endpoint')}, {taking} taking new connections")
+    lines.extend(f"health check of {service.name}: {describe_check(service.health_check)}"
+                 for service in services if service.health_check is not None)
     return "\n".join(lines) + "\n"
 
 
@@ -236,8 +265,8 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
     )
     nft.add_argument(
         "--fallback", action="store_true",
-        help="render schedulers nftables cannot run (lc, wlc) by the documented fallback "
-        "(lc as rr, wlc as wrr) instead of refusing them",
+        help="render schedulers nftables cannot run (lc, wlc, p2c, ring; balance_factor) by the "
+        "documented fallback (lc as rr, the others as wrr, the bound dropped) instead of refusing them",
     )
     nft.add_argument(
         "--family", type=int, choices=(4, 6),
@@ -370,6 +399,78 @@ def _forward(args: argparse.Namespace) -> int:
     return forwarder.run(load, **options)
 
 
+# -- run -------------------------------------------------------------------------------
+
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "run", help="run the node agent: keep the kernel (or the forwarder) in step with the sources",
+        description="Watch the sources and keep the data plane carrying their services, as "
+        "kube-proxy does: changes coalesced, syncs at least --min-sync-period apart (a burst "
+        "of 2), partial syncs, a full sync at start (stale rules removed), after a failure "
+        "and every --sync-period.  /healthz and /livez on --healthz-bind-address, Prometheus "
+        "/metrics on --metrics-bind-address.  SIGTERM leaves the rules in place unless "
+        "--cleanup-on-exit.",
+    )
+    parser.add_argument(
+        "--source", action="append", metavar="SOURCE", default=[],
+        help="etcd://HOST:PORT[,HOST:PORT...]/PREFIX, kubernetes, or a file or directory of "
+        "lbcore YAML / Kubernetes dumps; repeat for several (on a clash the first listed wins)",
+    )
+    parser.add_argument("--mode", required=True, choices=("nft", "iptables", "ipvs", "forward"),
+                        help="the data plane: nftables, iptables + ipset, IPVS, or the userspace forwarder")
+    parser.add_argument("--min-sync-period", type=float, default=1.0, metavar="SECONDS",
+                        help="at least this long between syncs, after a burst of 2 (default 1; 0: no limit)")
+    parser.add_argument("--sync-period", type=float, default=3600.0, metavar="SECONDS",
+                        help="a full sync at least this often; /healthz fails when a change waits "
+                        "twice as long (default 3600)")
+    # kube-proxy's ports; the defaults live in lbcore.agent.run (not imported before it runs)
+    parser.add_argument("--healthz-bind-address", metavar="IP:PORT",
+                        help="where /healthz and /livez answer (default 127.0.0.1:10256)")
+    parser.add_argument("--metrics-bind-address", metavar="IP:PORT",
+                        help="where /metrics answers (default 127.0.0.1:10249)")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="remove everything lbcore owns in the mode's data plane and exit")
+    parser.add_argument("--cleanup-on-exit", action="store_true",
+                        help="on SIGTERM, remove everything lbcore owns before exiting")
+    parser.add_argument("--kubeconfig", metavar="PATH",
+                        help="the kubernetes source's cluster (default: in-cluster)")
+    parser.add_argument("--fallback", action="store_true",
+                        help="iptables, ipvs and nft modes: run what they cannot (iptables: lc, wlc, dh, "
+                        "sh, mh, p2c, ring; ipvs: p2c, ring; nft: lc, wlc, p2c, ring; balance_factor in "
+                        "all three) by the documented fallback instead of refusing it")
+    parser.add_argument("--interface", metavar="NAME",
+                        help="ipvs mode: the dummy interface for the VIPs (default lbcore-ipvs0)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log each change's network programming time")
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    from .agent import run
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s")
+    sink_options: dict = {}
+    if args.fallback:
+        if args.mode not in ("iptables", "ipvs", "nft"):
+            raise ConfigError("--fallback", True,
+                              f"is an iptables, ipvs and nft mode option, not one of --mode {args.mode}")
+        sink_options["fallback"] = True
+    if args.interface is not None:
+        if args.mode != "ipvs":
+            raise ConfigError("--interface", args.interface, f"is an ipvs mode option, not one of --mode {args.mode}")
+        sink_options["interface"] = args.interface
+    if not args.cleanup and not args.source:
+        raise ConfigError("--source", None, "is required (at least one) unless --cleanup")
+    source_options = {"kubeconfig": args.kubeconfig} if args.kubeconfig else {}
+    addresses = {name: getattr(args, name) for name in ("healthz_bind_address", "metrics_bind_address")
+                 if getattr(args, name) is not None}
+    return run(args.source, args.mode, min_sync_period=args.min_sync_period, sync_period=args.sync_period,
+               cleanup=args.cleanup, cleanup_on_exit=args.cleanup_on_exit,
+               source_options=source_options, sink_options=sink_options, **addresses)
 # -- simulate --------------------------------------------------------------------------
 
 #: lbcore simulate's synthetic-traffic flags: (flag, keyword of lbcore.simulate.synthetic,
@@ -472,7 +573,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 #: The subcommands in help order; each adds its parser and sets ``run``.
-COMMANDS = (_add_check, _add_render, _add_forward, _add_simulate, _add_demo)
+COMMANDS = (_add_check, _add_render, _add_forward, _add_run, _add_simulate, _add_demo)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ value raises `ConfigError` naming the field and the value, and nothing is half-b
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -18,6 +19,8 @@ from .errors import ConfigError
 __all__ = [
     "Endpoint",
     "Service",
+    "HealthCheck",
+    "HEALTH_CHECK_TYPES",
     "SCHEDULERS",
     "PROTOCOLS",
     "SCHED_FLAGS",
@@ -46,6 +49,9 @@ DEFAULT_AFFINITY_TIMEOUT = 10800
 MAX_AFFINITY_TIMEOUT = 86400
 #: ipvsadm ``-w``: 0 through 2147483647.
 MAX_WEIGHT = 2**31 - 1
+#: What a health check does: ``tcp`` connects (and sends and expects bytes, if told to);
+#: ``http`` sends a GET and reads the status (keepalived's TCP_CHECK and HTTP_GET).
+HEALTH_CHECK_TYPES = ("tcp", "http")
 
 # Service names end up in iptables comments and chain-name hashes: a conservative
 # alphabet (Kubernetes names, namespace/name:port) keeps them from ever carrying quotes,
@@ -249,6 +255,142 @@ def _check_listen(value: object) -> tuple[str, int] | None:
     return (host, port)
 
 
+# The longest check interval anyone means: a day.
+_MAX_CHECK_SECONDS = 86400.0
+# HAProxy ``spread-checks``: "randomly add or remove up to X% of the interval", X <= 50.
+_MAX_JITTER = 0.5
+# What a tcp check sends or expects is a protocol's short greeting, never a payload.
+_MAX_CHECK_BYTES = 4096
+# A path and a host go into the request as they are: visible ASCII only, so nothing
+# in them can end the request line or add a header.
+_PATH_RE = re.compile(r"/[\x21-\x7e]{0,2047}")
+_HOST_RE = re.compile(r"[A-Za-z0-9._:\[\]-]{1,255}")
+_INITIAL_STATES = ("healthy", "unhealthy")
+
+
+def _check_seconds(field_name: str, value: object) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value) or not 0 < value <= _MAX_CHECK_SECONDS:  # type: ignore[arg-type]
+        raise ConfigError(field_name, value, f"must be a number of seconds > 0 and <= {_MAX_CHECK_SECONDS:g}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _check_bytes(field_name: str, value: object) -> bytes:
+    """Bytes as given, or a string's UTF-8 bytes (what a YAML or JSON file holds)."""
+    data = value
+    if isinstance(value, str):
+        try:
+            data = value.encode()
+        except UnicodeEncodeError:
+            raise ConfigError(field_name, value, "is not valid text (a lone surrogate)") from None
+    if not isinstance(data, bytes) or not 1 <= len(data) <= _MAX_CHECK_BYTES:
+        raise ConfigError(field_name, value, f"must be a string or bytes of 1..{_MAX_CHECK_BYTES} bytes")
+    return data
+
+
+def _check_statuses(value: object) -> tuple[int, int]:
+    """``(low, high)`` from ``"200-399"``, ``"204"``, ``204`` or ``[200, 399]``."""
+    parts: object = value
+    if isinstance(value, str):
+        parts = value.split("-")
+        if all(part.strip().isdigit() for part in parts):
+            parts = [int(part) for part in parts]
+    elif type(value) is int:
+        parts = [value]
+    if isinstance(parts, (list, tuple)) and len(parts) == 1:
+        parts = [parts[0], parts[0]]
+    if (
+        not isinstance(parts, (list, tuple)) or len(parts) != 2
+        or not all(type(code) is int and 100 <= code <= 599 for code in parts)
+        or parts[0] > parts[1]
+    ):
+        raise ConfigError("statuses", value, "must be an HTTP status or a range of them: '200-399', 204, [200, 399] (100..599)")
+    return (parts[0], parts[1])
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """How the endpoints of a Service are checked actively (`lbcore.health` runs it).
+
+    ``type`` ``tcp`` passes when the endpoint accepts a connection, and with ``send``
+    and/or ``expect`` when, after ``send`` went out, the bytes ``expect`` come back
+    (keepalived's TCP_CHECK, HAProxy's tcp-check); ``http`` sends ``GET path`` with a
+    ``Host`` header (default: the checked ip:port) and passes on a status in
+    ``statuses`` (``low..high``, default 200..399, as HAProxy's ``http-check``).  A
+    check that takes longer than ``timeout`` fails.  Each endpoint is checked every
+    ``interval`` seconds, give or take ``jitter`` (a fraction of the interval, at most
+    0.5); ``fall`` failures in a row take it out, ``rise`` passes in a row bring it back
+    (HAProxy's defaults: ``inter 2s rise 2 fall 3``).  ``port`` sends the checks to
+    another port of the endpoint's address.  ``initial`` is how an endpoint the checker
+    has not seen before starts: ``healthy`` (it takes connections until ``fall`` checks
+    fail) or ``unhealthy`` (it takes none until ``rise`` checks pass).
+
+    Strings given for ``send`` and ``expect`` are taken as UTF-8 bytes.
+
+    >>> HealthCheck("http", path="/healthz").statuses
+    (200, 399)
+    >>> HealthCheck(send="PING\\r\\n", expect="+PONG").send
+    b'PING\\r\\n'
+    >>> HealthCheck(timeout=3)
+    Traceback (most recent call last):
+    ...
+    lbcore.errors.ConfigError: timeout: 3 is longer than the interval (2s); a check must end before the next is due
+    """
+
+    type: str = "tcp"
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+    jitter: float = 0.0
+    port: int | None = None
+    path: str | None = None
+    host: str | None = None
+    statuses: tuple[int, int] | None = None
+    send: bytes | None = None
+    expect: bytes | None = None
+    initial: str = "healthy"
+
+    def __post_init__(self) -> None:
+        if self.type not in HEALTH_CHECK_TYPES:
+            raise ConfigError("type", self.type, f"is not one of {', '.join(HEALTH_CHECK_TYPES)}")
+        interval = _check_seconds("interval", self.interval)
+        timeout = _check_seconds("timeout", self.timeout)
+        if timeout > interval:
+            # HAProxy bounds a check by its interval too: one check of an endpoint at a time.
+            raise ConfigError(
+                "timeout", self.timeout,
+                f"is longer than the interval ({interval:g}s); a check must end before the next is due",
+            )
+        object.__setattr__(self, "interval", interval)
+        object.__setattr__(self, "timeout", timeout)
+        check_int("rise", self.rise, 1, 2**31 - 1)
+        check_int("fall", self.fall, 1, 2**31 - 1)
+        jitter = self.jitter
+        if type(jitter) not in (int, float) or not 0 <= jitter <= _MAX_JITTER:
+            raise ConfigError("jitter", jitter, f"must be a fraction of the interval in 0..{_MAX_JITTER:g}")
+        object.__setattr__(self, "jitter", float(jitter))
+        if self.port is not None:
+            check_int("port", self.port, 1, 65535)
+        other = "tcp" if self.type == "http" else "http"
+        for name in ("send", "expect") if self.type == "http" else ("path", "host", "statuses"):
+            if getattr(self, name) is not None:
+                raise ConfigError(name, getattr(self, name), f"applies to type {other}, not {self.type}")
+        if self.type == "http":
+            path = "/" if self.path is None else self.path
+            if not isinstance(path, str) or not _PATH_RE.fullmatch(path):
+                raise ConfigError("path", path, "must start with '/' and hold 1..2048 visible ASCII characters")
+            if self.host is not None and not (isinstance(self.host, str) and _HOST_RE.fullmatch(self.host)):
+                raise ConfigError("host", self.host, "must be a host name or address, optionally with :port")
+            object.__setattr__(self, "path", path)
+            object.__setattr__(self, "statuses", (200, 399) if self.statuses is None else _check_statuses(self.statuses))
+        else:
+            for name in ("send", "expect"):
+                if getattr(self, name) is not None:
+                    object.__setattr__(self, name, _check_bytes(name, getattr(self, name)))
+        if self.initial not in _INITIAL_STATES:
+            raise ConfigError("initial", self.initial, f"is not one of {', '.join(_INITIAL_STATES)}")
+
+
 @dataclass(frozen=True, slots=True)
 class Service:
     """One balanced (vip, port, protocol), like one IPVS virtual service.
@@ -257,6 +399,7 @@ class Service:
     1..86400) turns on ClientIP stickiness; ``listen`` is where the userspace forwarder
     binds (default ``vip:port``; port 0 picks a free port); ``sched_flags`` are ipvsadm
     ``-b`` flags; ``max_connections`` caps the forwarder's concurrent connections;
+    ``health_check`` (a `HealthCheck`) says how to check the endpoints actively;
     ``balance_factor`` bounds the load of a consistent hash (``mh``, ``ring``: see
     `check_balance_factor`).
 
@@ -275,6 +418,7 @@ class Service:
     listen: tuple[str, int] | None = None
     sched_flags: tuple[str, ...] = field(default=())
     max_connections: int | None = None
+    health_check: HealthCheck | None = None
     balance_factor: float | None = None
 
     def __post_init__(self) -> None:
@@ -315,6 +459,11 @@ class Service:
         object.__setattr__(self, "sched_flags", self._checked_flags())
         if self.max_connections is not None:
             check_int("max_connections", self.max_connections, 1, 2**31 - 1)
+        if self.health_check is not None and not isinstance(self.health_check, HealthCheck):
+            raise ConfigError(
+                "health_check", self.health_check,
+                "must be a HealthCheck (a file gives a mapping of its fields)",
+            )
 
     def _checked_flags(self) -> tuple[str, ...]:
         flags = self.sched_flags

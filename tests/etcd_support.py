@@ -18,11 +18,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+
+from ports import free_port
 
 ETCD = shutil.which("etcd")
 ETCDCTL = shutil.which("etcdctl")
@@ -30,12 +31,6 @@ MISSING = None if ETCD and ETCDCTL else "etcd and etcdctl are not installed (apt
 
 #: How long a member may take to answer /health after it was started.
 START_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Member:

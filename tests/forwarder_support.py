@@ -14,7 +14,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import lbcore
 from lbcore import Endpoint, Service
+from ports import free_port  # noqa: F401 (used here and re-exported to the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPS = ["uvloop", "asyncio"]
@@ -314,7 +314,3 @@ class ChildForwarder:
         return self.proc.returncode, out, "".join(self.log) + err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

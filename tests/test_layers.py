@@ -1,7 +1,9 @@
 """No layer reaches up: the import graph of every module (.py, .pyx, .pxd) against the
 layers of DESIGN.md ("The shape").
 
-    0  errors, models, hashing (and lbcore._twins, the selector they use)
+    0  errors, models, hashing (and lbcore._twins, the selector they use), and two
+       helpers that import nothing above them: http_server (the forwarder's and the
+       agent's HTTP endpoints) and _floor (the pick-cost floor of demo and bench/)
     1  the twins and what they share: lbcore._fast, lbcore._pure, lbcore._shared
     2  the balancers' public face: lbcore.balancers, lbcore/__init__
     3  health, render, forwarder, sources: none imports another, except forwarder -> health
@@ -27,6 +29,7 @@ ROOT = Path(lbcore.__file__).parent
 LAYERS = [
     ("lbcore.errors", 0), ("lbcore.models", 0), ("lbcore.hashing", 0), ("lbcore._twins", 0),
     ("lbcore._fast.hashing", 0), ("lbcore._pure.hashing", 0),
+    ("lbcore.http_server", 0), ("lbcore._floor", 0),
     ("lbcore._fast", 1), ("lbcore._pure", 1), ("lbcore._shared", 1),
     ("lbcore.balancers", 2), ("lbcore", 2),
     ("lbcore.health", 3), ("lbcore.render", 3), ("lbcore.forwarder", 3), ("lbcore.sources", 3),

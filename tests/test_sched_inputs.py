@@ -219,6 +219,25 @@ def test_backends_say_which_schedulers_they_run():
     assert {"p2c", "ring"} <= set(nft.FALLBACK) and {"p2c", "ring"} <= set(iptables.FALLBACK)
 
 
+def test_agent_sinks_leave_out_what_their_data_plane_cannot_carry():
+    from lbcore.agent.sinks.iptables import IptablesSink
+    from lbcore.agent.sinks.ipvs import IpvsSink
+    from lbcore.agent.sinks.nft import NftSink
+
+    ipvs_sink = IpvsSink()
+    assert ipvs_sink.refuse(svc("ring")) == ("scheduler: 'ring' has no IPVS scheduler; use one of IPVS's, "
+                                             "or --fallback to run it as mh -b mh-fallback")
+    assert ipvs_sink.refuse(svc("p2c")).endswith("--fallback to run it as wlc")
+    assert ipvs_sink.refuse(svc("mh", 1.25)).startswith("balance_factor: 1.25 cannot be expressed in ipvs mode")
+    assert ipvs_sink.refuse(svc("mh")) is None
+    assert IpvsSink(fallback=True).refuse(svc("ring", 2)) is None
+    assert NftSink().refuse(svc("mh", 1.25)).startswith("balance_factor: 1.25 cannot be expressed in nft mode")
+    assert "--fallback to run it as wrr" in NftSink().refuse(svc("ring"))
+    assert NftSink(fallback=True).refuse(svc("mh", 1.25)) is None
+    assert "--fallback to run it as wrr" in IptablesSink().refuse(svc("p2c"))
+    assert IptablesSink(fallback=True).refuse(svc("ring", 1.25)) is None
+
+
 def test_cli_render_ipvs_fallback(tmp_path):
     path = write(tmp_path, "s.yaml", SERVICES)
     refused = lbcore("render", "ipvs", path)

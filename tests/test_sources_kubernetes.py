@@ -423,7 +423,7 @@ def test_invalid_scheduler_annotation_names_the_annotation():
 def test_misspelt_lbcore_annotation_is_an_error_with_a_hint():
     assert problems(service(annotations={"lbcore.io/schedular": "wlc"})) == [
         "k8s.yaml: Service shop/web: metadata.annotations[lbcore.io/schedular]: 'wlc' is not an lbcore annotation; "
-        "did you mean 'lbcore.io/scheduler'? valid: lbcore.io/scheduler, lbcore.io/balance-factor",
+        "did you mean 'lbcore.io/scheduler'? valid: lbcore.io/scheduler, lbcore.io/balance-factor, lbcore.io/health-check",
     ]
 
 

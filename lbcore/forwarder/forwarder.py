@@ -17,6 +17,7 @@ from ..balancers import make_balancer_for
 from ..errors import ConfigError
 from ..models import Service, join_host_port
 from .deadlines import Deadlines
+from .health import ForwarderHealth
 from .listener import Listener
 from .options import Options
 from .poller import make_poller
@@ -70,6 +71,7 @@ class Forwarder:
         self._deadlines: Deadlines | None = None
         self._drained: asyncio.Event | None = None
         self._stopping = False
+        self._health = ForwarderHealth()  # the services' active health checks
         #: service name -> (host, port) actually bound (port 0 resolved)
         self.addresses: dict[str, tuple[str, int]] = {}
 
@@ -82,6 +84,7 @@ class Forwarder:
         self._deadlines = Deadlines(self._loop)
         self._drained = asyncio.Event()
         self.update(self._initial)
+        self._health.start()
         await self._started()
         self._sweep("tcp", self.options.idle_timeout)
         self._sweep("udp", self.options.udp_idle_timeout)
@@ -224,6 +227,7 @@ class Forwarder:
                 self._serving.add(task)
                 task.add_done_callback(self._serving.discard)
         self._runtimes = runtimes
+        self._health.update(runtimes)
         self.addresses = {name: rt.listener.address for name, rt in runtimes.items()}
         self._ended()
 
@@ -304,9 +308,10 @@ class Forwarder:
             flow.close()
         for listener in self._listeners:
             listener.close()
-        # 4. Timers: the idle sweeps and the cool-downs.
+        # 4. Timers: the idle sweeps, the health checks and the cool-downs.
         for timer in self._sweepers.values():
             timer.cancel()
+        await self._health.stop()
         for rt in self._all_runtimes():
             rt.health.forgive()
         # Aborted transports report connection_lost on the next loop iterations.

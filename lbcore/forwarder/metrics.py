@@ -1,35 +1,25 @@
 """An optional Prometheus endpoint, served on the forwarder's own event loop.
 
 ``prometheus-client`` (extra ``lbcore[prometheus]``) renders the exposition text from
-`Forwarder.stats()` on each scrape; serving it from the event loop, not from the
-client library's thread, means a scrape never reads the stats while they change.
+`Forwarder.stats()` on each scrape; `lbcore.http_server` serves it from the event loop,
+not from the client library's thread, so a scrape never reads the stats while they
+change.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 from typing import Any
 
-from ..errors import ConfigError
+from .. import http_server
+from ..http_server import HttpServer, prometheus_route, serve
+from .health import health_metrics
 
 __all__ = ["parse_listen", "serve_metrics"]
-
-_MAX_REQUEST = 8192
 
 
 def parse_listen(value: object) -> tuple[str, int]:
     """``"ip:port"`` (IPv6 as ``"[ip]:port"``) as (ip, port); ConfigError names metrics_listen."""
-    if isinstance(value, str):
-        host, sep, port = value.rpartition(":")
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        try:
-            ipaddress.ip_address(host)
-            if sep and port.isdigit() and 0 <= int(port) <= 65535:
-                return host, int(port)
-        except ValueError:
-            pass
-    raise ConfigError("metrics_listen", value, "must be 'ip:port', e.g. '127.0.0.1:9100'")
+    return http_server.parse_listen(value, "metrics_listen")
 
 
 # (stats key, metric name, help) of the counters per endpoint, and per service
@@ -66,7 +56,8 @@ def _collector(forwarder: Any) -> Any:
                 key: CounterMetricFamily(f"lbcore_forwarder_{key}", text, labels=["service"])
                 for key, text in _SERVICE_COUNTERS
             }
-            for name, service in forwarder.stats().items():
+            stats = forwarder.stats()
+            for name, service in stats.items():
                 for key, family in per_service.items():
                     family.add_metric([name], service[key])
                 for address, endpoint in service["endpoints"].items():
@@ -78,53 +69,23 @@ def _collector(forwarder: Any) -> Any:
             yield failed
             yield from counters.values()
             yield from per_service.values()
+            yield from health_metrics(stats)
 
     return ForwarderCollector()
 
 
-class _Scrape(asyncio.Protocol):
-    """Answers one HTTP request with the exposition text, then closes."""
-
-    def __init__(self, render: Any) -> None:
-        self.render = render
-        self.request = b""
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.request += data
-        if b"\r\n\r\n" not in self.request and len(self.request) < _MAX_REQUEST:
-            return
-        body = self.render()
-        self.transport.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
-        )
-        self.transport.close()
-
-
-async def serve_metrics(forwarder: Any, listen: tuple[str, int]) -> asyncio.AbstractServer:
-    """Serve the forwarder's stats in Prometheus text format at ``listen``.
+async def serve_metrics(forwarder: Any, listen: tuple[str, int]) -> HttpServer:
+    """Serve the forwarder's stats in Prometheus text format at ``listen``/metrics.
 
     ConfigError if prometheus-client is missing or the address cannot be bound.
     """
-    try:
-        from prometheus_client import CollectorRegistry, generate_latest
-    except ImportError:
-        raise ConfigError(
-            "metrics_listen", f"{listen[0]}:{listen[1]}",
-            "needs prometheus-client: pip install 'lbcore[prometheus]'",
-        ) from None
+    route = prometheus_route(_registry(forwarder), "metrics_listen", listen)
+    return await serve({"/metrics": route}, listen, field="metrics_listen")
+
+
+def _registry(forwarder: Any) -> Any:
+    from prometheus_client import CollectorRegistry
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_collector(forwarder))
-    loop = asyncio.get_running_loop()
-    try:
-        return await loop.create_server(
-            lambda: _Scrape(lambda: generate_latest(registry)), *listen
-        )
-    except OSError as exc:
-        raise ConfigError(
-            "metrics_listen", f"{listen[0]}:{listen[1]}", f"cannot be bound: {exc.strerror or exc}"
-        ) from None
+    return registry

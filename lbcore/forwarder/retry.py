@@ -52,8 +52,9 @@ class PassiveHealth:
 
     def _recover(self, key: tuple[str, int]) -> None:
         _, balancer, endpoint, stats = self.cooling.pop(key)
-        balancer.mark_healthy(endpoint)
         stats.failed = False
+        if stats.health is None or stats.health.healthy:  # else its checks keep it out
+            balancer.mark_healthy(endpoint)
 
     def pick(self, balancer: Any, key: Any, first_try: bool) -> Endpoint:
         """``balancer.pick(key)``; on a first try that finds every endpoint cooling, forgive them.
@@ -84,6 +85,8 @@ def failed(
     """An endpoint did not take or did not answer a connection: count it, cool it down."""
     runtime.stats.connect_failed(stats)
     runtime.health.failed(balancer, endpoint, stats)
+    if runtime.checker is not None:  # counts toward its checks' fall (forwarder/health.py)
+        runtime.checker.passive_failure(endpoint, str(why))
     log.warning("%s: %s failed (%s); cooling it down", runtime.name, endpoint.address, why)
 
 

@@ -118,10 +118,12 @@ async def _serve(
     metrics_server = None
     try:
         try:
+            # Metrics bound first: once a service answers, its metrics answer too.
+            if metrics is not None:
+                metrics_server = await serve_metrics(forwarder, metrics)
             await forwarder.start()
             _log_listening(forwarder, {})
             if metrics is not None:
-                metrics_server = await serve_metrics(forwarder, metrics)
                 log.info("metrics on http://%s/metrics", join_host_port(*metrics))
         except ConfigError as exc:
             log.error("%s", exc)
@@ -140,7 +142,7 @@ async def _serve(
         for signum in handlers:
             loop.remove_signal_handler(signum)
         if metrics_server is not None:
-            metrics_server.close()
+            await metrics_server.close()
     log.info("stopped")
     return EXIT_OK
 

@@ -54,6 +54,7 @@ class ServiceRuntime:
     __slots__ = (
         "name", "protocol", "service", "balancer", "options", "loop", "stats", "health",
         "max_connections", "key_of", "wants_key", "listener", "ended", "poller", "deadlines",
+        "checker",
     )
 
     def __init__(
@@ -72,6 +73,8 @@ class ServiceRuntime:
         self.loop = loop
         self.stats = ServiceStats(service.name, service.protocol)
         self.health = PassiveHealth(loop, options.cooldown)
+        #: its active health checker, when the service has a health_check (`.health`)
+        self.checker: Any = None
         #: the forwarder's: the sockets it watches itself, and its connect deadlines
         self.poller = poller
         self.deadlines = deadlines

@@ -21,11 +21,13 @@ class EndpointStats:
 
     ``live`` holds the connections (or UDP flows) established to it; ``failures`` counts
     connect failures; ``failed`` says passive health has it in a cool-down; ``removed``
-    says an update took it out of the service while connections still drain.
+    says an update took it out of the service while connections still drain; ``health``
+    is its `lbcore.health.EndpointHealth` when its service has a health check.
     """
 
     __slots__ = (
         "key", "address", "live", "total", "failures", "bytes_in", "bytes_out", "failed", "removed",
+        "health",
     )
 
     def __init__(self, endpoint: Endpoint) -> None:
@@ -34,6 +36,7 @@ class EndpointStats:
         self.live: set[Any] = set()
         self.total = self.failures = self.bytes_in = self.bytes_out = 0
         self.failed = self.removed = False
+        self.health: Any = None
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -44,6 +47,7 @@ class EndpointStats:
             "bytes_out": self.bytes_out + sum(c.bytes_out for c in self.live),
             "failed": self.failed,
             "removed": self.removed,
+            "health": None if self.health is None else self.health.snapshot(),
         }
 
 
@@ -135,6 +139,18 @@ class ServiceStats:
         }
 
 
+def _health_text(health: dict[str, Any] | None) -> str:
+    """`` healthy (last check passed in 0.4ms)``: an endpoint's active health, if checked."""
+    if health is None:
+        return ""
+    text = " healthy" if health["healthy"] else " unhealthy"
+    if health["last"] is not None:
+        took = "" if health["latency"] is None else f" in {health['latency'] * 1000:.1f}ms"
+        why = f": {health['why']}" if health["why"] else ""
+        text += f" (last check {health['last']}{took}{why})"
+    return text
+
+
 def format_stats(stats: dict[str, dict[str, Any]]) -> str:
     """`Forwarder.stats()` as text, one line per service and per endpoint.
 
@@ -142,10 +158,12 @@ def format_stats(stats: dict[str, dict[str, Any]]) -> str:
     ...     "active": 1, "total": 2, "refused": 0, "unavailable": 0, "failures": 1,
     ...     "bytes_in": 10, "bytes_out": 20, "removed": False, "endpoints": {"10.0.0.1:80": {
     ...     "active": 1, "total": 2, "failures": 1, "bytes_in": 10, "bytes_out": 20,
-    ...     "failed": True, "removed": False}}}}))  # doctest: +NORMALIZE_WHITESPACE
+    ...     "failed": True, "removed": False, "health": {"healthy": False, "last": "failed",
+    ...     "why": "status 500", "latency": 0.0012}}}}}))  # doctest: +NORMALIZE_WHITESPACE
     web tcp 127.0.0.1:80 active=1 total=2 refused=0 unavailable=0 failures=1
         bytes_in=10 bytes_out=20
       10.0.0.1:80 active=1 total=2 failures=1 bytes_in=10 bytes_out=20 failed
+        unhealthy (last check failed in 1.2ms: status 500)
     """
     lines = []
     for name, s in stats.items():
@@ -157,5 +175,5 @@ def format_stats(stats: dict[str, dict[str, Any]]) -> str:
         for address, e in s["endpoints"].items():
             counters = " ".join(f"{k}={e[k]}" for k in ("active",) + _COUNTERS)
             flags = "".join(f" {flag}" for flag in ("failed", "removed") if e[flag])
-            lines.append(f"  {address} {counters}{flags}")
+            lines.append(f"  {address} {counters}{flags}{_health_text(e.get('health'))}")
     return "\n".join(lines)

@@ -24,8 +24,10 @@ document manifest, or the items of any ``List``, mapped the way kube-proxy maps 
   ``sessionAffinityConfig.clientIP.timeoutSeconds`` (default 10800).
 - The ``lbcore.io/scheduler`` annotation picks the scheduler (default ``rr``, as
   kube-proxy's IPVS mode); ``lbcore.io/balance-factor`` (a decimal string such as
-  ``"1.25"``) bounds the loads of ``mh`` and ``ring``; any other ``lbcore.io/``
-  annotation is an error, so a typo cannot go unnoticed.
+  ``"1.25"``) bounds the loads of ``mh`` and ``ring``; ``lbcore.io/health-check`` holds a
+  ``health_check`` block of lbcore's format as JSON (``{"type": "http", "path":
+  "/healthz"}``), for every port of the Service; any other ``lbcore.io/`` annotation is
+  an error, so a typo cannot go unnoticed.
 - Skipped on purpose, each with a note (never silently), as kube-proxy skips them:
   headless Services (``clusterIP: None``), ``type: ExternalName``, Services labelled
   ``service.kubernetes.io/service-proxy-name`` (another proxy owns them), FQDN slices.
@@ -42,19 +44,22 @@ the fields that are read are checked for type and value.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple
 
 from ..errors import ConfigError
-from ..models import DEFAULT_AFFINITY_TIMEOUT, Endpoint, Service
+from ..models import DEFAULT_AFFINITY_TIMEOUT, Endpoint, HealthCheck, Service
 from ._build import STAND_IN_IP, build
 from ._problems import MISSING, Problems, type_name, unknown_key
 from ._unique import Located, check_unique
+from .native import health_check_from
 
 __all__ = [
     "SCHEDULER_ANNOTATION",
     "BALANCE_FACTOR_ANNOTATION",
+    "HEALTH_CHECK_ANNOTATION",
     "SERVICE_NAME_LABEL",
     "PROXY_NAME_LABEL",
     "is_kubernetes",
@@ -66,8 +71,10 @@ __all__ = [
 SCHEDULER_ANNOTATION = "lbcore.io/scheduler"
 #: The annotation that bounds the loads of ``mh`` and ``ring`` (`Service.balance_factor`).
 BALANCE_FACTOR_ANNOTATION = "lbcore.io/balance-factor"
+#: The annotation that holds a Service's health check: lbcore's ``health_check`` block as JSON.
+HEALTH_CHECK_ANNOTATION = "lbcore.io/health-check"
 _ANNOTATION_PREFIX = "lbcore.io/"
-_ANNOTATIONS = (SCHEDULER_ANNOTATION, BALANCE_FACTOR_ANNOTATION)
+_ANNOTATIONS = (SCHEDULER_ANNOTATION, BALANCE_FACTOR_ANNOTATION, HEALTH_CHECK_ANNOTATION)
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
 #: discovery.k8s.io/v1 ``LabelServiceName``: joins a slice to its Service.
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -167,6 +174,7 @@ class _ServiceObject:
     scheduler: object = "rr"
     affinity_timeout: int | None = None
     balance_factor: float | None = None
+    health_check: HealthCheck | None = None
     #: A problem was reported: the model still checks the rest, but nothing maps.
     failed: bool = False
 
@@ -331,6 +339,22 @@ def _read_annotations(annotations: dict, reader: _Reader, service: _ServiceObjec
             service.balance_factor = float(factor) if "." in factor else int(factor)
         else:
             reader.report(_BALANCE_FACTOR_PATH, factor, 'must be a decimal number in a string, e.g. "1.25"')
+    text = annotations.get(HEALTH_CHECK_ANNOTATION)
+    if text is not None:
+        path = f"metadata.annotations[{HEALTH_CHECK_ANNOTATION}]"
+        if not isinstance(text, str):
+            reader.report(path, text, "must be a string holding a JSON object (annotations are strings)")
+            return
+        try:
+            block = json.loads(text)
+        except ValueError as error:
+            reader.report(path, text, f"is not JSON ({error}); give the health_check block as a JSON object")
+            return
+        if not isinstance(block, dict):
+            reader.report(path, text, 'must be a JSON object of health check fields, e.g. {"type": "http", "path": "/healthz"}')
+            return
+        service.health_check, good = health_check_from(block, reader.problems, reader.where, path)
+        reader.failed = reader.failed or not good
 
 
 def _read_affinity(spec: dict, reader: _Reader, service: _ServiceObject) -> None:
@@ -442,6 +466,7 @@ def _services(service: _ServiceObject, slices: list[_Slice], problems: Problems)
                 "protocol": protocol.lower(), "scheduler": service.scheduler,
                 "affinity_timeout": service.affinity_timeout,
                 "balance_factor": service.balance_factor,
+                "health_check": service.health_check,
                 "endpoints": _endpoints(family, port_name, protocol, slices),
             }
             # Where each model field came from, so a problem names the Kubernetes field.

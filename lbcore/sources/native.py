@@ -1,7 +1,7 @@
 """lbcore's own format: a ``services:`` list of the Service fields, each with ``endpoints:``.
 
-The keys are the keyword arguments of `lbcore.Service` and `lbcore.Endpoint`, so the
-models validate every value and the format cannot drift from them.  An unknown key is an
+The keys are the keyword arguments of `lbcore.Service` and `lbcore.Endpoint` (and of
+`lbcore.HealthCheck` in a service's ``health_check:`` block), so the models validate every value and the format cannot drift from them.  An unknown key is an
 error (with the nearest valid key as a hint): a typo such as ``schedular: wlc`` must
 never be dropped silently and leave the default in force.
 
@@ -16,16 +16,20 @@ never be dropped silently and leave the default in force.
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..models import Endpoint, Service
+from ..models import Endpoint, HealthCheck, Service
 from ._build import build, model_keys
 from ._problems import MISSING, Problems, type_name, unknown_key
 from ._unique import Located, check_unique
 
-__all__ = ["SERVICE_KEYS", "ENDPOINT_KEYS", "load", "service_from", "services_from"]
+__all__ = [
+    "SERVICE_KEYS", "ENDPOINT_KEYS", "HEALTH_CHECK_KEYS", "load", "service_from", "services_from",
+    "health_check_from",
+]
 
-#: The keys of a service entry and of an endpoint entry: the models' keywords.
+#: The keys of a service entry, an endpoint entry and a health_check block: the models' keywords.
 SERVICE_KEYS = model_keys(Service)[0]
 ENDPOINT_KEYS = model_keys(Endpoint)[0]
+HEALTH_CHECK_KEYS = model_keys(HealthCheck)[0]
 
 
 def _known(mapping: dict, allowed: tuple[str, ...], what: str, problems: Problems, where: str,
@@ -56,6 +60,24 @@ def _endpoints(value: object, problems: Problems, where: str) -> tuple[Endpoint,
     return tuple(endpoints) if len(endpoints) == len(value) else None
 
 
+def health_check_from(value: object, problems: Problems, where: str,
+                      field: str = "health_check") -> tuple[HealthCheck | None, bool]:
+    """(the `HealthCheck` a mapping of its fields describes, whether it was good).
+
+    None and True for an absent block; every problem is reported at ``where`` under
+    ``field`` (``health_check.interval``).  The Kubernetes annotation carries the same
+    block as JSON, so both formats read it here.
+    """
+    if value is None:
+        return None, True
+    if not isinstance(value, dict):
+        problems.report(where, field, value, f"must be {type_name(dict)} of health check fields")
+        return None, False
+    fields = _known(value, HEALTH_CHECK_KEYS, "a health check", problems, where, field)
+    check = build(HealthCheck, fields, problems, where, what="a health check", within=field)
+    return check, check is not None and len(fields) == len(value)
+
+
 def _service(entry: object, index: int, problems: Problems, source: str) -> Located | None:
     """One entry of ``services:``, or None after reporting every problem in it."""
     name = entry.get("name") if isinstance(entry, dict) else None
@@ -76,8 +98,9 @@ def service_from(entry: object, where: str, problems: Problems) -> Located | Non
     # With a bad endpoint the service is still built, without endpoints, so its own bad
     # values are reported in the same run.
     fields["endpoints"] = endpoints or ()
+    fields["health_check"], check_ok = health_check_from(fields.get("health_check"), problems, where)
     service = build(Service, fields, problems, where, what="a service")
-    if service is None or endpoints is None or not all_known:
+    if service is None or endpoints is None or not all_known or not check_ok:
         return None
     return Located(service, where, "name", "port")
 
