@@ -20,8 +20,10 @@ if TYPE_CHECKING:  # the compiled twins have the pure twins' types (their .pyi s
     from ._pure.balancer import Balancer
     from ._pure.dh import DestinationHash
     from ._pure.lc import LeastConnection, WeightedLeastConnection
+    from ._pure.least_request import LeastRequest
     from ._pure.maglev import Maglev
     from ._pure.maglev_table import maglev_table
+    from ._pure.ring import RingHash
     from ._pure.rr import RoundRobin
     from ._pure.sh import SourceHash
     from ._pure.wrr import WeightedRoundRobin
@@ -31,9 +33,11 @@ else:
     DestinationHash = twin("dh").DestinationHash
     LeastConnection = twin("lc").LeastConnection
     WeightedLeastConnection = twin("lc").WeightedLeastConnection
+    LeastRequest = twin("least_request").LeastRequest
     Maglev = twin("maglev").Maglev
     # The Maglev slot table itself, for renderers that load it into a kernel.
     maglev_table = twin("maglev_table").maglev_table
+    RingHash = twin("ring").RingHash
     RoundRobin = twin("rr").RoundRobin
     SourceHash = twin("sh").SourceHash
     WeightedRoundRobin = twin("wrr").WeightedRoundRobin
@@ -48,6 +52,8 @@ __all__ = [
     "DestinationHash",
     "SourceHash",
     "Maglev",
+    "LeastRequest",
+    "RingHash",
     "Affinity",
     "maglev_table",
     "make_balancer",
@@ -62,7 +68,9 @@ _REGISTRY: dict[str, tuple[Any, tuple[str, ...]]] = {
     "wlc": (WeightedLeastConnection, ()),
     "dh": (DestinationHash, ("table_size",)),
     "sh": (SourceHash, ("table_size",)),
-    "mh": (Maglev, ("table_size",)),
+    "mh": (Maglev, ("table_size", "balance_factor")),
+    "p2c": (LeastRequest, ("choice_count", "active_request_bias", "rng")),
+    "ring": (RingHash, ("hash", "balance_factor")),
 }
 
 
@@ -101,8 +109,20 @@ def make_balancer(
 @overload
 def make_balancer(
     scheduler: Literal["mh"], endpoints: Iterable[Endpoint] = ..., *,
-    affinity_timeout: None = ..., table_size: int = ...,
+    affinity_timeout: None = ..., table_size: int = ..., balance_factor: float | None = ...,
 ) -> Maglev: ...
+@overload
+def make_balancer(
+    scheduler: Literal["p2c"], endpoints: Iterable[Endpoint] = ..., *,
+    affinity_timeout: None = ..., choice_count: int = ..., active_request_bias: float = ...,
+    rng: random.Random | int | None = ...,
+) -> LeastRequest: ...
+@overload
+def make_balancer(
+    scheduler: Literal["ring"], endpoints: Iterable[Endpoint] = ..., *,
+    affinity_timeout: None = ..., hash: Literal["xxh64", "ketama"] = ...,
+    balance_factor: float | None = ...,
+) -> RingHash: ...
 @overload
 def make_balancer(
     scheduler: str, endpoints: Iterable[Endpoint] = ..., *,
@@ -117,9 +137,10 @@ def make_balancer(
 ) -> Balancer:
     """A balancer by ipvsadm scheduler name.
 
-    ``options`` go to the balancer's constructor (e.g. ``rng`` for ``rr``); an unknown
-    scheduler or option raises ConfigError naming it.  ``affinity_timeout`` (seconds,
-    1..86400) wraps the balancer in `Affinity`: ClientIP stickiness with that TTL.
+    ``options`` go to the balancer's constructor (e.g. ``rng`` for ``rr``,
+    ``balance_factor`` for ``mh`` and ``ring``); an unknown scheduler or option raises
+    ConfigError naming it.  ``affinity_timeout`` (seconds, 1..86400) wraps the balancer
+    in `Affinity`: ClientIP stickiness with that TTL.
 
     >>> from lbcore import Endpoint
     >>> make_balancer("rr", [Endpoint("10.0.0.1", 80)]).scheduler
@@ -143,7 +164,9 @@ def make_balancer(
 
 
 def make_balancer_for(service: Service, **options: Any) -> Balancer:
-    """The balancer a Service asks for: its scheduler, endpoints and affinity."""
+    """The balancer a Service asks for: its scheduler, endpoints, affinity and bound."""
+    if service.balance_factor is not None:
+        options.setdefault("balance_factor", service.balance_factor)
     return make_balancer(
         service.scheduler,
         service.endpoints,

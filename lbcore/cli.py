@@ -6,7 +6,7 @@
     lbcore render iptables FILE... [--diff OLD] [--fallback] [--install] [--family 6]
                                                             iptables-restore input
     lbcore render ipset FILE... [--diff OLD [--cleanup]]    ipset restore input
-    lbcore render ipvs FILE... [--diff OLD]                 ipvsadm-restore input
+    lbcore render ipvs FILE... [--diff OLD] [--fallback]    ipvsadm-restore input
     lbcore render ipvs-node FILE... [--interface NAME]      VIPs on a dummy interface
     lbcore render nft FILE... [--diff OLD] [--fallback] [--family 4|6]
                                                             nft -f input
@@ -140,7 +140,8 @@ def check_table(services: Sequence[Service]) -> str:
 
     TAKES NEW says whether an endpoint gets new connections: ready ones do, serving and
     terminating ones only while no endpoint is ready (kube-proxy's fallback), weight 0
-    never.  Each service with a health check gets a line after the table.
+    never.  SCHED shows the scheduler with its ipvsadm flags and its balance factor.
+    Each service with a health check gets a line after the table.
 
     >>> from lbcore import Endpoint, Service
     >>> print(check_table([Service("web", "10.96.0.10", 80, scheduler="wrr",
@@ -154,6 +155,8 @@ def check_table(services: Sequence[Service]) -> str:
     endpoints = taking = 0
     for service in services:
         scheduler = service.scheduler + "".join(f" +{flag}" for flag in service.sched_flags)
+        if service.balance_factor is not None:
+            scheduler += f" +balance_factor={service.balance_factor:g}"
         affinity = f"{service.affinity_timeout}s" if service.affinity_timeout else "-"
         head = (service.name, service.address, service.protocol, scheduler, affinity)
         usable = set(usable_endpoints(service.endpoints))
@@ -180,7 +183,8 @@ def _backends_line() -> str:
 
     every = [name for name, runs in BACKEND_SCHEDULERS.items() if set(runs) >= set(SCHEDULERS)]
     some = [f"{name} runs {', '.join(runs)}" for name, runs in BACKEND_SCHEDULERS.items() if name not in every]
-    return (f"backends: {' and '.join(every)} run every scheduler; {'; '.join(some)}; "
+    run = "runs" if len(every) == 1 else "run"
+    return (f"backends: {' and '.join(every)} {run} every scheduler; {'; '.join(some)}; "
             "the others are refused unless rendered with --fallback\n")
 
 
@@ -210,8 +214,8 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
     )
     iptables.add_argument(
         "--fallback", action="store_true",
-        help="render schedulers iptables cannot express (lc, wlc, dh, sh, mh) by the "
-        "documented fallback instead of refusing them",
+        help="render schedulers iptables cannot express (lc, wlc, dh, sh, mh, p2c, ring; "
+        "balance_factor) by the documented fallback instead of refusing them",
     )
     iptables.add_argument(
         "--install", action="store_true",
@@ -235,10 +239,15 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
         "--cleanup", action="store_true",
         help="with --diff: print the sets that are no longer used, to destroy after the iptables diff",
     )
-    _add_command(
+    ipvs = _add_command(
         targets, "ipvs", _render_ipvs, "ipvsadm-restore input (apply with ipvsadm -R)",
         "Print ipvsadm-restore input: one virtual service per service, one real server per endpoint.",
         diff=True,
+    )
+    ipvs.add_argument(
+        "--fallback", action="store_true",
+        help="render what IPVS has no scheduler for (p2c as wlc, ring as mh with mh-fallback; "
+        "balance_factor dropped) instead of refusing it",
     )
     node = _add_command(
         targets, "ipvs-node", _render_ipvs_node, "shell commands that put the VIPs on a dummy interface",
@@ -256,8 +265,8 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
     )
     nft.add_argument(
         "--fallback", action="store_true",
-        help="render schedulers nftables cannot run (lc, wlc) by the documented fallback "
-        "(lc as rr, wlc as wrr) instead of refusing them",
+        help="render schedulers nftables cannot run (lc, wlc, p2c, ring; balance_factor) by the "
+        "documented fallback (lc as rr, the others as wrr, the bound dropped) instead of refusing them",
     )
     nft.add_argument(
         "--family", type=int, choices=(4, 6),
@@ -309,7 +318,10 @@ def _render_ipvs(args: argparse.Namespace) -> int:
     new, old = _load(args.files, args.diff or ())
     from .render import ipvs
 
-    sys.stdout.write(ipvs.render_diff(old, new) if args.diff else ipvs.render(new))
+    if args.diff:
+        sys.stdout.write(ipvs.render_diff(old, new, fallback=args.fallback))
+    else:
+        sys.stdout.write(ipvs.render(new, fallback=args.fallback))
     return 0
 
 
@@ -424,8 +436,9 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--kubeconfig", metavar="PATH",
                         help="the kubernetes source's cluster (default: in-cluster)")
     parser.add_argument("--fallback", action="store_true",
-                        help="iptables and nft modes: run what they cannot (iptables: lc, wlc, dh, sh, "
-                        "mh; nft: lc, wlc) by the documented fallback instead of refusing it")
+                        help="iptables, ipvs and nft modes: run what they cannot (iptables: lc, wlc, dh, "
+                        "sh, mh, p2c, ring; ipvs: p2c, ring; nft: lc, wlc, p2c, ring; balance_factor in "
+                        "all three) by the documented fallback instead of refusing it")
     parser.add_argument("--interface", metavar="NAME",
                         help="ipvs mode: the dummy interface for the VIPs (default lbcore-ipvs0)")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -442,8 +455,9 @@ def _run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(name)s: %(message)s")
     sink_options: dict = {}
     if args.fallback:
-        if args.mode not in ("iptables", "nft"):
-            raise ConfigError("--fallback", True, f"is an iptables and nft mode option, not one of --mode {args.mode}")
+        if args.mode not in ("iptables", "ipvs", "nft"):
+            raise ConfigError("--fallback", True,
+                              f"is an iptables, ipvs and nft mode option, not one of --mode {args.mode}")
         sink_options["fallback"] = True
     if args.interface is not None:
         if args.mode != "ipvs":

@@ -5,8 +5,11 @@ traffic through one service per scheduler, from clients bound to many distinct
 127.x source addresses (so source hashing and affinity see real, different keys).
 Prints, per scheduler, the spread over the backends as a table with bars, the failures
 a client saw, and the cost of one pick measured in this process.  One backend answers
-slowly, which is what least-connection is for; the Maglev + affinity service loses a
-backend in the middle of its run.  Everything is torn down at the end.
+slowly, which is what least-connection and least request are for; the Maglev +
+affinity service loses a backend in the middle of its run; and one client sends half
+of the requests of two Maglev services, one of them with bounded loads, to show that
+bound keep that hot client from piling onto one backend.  Everything is torn down at
+the end.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ LATENCY = {"b1": 0.004, "b2": 0.004, "b3": 0.004, "b4": 0.040}
 CLIENTS = 160  # distinct source addresses, 127.1.0.1 ...
 CONCURRENCY = 32
 BAR_WIDTH = 30
+#: The hot-client scenarios: every other request comes from the first client.
+HOT_CLIENT = 0
+#: Their bounded service's balance_factor: no backend above 1.25 x the mean.
+BALANCE_FACTOR = 1.25
 
 
 @dataclass
@@ -42,14 +49,25 @@ class Scenario:
     shows: str
     weights: tuple[int, ...] = (1, 1, 1, 1)
     affinity_timeout: int | None = None
+    balance_factor: float | None = None
+    hot: bool = False  # every other request from HOT_CLIENT
     rounds: int = 2  # requests per client
     answers: Counter = field(default_factory=Counter)  # backend name -> requests answered
     failures: int = 0
     placements: dict = field(default_factory=dict)  # (round, client) -> backend name
+    hot_answers: Counter = field(default_factory=Counter)  # backend name -> hot client's requests
+    peak: Counter = field(default_factory=Counter)  # backend name -> most requests at once
 
     @property
     def name(self) -> str:
-        return f"demo/{self.scheduler}" + ("-affinity" if self.affinity_timeout else "")
+        suffix = "-affinity" if self.affinity_timeout else ""
+        suffix += "-hot" if self.hot else ""
+        suffix += "-bounded" if self.balance_factor else ""
+        return f"demo/{self.scheduler}{suffix}"
+
+    def client(self, n: int) -> int:
+        """Who sends the n-th request of a round."""
+        return HOT_CLIENT if self.hot and n % 2 else n
 
 
 SCENARIOS = (
@@ -62,19 +80,32 @@ SCENARIOS = (
     Scenario("mh", "Maglev + ClientIP affinity",
              "b2 removed mid-run: only its clients move, none fail",
              affinity_timeout=600, rounds=3),
+    Scenario("p2c", "least request, two random choices",
+             "b4 answers 10x slower, holds its requests longer, gets fewer new ones"),
+    Scenario("ring", "ring hash", "each client always reaches the same backend"),
+    Scenario("mh", "Maglev, one hot client", "half the requests come from one client: "
+             "its backend takes them all", hot=True, rounds=1),
+    Scenario("mh", f"Maglev + balance_factor {BALANCE_FACTOR:g}, one hot client",
+             "the same traffic: a full backend sends the hot client on to the next",
+             hot=True, balance_factor=BALANCE_FACTOR, rounds=1),
 )
 
 
 # -- backends and clients ------------------------------------------------------------------
 
-async def _start_backend(name: str) -> asyncio.Server:
+async def _start_backend(name: str, busy: Counter, peak: Counter) -> asyncio.Server:
+    """A backend that answers its name after its LATENCY; ``busy`` counts the requests
+    it holds, ``peak`` the most it held at once (reset by the caller per scenario)."""
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        busy[name] += 1
+        peak[name] = max(peak[name], busy[name])
         try:
             await reader.readline()
             await asyncio.sleep(LATENCY[name])
             writer.write(f"{name}\n".encode())
             await writer.drain()
         finally:
+            busy[name] -= 1
             writer.close()
 
     return await asyncio.start_server(answer, "127.0.0.1", 0)
@@ -113,7 +144,8 @@ async def _drive(
     async def worker() -> None:
         nonlocal done
         for n in clients:
-            name = await _request(address, client_address(n))
+            client = scenario.client(n)
+            name = await _request(address, client_address(client))
             done += 1
             if midway is not None and done == CLIENTS // 2:
                 midway()
@@ -121,7 +153,10 @@ async def _drive(
                 scenario.failures += 1
             else:
                 scenario.answers[name] += 1
-                scenario.placements[(round_no, n)] = name
+                if client == n:
+                    scenario.placements[(round_no, n)] = name
+                else:
+                    scenario.hot_answers[name] += 1
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
@@ -137,18 +172,27 @@ def _service(scenario: Scenario, ports: dict[str, int], without: str | None = No
     return Service(
         scenario.name, "127.0.0.1", 1, scheduler=scenario.scheduler, endpoints=endpoints,
         affinity_timeout=scenario.affinity_timeout, listen="127.0.0.1:0",
+        balance_factor=scenario.balance_factor,
     )
 
 
 KEY = "198.51.100.200"  # a 15-character client address
 
 
-def pick_cost(scheduler: str, affinity_timeout: int | None) -> Cost:
+def _counts_connections(scenario: Scenario) -> bool:
+    """Whether the scheduler counts connections, so a connection pays a release too."""
+    return scenario.scheduler in ("lc", "wlc", "p2c") or scenario.balance_factor is not None
+
+
+def pick_cost(scenario: Scenario) -> Cost:
     """What one pick costs against the floor of bench/ (lbcore._floor), 100 endpoints, a
-    15-character client key; lc/wlc per pick + release, as a connection pays them."""
+    15-character client key; per pick + release where connections are counted (lc,
+    wlc, p2c, bounded loads), as a connection pays them."""
     endpoints = [Endpoint(f"10.0.{i // 250}.{i % 250 + 1}", 8080, weight=1 + i % 4) for i in range(100)]
-    balancer = make_balancer(scheduler, endpoints, affinity_timeout=affinity_timeout)
-    if scheduler in ("lc", "wlc"):
+    options = {} if scenario.balance_factor is None else {"balance_factor": scenario.balance_factor}
+    balancer = make_balancer(scenario.scheduler, endpoints, affinity_timeout=scenario.affinity_timeout,
+                             **options)
+    if _counts_connections(scenario):
         subject = pair_loop(balancer.pick, balancer.release, KEY)
     else:
         subject = call_loop(balancer.pick, KEY)
@@ -158,8 +202,11 @@ def pick_cost(scheduler: str, affinity_timeout: int | None) -> Cost:
 async def run_demo(out: TextIO, progress: TextIO) -> int:
     """Run every scenario; print the tables to ``out``; return the number of failures."""
     # Fresh tallies each run: SCENARIOS only describes them, so a second run counts anew.
-    scenarios = [replace(s, answers=Counter(), failures=0, placements={}) for s in SCENARIOS]
-    backends = {name: await _start_backend(name) for name in BACKENDS}
+    scenarios = [replace(s, answers=Counter(), failures=0, placements={}, hot_answers=Counter(),
+                         peak=Counter()) for s in SCENARIOS]
+    busy: Counter = Counter()
+    peak: Counter = Counter()
+    backends = {name: await _start_backend(name, busy, peak) for name in BACKENDS}
     ports = {name: server.sockets[0].getsockname()[1] for name, server in backends.items()}
     forwarder = Forwarder([_service(s, ports) for s in scenarios], connect_timeout=1.0)
     await forwarder.start()
@@ -168,6 +215,7 @@ async def run_demo(out: TextIO, progress: TextIO) -> int:
         for i, scenario in enumerate(scenarios, 1):
             show(f"[{i}/{len(scenarios)}] {scenario.title} ...")
             address = forwarder.addresses[scenario.name]
+            peak.clear()
             for round_no in range(scenario.rounds):
                 midway = None
                 if scenario.affinity_timeout and round_no == 1:
@@ -176,7 +224,8 @@ async def run_demo(out: TextIO, progress: TextIO) -> int:
                                     for x in scenarios]
                         forwarder.update(services)
                 await _drive(scenario, address, round_no, midway)
-            cost = pick_cost(scenario.scheduler, scenario.affinity_timeout)
+            scenario.peak.update(peak)
+            cost = pick_cost(scenario)
             show("")
             _print_scenario(scenario, ports, forwarder.stats()[scenario.name], cost, out)
     finally:
@@ -204,9 +253,10 @@ def _print_scenario(
     scenario: Scenario, ports: dict[str, int], stats: dict, cost: Cost, out: TextIO
 ) -> None:
     total = sum(scenario.answers.values())
-    unit = "pick + release" if scenario.scheduler in ("lc", "wlc") else "pick"
-    print(f"\n{scenario.scheduler:<4}{scenario.title} — {scenario.shows}", file=out)
-    print(f"    {total} requests from {CLIENTS} clients, {scenario.failures} failures, "
+    unit = "pick + release" if _counts_connections(scenario) else "pick"
+    clients = len({scenario.client(n) for n in range(CLIENTS)})
+    print(f"\n{scenario.scheduler:<5}{scenario.title} — {scenario.shows}", file=out)
+    print(f"    {total} requests from {clients} clients, {scenario.failures} failures, "
           f"{cost.ns:.0f} ns per {unit} ({cost.ratio:.1f}x the abs(k) floor), "
           "100 endpoints", file=out)
     for name, weight in zip(BACKENDS, scenario.weights):
@@ -220,7 +270,13 @@ def _print_scenario(
 
 def _stickiness(scenario: Scenario, stats: dict) -> list[str]:
     """What the keyed schedulers promise, checked on the answers the clients got."""
-    if scenario.scheduler not in ("sh", "mh"):
+    if scenario.hot:
+        hot = ", ".join(f"{name} {scenario.hot_answers[name]}" for name in BACKENDS)
+        peaks = ", ".join(f"{name} {scenario.peak[name]}" for name in BACKENDS)
+        return [f"hot client {client_address(HOT_CLIENT)}: {sum(scenario.hot_answers.values())} "
+                f"requests, answered by {hot}",
+                f"most requests a backend held at once: {peaks} (b4 answers 10x slower)"]
+    if scenario.scheduler not in ("sh", "mh", "ring"):
         return []
     rounds = range(scenario.rounds)
     if not scenario.affinity_timeout:

@@ -29,12 +29,18 @@ __all__ = [
     "usable_endpoints",
     "check_endpoints",
     "check_int",
+    "check_balance_factor",
+    "balance_percent",
+    "BOUNDED_SCHEDULERS",
     "join_host_port",
     "NAME_RE",
 ]
 
-#: ipvsadm's scheduler names, where lbcore's meaning matches IPVS's.
-SCHEDULERS = ("rr", "wrr", "lc", "wlc", "dh", "sh", "mh")
+#: ipvsadm's scheduler names, where lbcore's meaning matches IPVS's; then the two IPVS
+#: has not: ``p2c`` (Envoy's least request) and ``ring`` (ring hash, libketama's kind).
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "dh", "sh", "mh", "p2c", "ring")
+#: The schedulers that take ``balance_factor`` (consistent hashing with bounded loads).
+BOUNDED_SCHEDULERS = ("mh", "ring")
 PROTOCOLS = ("tcp", "udp", "sctp")
 #: ipvsadm ``-b`` flags; each belongs to the scheduler named by its prefix.
 SCHED_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port")
@@ -60,6 +66,38 @@ def check_int(field_name: str, value: object, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(field_name, value, f"is out of range; valid: {low}..{high}")
     return value
+
+
+def check_balance_factor(value: object, field_name: str = "balance_factor") -> float | int:
+    """Bounded loads: ``c`` in 1..100, a whole number of percent (1.25 is 125 %).
+
+    An endpoint takes a new key only while it holds fewer than
+    ``max(1, ceil(c * (active + 1) * its weight share))`` connections.  Envoy's
+    ``hash_balance_factor`` and HAProxy's ``hash-balance-factor`` take the same factor as
+    an integer percentage; whole percentages keep the bound exact integer arithmetic,
+    the same in every process.
+
+    >>> check_balance_factor(1.25)
+    1.25
+    >>> check_balance_factor(1.125)
+    Traceback (most recent call last):
+    ...
+    lbcore.errors.ConfigError: balance_factor: 1.125 is not a whole percentage; valid: 1..100 in steps of 0.01 (1.25 = 125 %)
+    """
+    if type(value) not in (int, float) or value != value:  # bool is an int; NaN is not a factor
+        raise ConfigError(field_name, value, "must be a number from 1 to 100 (1.25 = 125 %)")
+    if not 1 <= value <= 100:
+        raise ConfigError(field_name, value, "is out of range; valid: 1..100 (1.25 = 125 %)")
+    if abs(value * 100 - round(value * 100)) > 1e-9:
+        raise ConfigError(
+            field_name, value, "is not a whole percentage; valid: 1..100 in steps of 0.01 (1.25 = 125 %)"
+        )
+    return value
+
+
+def balance_percent(value: float | int) -> int:
+    """A checked balance factor as the integer percentage the balancers compute with."""
+    return round(value * 100)
 
 
 def _check_bool(field_name: str, value: object) -> bool:
@@ -361,7 +399,9 @@ class Service:
     1..86400) turns on ClientIP stickiness; ``listen`` is where the userspace forwarder
     binds (default ``vip:port``; port 0 picks a free port); ``sched_flags`` are ipvsadm
     ``-b`` flags; ``max_connections`` caps the forwarder's concurrent connections;
-    ``health_check`` (a `HealthCheck`) says how to check the endpoints actively.
+    ``health_check`` (a `HealthCheck`) says how to check the endpoints actively;
+    ``balance_factor`` bounds the load of a consistent hash (``mh``, ``ring``: see
+    `check_balance_factor`).
 
     >>> s = Service("default/web:http", "10.96.0.10", 80, endpoints=[Endpoint("10.1.0.5", 8080)])
     >>> s.protocol, s.scheduler, s.listen_address
@@ -379,6 +419,7 @@ class Service:
     sched_flags: tuple[str, ...] = field(default=())
     max_connections: int | None = None
     health_check: HealthCheck | None = None
+    balance_factor: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.fullmatch(self.name):
@@ -406,6 +447,14 @@ class Service:
             raise ConfigError("scheduler", self.scheduler, f"is not one of {', '.join(SCHEDULERS)}")
         if self.affinity_timeout is not None:
             check_int("affinity_timeout", self.affinity_timeout, 1, MAX_AFFINITY_TIMEOUT)
+        if self.balance_factor is not None:
+            check_balance_factor(self.balance_factor)
+            if self.scheduler not in BOUNDED_SCHEDULERS:
+                raise ConfigError(
+                    "balance_factor", self.balance_factor,
+                    f"does not apply to scheduler {self.scheduler!r}; bounded loads are for "
+                    f"{' and '.join(BOUNDED_SCHEDULERS)}",
+                )
         object.__setattr__(self, "listen", _check_listen(self.listen))
         object.__setattr__(self, "sched_flags", self._checked_flags())
         if self.max_connections is not None:

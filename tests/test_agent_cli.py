@@ -28,7 +28,8 @@ def test_help_names_every_option():
 
 @pytest.mark.parametrize("args, message", [
     (["--mode", "iptables"], "--source: None is required"),
-    (["--mode", "ipvs", "--source", "x.yaml", "--fallback"], "--fallback: True is an iptables and nft mode option"),
+    (["--mode", "forward", "--source", "x.yaml", "--fallback"],
+     "--fallback: True is an iptables, ipvs and nft mode option"),
     (["--mode", "iptables", "--source", "x.yaml", "--interface", "eth0"], "--interface: 'eth0' is an ipvs mode option"),
     (["--mode", "iptables", "--source", "x.yaml", "--sync-period", "-1"], "sync_period: -1.0 must be a number"),
     (["--mode", "iptables", "--source", "x.yaml", "--min-sync-period", "10", "--sync-period", "5"],

@@ -68,7 +68,7 @@ def test_check_prints_the_table(capsys):
         dns      127.0.0.1:5353  udp    rr           -         127.0.0.1:9053  ready                 1       yes
                                                                127.0.0.1:9054  ready                 1       yes
         3 services, 8 endpoints, 6 taking new connections
-        backends: ipvs and forward run every scheduler; nft runs rr, wrr, dh, sh, mh; iptables runs rr, wrr; the others are refused unless rendered with --fallback
+        backends: forward runs every scheduler; ipvs runs rr, wrr, lc, wlc, dh, sh, mh; nft runs rr, wrr, dh, sh, mh; iptables runs rr, wrr; the others are refused unless rendered with --fallback
     """)
     assert err == ""
 
@@ -190,7 +190,7 @@ def test_kubernetes_problems_name_file_object_and_field(tmp_path):
     result = run("check", str(path))
     assert result.returncode == EXIT_BAD_INPUT and result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"lbcore: error: {path}: Service shop/web: metadata.annotations[lbcore.io/scheduler]: 'fastest' is not one of rr, wrr, lc, wlc, dh, sh, mh",
+        f"lbcore: error: {path}: Service shop/web: metadata.annotations[lbcore.io/scheduler]: 'fastest' is not one of rr, wrr, lc, wlc, dh, sh, mh, p2c, ring",
         f"lbcore: error: {path}: Deployment shop/web: kind: 'Deployment' is not a kind lbcore reads; valid: Service, EndpointSlice, List",
     ]
 

@@ -32,7 +32,7 @@ def _text(cls: type) -> str:
 def test_every_scheduler_class_is_exported():
     assert set(SCHEDULER_CLASSES) >= {
         "RoundRobin", "WeightedRoundRobin", "LeastConnection", "WeightedLeastConnection",
-        "DestinationHash", "SourceHash", "Maglev", "Affinity",
+        "DestinationHash", "SourceHash", "Maglev", "LeastRequest", "RingHash", "Affinity",
     }
 
 
@@ -70,6 +70,6 @@ def test_make_balancer_is_typed_per_scheduler_name():
     assert returns == {
         "rr": "RoundRobin", "wrr": "WeightedRoundRobin", "lc": "LeastConnection",
         "wlc": "WeightedLeastConnection", "dh": "DestinationHash", "sh": "SourceHash",
-        "mh": "Maglev",
+        "mh": "Maglev", "p2c": "LeastRequest", "ring": "RingHash",
     }
     assert set(returns) == set(lbcore.SCHEDULERS)

@@ -112,7 +112,7 @@ def test_service_sched_flags_sorted_and_checked():
         ({"vip": "10.96.0.999"}, "vip", "is not an IPv4 or IPv6 address"),
         ({"port": 0}, "port", "out of range"),
         ({"protocol": "icmp"}, "protocol", "'icmp' is not one of tcp, udp, sctp"),
-        ({"scheduler": "lblc"}, "scheduler", "'lblc' is not one of rr, wrr, lc, wlc, dh, sh, mh"),
+        ({"scheduler": "lblc"}, "scheduler", "'lblc' is not one of rr, wrr, lc, wlc, dh, sh, mh, p2c, ring"),
         ({"affinity_timeout": 0}, "affinity_timeout", "0 is out of range; valid: 1..86400"),
         ({"affinity_timeout": 86401}, "affinity_timeout", "86401 is out of range"),
         ({"affinity_timeout": 10.5}, "affinity_timeout", "must be an integer"),

@@ -171,7 +171,7 @@ def test_wrr_with_equal_weights_is_rr():
     assert iptables.render([rr]) == iptables.render([dataclasses.replace(rr, scheduler="wrr")])
 
 
-@pytest.mark.parametrize("scheduler", ["lc", "wlc", "dh", "sh", "mh"])
+@pytest.mark.parametrize("scheduler", ["lc", "wlc", "dh", "sh", "mh", "p2c", "ring"])
 def test_schedulers_iptables_cannot_express_are_refused_by_name(scheduler):
     service = Service("ns1/db:pg", "10.96.0.5", 5432, scheduler=scheduler, endpoints=endpoints(1, 2))
     with pytest.raises(ConfigError) as err:

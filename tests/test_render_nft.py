@@ -172,7 +172,7 @@ def test_endpoint_ids_are_unique_and_follow_the_address_alone():
 
 def test_backend_schedulers_say_what_each_renderer_does():
     assert set(BACKEND_SCHEDULERS["nft"]) | set(nft.FALLBACK) == set(SCHEDULERS)
-    assert nft.FALLBACK == {"lc": "rr", "wlc": "wrr"}
+    assert nft.FALLBACK == {"lc": "rr", "wlc": "wrr", "p2c": "wrr", "ring": "wrr"}
     for scheduler in SCHEDULERS:
         service = [Service("s", "10.96.0.1", 80, scheduler=scheduler, endpoints=[Endpoint("10.1.0.1", 80)])]
         for backend, module in (("nft", nft), ("iptables", iptables)):
@@ -446,8 +446,8 @@ def test_cli_refuses_wlc_unless_fallback(tmp_path):
 def test_cli_check_says_which_schedulers_each_backend_runs():
     result = lbcore("check", str(ROOT / "examples" / "k8s-dump.yaml"))
     assert result.returncode == 0
-    assert ("backends: ipvs and forward run every scheduler; nft runs rr, wrr, dh, sh, mh; "
-            "iptables runs rr, wrr") in result.stdout
+    assert ("backends: forward runs every scheduler; ipvs runs rr, wrr, lc, wlc, dh, sh, mh; "
+            "nft runs rr, wrr, dh, sh, mh; iptables runs rr, wrr") in result.stdout
 
 
 def test_cli_bad_input_exits_2_naming_file_and_field(tmp_path):

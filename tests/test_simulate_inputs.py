@@ -10,7 +10,6 @@ import pytest
 
 from lbcore import ConfigError, Endpoint
 from lbcore.simulate import Timeline, parse_event, parse_schedulers, read_trace, synthetic
-from lbcore.simulate.schedulers import PLANNED
 from lbcore.sources import SourceError
 
 # ---- synthetic traffic ----------------------------------------------------------------
@@ -218,7 +217,6 @@ def test_scheduler_list_and_how_each_is_replayed():
     assert [s.replay for s in specs] == ["sequence", "sequence", "held", "held", "key", "key", "key", "held", "held",
                                          "key", "held", "key", "held"]
     assert specs[9].options == {"table_size": 1024} and specs[12].options == {"balance_factor": 1.25}
-    assert PLANNED["schedulers"] == ("p2c", "ring")
 
 
 @pytest.mark.parametrize("text, words", [

@@ -406,7 +406,7 @@ def test_a_list_of_problems_in_one_run():
     assert problems(bad_service, bad_slice) == [
         "k8s.yaml: Service shop/web: spec.clusterIPs[0]: '10.96.0.999' is not an IPv4 or IPv6 address",
         "k8s.yaml: Service shop/web: spec.ports[0].port: 0 is out of range; valid: 1..65535",
-        "k8s.yaml: Service shop/web: metadata.annotations[lbcore.io/scheduler]: 'fastest' is not one of rr, wrr, lc, wlc, dh, sh, mh",
+        "k8s.yaml: Service shop/web: metadata.annotations[lbcore.io/scheduler]: 'fastest' is not one of rr, wrr, lc, wlc, dh, sh, mh, p2c, ring",
         "k8s.yaml: Service shop/web: spec.sessionAffinityConfig.clientIP.timeoutSeconds: 0 is out of range; valid: 1..86400",
         "k8s.yaml: EndpointSlice shop/web-abc12: ports[0].port: 99999 is out of range; valid: 1..65535",
         "k8s.yaml: EndpointSlice shop/web-abc12: endpoints[0].addresses[0]: 'fd00::1' is not an IPv4 address",
@@ -416,14 +416,14 @@ def test_a_list_of_problems_in_one_run():
 
 def test_invalid_scheduler_annotation_names_the_annotation():
     assert problems(service(annotations={"lbcore.io/scheduler": "round-robin"})) == [
-        "k8s.yaml: Service shop/web: metadata.annotations[lbcore.io/scheduler]: 'round-robin' is not one of rr, wrr, lc, wlc, dh, sh, mh",
+        "k8s.yaml: Service shop/web: metadata.annotations[lbcore.io/scheduler]: 'round-robin' is not one of rr, wrr, lc, wlc, dh, sh, mh, p2c, ring",
     ]
 
 
 def test_misspelt_lbcore_annotation_is_an_error_with_a_hint():
     assert problems(service(annotations={"lbcore.io/schedular": "wlc"})) == [
         "k8s.yaml: Service shop/web: metadata.annotations[lbcore.io/schedular]: 'wlc' is not an lbcore annotation; "
-        "did you mean 'lbcore.io/scheduler'? valid: lbcore.io/scheduler, lbcore.io/health-check",
+        "did you mean 'lbcore.io/scheduler'? valid: lbcore.io/scheduler, lbcore.io/balance-factor, lbcore.io/health-check",
     ]
 
 

@@ -261,7 +261,7 @@ def test_a_bad_object_is_named_and_the_rest_is_served(tmp_path, certificates):
     bad, fixed = run(main())
     assert table(bad) == RECORDED
     assert bad.problems == ("kubernetes: Service shop/api: metadata.annotations[lbcore.io/scheduler]: "
-                            "'fastest' is not one of rr, wrr, lc, wlc, dh, sh, mh",)
+                            "'fastest' is not one of rr, wrr, lc, wlc, dh, sh, mh, p2c, ring",)
     assert fixed.problems == () and table(fixed)["shop/api:http"] == []
 
 

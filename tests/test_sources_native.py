@@ -57,7 +57,7 @@ def test_every_field():
 def test_keys_are_the_model_keywords():
     assert native.SERVICE_KEYS == ("name", "vip", "port", "protocol", "endpoints", "scheduler",
                                    "affinity_timeout", "listen", "sched_flags", "max_connections",
-                                   "health_check")
+                                   "health_check", "balance_factor")
     assert native.ENDPOINT_KEYS == ("ip", "port", "weight", "ready", "serving", "terminating")
 
 
@@ -103,10 +103,10 @@ def test_per_format_load_takes_a_parsed_document():
     [
         ("{name: web, vip: 10.96.0.10, port: 80, schedular: wlc}",
          "svc.yaml: services[0] (web): schedular: 'wlc' is not a field of a service; did you mean 'scheduler'? "
-         "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check"),
+         "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check, balance_factor"),
         ("{name: web, vip: 10.96.0.10, port: 80, colour: red}",
          "svc.yaml: services[0] (web): colour: 'red' is not a field of a service; "
-         "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check"),
+         "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check, balance_factor"),
         ("{name: web, port: 80}", "svc.yaml: services[0] (web): vip: (missing) is required in a service"),
         ("{vip: 10.96.0.10, port: 80}", "svc.yaml: services[0]: name: (missing) is required in a service"),
         ("{name: web, vip: 10.96.0.300, port: 80}", "svc.yaml: services[0] (web): vip: '10.96.0.300' is not an IPv4 or IPv6 address"),
@@ -114,7 +114,7 @@ def test_per_format_load_takes_a_parsed_document():
         ("{name: web, vip: 10.96.0.10, port: '80'}", "svc.yaml: services[0] (web): port: '80' must be an integer in 1..65535"),
         ("{name: web, vip: 10.96.0.10, port: 80, protocol: icmp}", "svc.yaml: services[0] (web): protocol: 'icmp' is not one of tcp, udp, sctp"),
         ("{name: web, vip: 10.96.0.10, port: 80, scheduler: fastest}",
-         "svc.yaml: services[0] (web): scheduler: 'fastest' is not one of rr, wrr, lc, wlc, dh, sh, mh"),
+         "svc.yaml: services[0] (web): scheduler: 'fastest' is not one of rr, wrr, lc, wlc, dh, sh, mh, p2c, ring"),
         ("{name: web, vip: 10.96.0.10, port: 80, affinity_timeout: 0}",
          "svc.yaml: services[0] (web): affinity_timeout: 0 is out of range; valid: 1..86400"),
         ("{name: web, vip: 10.96.0.10, port: 80, listen: 'localhost:80'}",
@@ -178,7 +178,7 @@ services:
 """
     assert problems(text) == [
         "svc.yaml: services[0] (web): schedular: 'wlc' is not a field of a service; did you mean 'scheduler'? "
-        "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check",
+        "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check, balance_factor",
         "svc.yaml: services[0] (web): endpoints[0].port: 0 is out of range; valid: 1..65535",
         "svc.yaml: services[0] (web): endpoints[1].weight: -1 is out of range; valid: 0..2147483647",
         "svc.yaml: services[0] (web): vip: '10.96.0.300' is not an IPv4 or IPv6 address",

@@ -21,6 +21,7 @@ from lbcore._shared.affinity_options import (
     DEFAULT_MAX_ENTRIES,
     NO_KEY,
     check_clock,
+    check_keyed_by_xxh64,
     check_max_entries,
     check_timeout,
     not_same_twin,
@@ -90,6 +91,7 @@ cdef class Affinity(Balancer):
                  max_entries=DEFAULT_MAX_ENTRIES, clock=None):
         if not isinstance(balancer, Balancer):
             raise not_same_twin(balancer, "lbcore._fast")
+        check_keyed_by_xxh64(balancer)
         self._table = SessionTable(check_timeout(timeout), check_max_entries(max_entries))
         self._clock = check_clock(clock)
         self._balancer = <Balancer>balancer

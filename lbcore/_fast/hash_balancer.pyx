@@ -4,7 +4,9 @@
 #
 # The hot paths are pick(), _pick_index() and the int-buffer loop of pick_many(): hash
 # the key (C, lbcore._fast.hashing), reduce it to a slot with Lemire's multiply-shift
-# on the top 32 bits (no 64-bit division), read the resolved slot.
+# on the top 32 bits (no 64-bit division), read the resolved slot.  With
+# balance_factor, the slot's successors are probed for room and the pick counted
+# (loads.pxd, inline: no Python call either).
 
 cimport cython
 from cpython.array cimport array, clone
@@ -12,9 +14,12 @@ from libc.stdint cimport int32_t, uint64_t
 
 from lbcore._fast.balancer cimport Balancer
 from lbcore._fast.hashing cimport SEED, xxh64_u64
+from lbcore._fast.loads cimport Loads, loads_add, loads_remove, probe
 
+from lbcore._shared.endpoint_state import pickable_indices
 from lbcore._shared.table_invariants import check_picker
 from lbcore._shared.key_buffers import buffer_keys
+from lbcore.models import balance_percent, check_balance_factor
 
 __all__ = ["HashBalancer"]
 
@@ -76,12 +81,22 @@ cdef array _resolve_fallback(array table, list entries, list pickable):
     return resolved
 
 
+cdef inline Py_ssize_t _bounded(HashBalancer self, _HashPicker picker, uint64_t slot) except -2:
+    # With balance_factor: the first endpoint with room from the key's slot on, counted.
+    cdef Py_ssize_t index = probe(self._loads, picker.slots, picker.size, slot, self._percent)
+    loads_add(self._loads, index)
+    return index
+
+
 cdef class HashBalancer(Balancer):
     """Base of dh, sh and mh; not used on its own."""
 
-    def __init__(self, endpoints, Py_ssize_t table_size):
+    def __init__(self, endpoints, Py_ssize_t table_size, balance_factor=None):
         self.table_size = table_size
         self._needs_key = True
+        self.balance_factor = None if balance_factor is None else check_balance_factor(balance_factor)
+        self._percent = 0 if balance_factor is None else balance_percent(balance_factor)
+        self._loads = Loads(self.scheduler, (), (), None) if self._percent else None
         # No endpoints yet (None, not (): the first update must not look like a failure mark).
         self._picker = _HashPicker(None, None, clone(_INDEX_ARRAY, 0, zero=False), [],
                                    clone(_INDEX_ARRAY, 0, zero=False))
@@ -101,8 +116,10 @@ cdef class HashBalancer(Balancer):
         else:
             table_key, entries = self._layout(endpoints)
             table = old.table if old.table_key == table_key else self._populate(table_key)
-        self._picker = _HashPicker(endpoints, table_key, table, entries,
-                                   _resolve_fallback(table, entries, pickable))
+        resolved = _resolve_fallback(table, entries, pickable)
+        loads = Loads(self.scheduler, endpoints, pickable, self._loads) if self._percent else None
+        self._picker = _HashPicker(endpoints, table_key, table, entries, resolved)
+        self._loads = loads
         return 0
 
     @cython.boundscheck(False)
@@ -113,13 +130,36 @@ cdef class HashBalancer(Balancer):
         cdef _HashPicker picker = self._picker
         if picker.size == 0:
             raise self._no_endpoints()
-        return picker.endpoints[picker.slots[_slot(key_hash, picker.size)]]
+        if self._loads is None:
+            return picker.endpoints[picker.slots[_slot(key_hash, picker.size)]]
+        return picker.endpoints[_bounded(self, picker, _slot(key_hash, picker.size))]
 
     cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2:
         cdef _HashPicker picker = self._picker
         if picker.size == 0:
             return -1
-        return picker.slots[_slot(key_hash, picker.size)]
+        if self._loads is None:
+            return picker.slots[_slot(key_hash, picker.size)]
+        return _bounded(self, picker, _slot(key_hash, picker.size))
+
+    def release(self, endpoint):
+        """A connection picked earlier has ended: counted with balance_factor, else a no-op."""
+        cdef Py_ssize_t index
+        if self._loads is not None:
+            index = self._loads.find(endpoint)
+            if index >= 0:
+                loads_remove(self._loads, index)
+
+    cdef int _count(self, Py_ssize_t index) except -1:
+        if self._loads is None:
+            return 0
+        if not 0 <= index < self._loads.n:
+            raise IndexError(f"endpoint index {index} out of range")
+        return loads_add(self._loads, index)
+
+    def _active_counts(self):
+        """Active connections by endpoint address (with balance_factor; tests, stats)."""
+        return {} if self._loads is None else self._loads.counts()
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
@@ -132,6 +172,8 @@ cdef class HashBalancer(Balancer):
         cdef Py_ssize_t j, n
         cdef uint64_t key_hash, size = picker.size
         cdef const int32_t* slots = picker.slots
+        if self._loads is not None:
+            return Balancer.pick_many(self, keys)  # each key probed and counted, in C
         view = buffer_keys(keys)
         if view is None:
             n = len(keys)
@@ -159,3 +201,6 @@ cdef class HashBalancer(Balancer):
         Balancer._check(self)
         check_picker(self._picker, self._endpoints, self._failed, self._layout(self._endpoints),
                      self.table_size)
+        assert (self._loads is None) == (self._percent == 0)
+        if self._loads is not None:
+            self._loads.check(self._endpoints, pickable_indices(self._endpoints, self._failed))

@@ -24,6 +24,9 @@ cdef class Maglev(HashBalancer):
     (1.54 % of keys for one of 100 at M = 65537; bench/README.md).
     `update` is O(M log M) when the set or the weights change and O(M) otherwise (a
     failure mark or a readiness flip only redoes the fallback); `pick` is O(1).
+    ``balance_factor=c`` (1..100) bounds every endpoint to ``ceil(c * (active + 1) *
+    its weight share)`` connections: a key whose endpoint is full goes to the owner of
+    the next slot with room (then `release` must be called; O(1) expected).
 
     >>> from lbcore import Endpoint
     >>> endpoints = [Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)]
@@ -35,8 +38,8 @@ cdef class Maglev(HashBalancer):
 
     scheduler = "mh"
 
-    def __init__(self, endpoints=(), *, table_size=MAGLEV_DEFAULT):
-        HashBalancer.__init__(self, endpoints, check_maglev_table_size(table_size))
+    def __init__(self, endpoints=(), *, table_size=MAGLEV_DEFAULT, balance_factor=None):
+        HashBalancer.__init__(self, endpoints, check_maglev_table_size(table_size), balance_factor)
 
     cdef tuple _layout(self, tuple endpoints):
         check_maglev_fit(self.table_size, len(endpoints))

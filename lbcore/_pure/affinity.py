@@ -33,6 +33,7 @@ from .._shared.affinity_options import (
     DEFAULT_MAX_ENTRIES,
     NO_KEY,
     check_clock,
+    check_keyed_by_xxh64,
     check_max_entries,
     check_timeout,
     not_same_twin,
@@ -102,6 +103,7 @@ class Affinity(Balancer):
     ) -> None:
         if not isinstance(balancer, Balancer):
             raise not_same_twin(balancer, "lbcore._pure")
+        check_keyed_by_xxh64(balancer)
         self._table = SessionTable(check_timeout(timeout), check_max_entries(max_entries))
         self._clock = _coarse_clock if check_clock(clock) is None else clock
         self._balancer = balancer

@@ -20,6 +20,15 @@ hash values (a relative bias below size / 2**32, 1.5e-5 at 65537), without the 6
 division of ``h % size`` (D. Lemire, "A fast alternative to the modulo reduction", 2016).  For a power-of-two size it is simply the top bits of the hash.  The
 hash is lbcore's XXH64 key hash, not IPVS's ``hash_32`` of the address: keys are not only
 addresses, and every process of a fleet must agree.
+
+With ``balance_factor`` (mh takes it), loads are bounded (lbcore._pure.loads): picks and
+releases are counted, and a key whose endpoint is at its bound goes to the owner of the
+next slot with room.  This *next preference* of a key is its slot's successors in table
+order, ``slot + 1, slot + 2, ...`` cyclically, read through the resolution (so the
+unusable are skipped as for every key): the same walk the fallback takes for an
+unusable owner.  Maglev interleaves the endpoints' slots, so the slots after the hot
+endpoint's many slots belong to many endpoints, and its overflow spreads over them
+rather than onto one neighbour.
 """
 
 from __future__ import annotations
@@ -27,9 +36,11 @@ from __future__ import annotations
 from array import array
 from typing import Any
 
+from .._shared.endpoint_state import pickable_indices
 from .._shared.table_invariants import check_picker
-from ..models import Endpoint
+from ..models import Endpoint, balance_percent, check_balance_factor
 from .balancer import Balancer
+from .loads import Loads
 
 __all__ = ["HashBalancer"]
 
@@ -79,14 +90,17 @@ class HashBalancer(Balancer):
     """Base of dh, sh and mh; not used on its own.
 
     Subclasses say how endpoints become table entries (`_layout`) and how entries fill
-    the table (`_populate`).
+    the table (`_populate`).  ``balance_factor`` bounds the loads (see the module).
     """
 
     needs_key = True
-    __slots__ = ("_table_size", "_picker")
+    __slots__ = ("_table_size", "_picker", "_balance_factor", "_percent", "_loads")
 
-    def __init__(self, endpoints: Any, table_size: int) -> None:
+    def __init__(self, endpoints: Any, table_size: int, balance_factor: float | None = None) -> None:
         self._table_size = table_size
+        self._balance_factor = None if balance_factor is None else check_balance_factor(balance_factor)
+        self._percent = 0 if balance_factor is None else balance_percent(balance_factor)
+        self._loads = Loads(self.scheduler, (), (), None) if self._percent else None
         # No endpoints yet (None, not (): the first update must not look like a failure mark).
         self._picker = _HashPicker(None, None, array("i"), [], array("i"))
         super().__init__(endpoints)
@@ -95,6 +109,11 @@ class HashBalancer(Balancer):
     def table_size(self) -> int:
         """The number of slots of the table."""
         return self._table_size
+
+    @property
+    def balance_factor(self) -> float | None:
+        """The bound on loads (``None``: unbounded)."""
+        return self._balance_factor
 
     def _layout(self, endpoints: tuple[Endpoint, ...]) -> tuple[Any, list[int]]:
         """(table key, entries): what the table is built from (equal keys, equal tables)
@@ -114,8 +133,10 @@ class HashBalancer(Balancer):
             table = old.table if old.table_key == table_key else self._populate(table_key)
         usable = set(pickable)
         targets = [i if i in usable else -1 for i in entries]
+        loads = Loads(self.scheduler, endpoints, pickable, self._loads) if self._percent else None
         self._picker = _HashPicker(endpoints, table_key, table, entries,
                                    _resolve_fallback(table, targets))
+        self._loads = loads
 
     def pick(self, key: Any = None) -> Endpoint:
         """The endpoint for ``key`` (str, bytes or int); O(1) after hashing the key.
@@ -137,15 +158,47 @@ class HashBalancer(Balancer):
         picker = self._picker
         if not picker.size:
             raise self._no_endpoints()
-        return picker.endpoints[picker.resolved[((key_hash >> 32) * picker.size) >> 32]]
+        if self._loads is None:
+            return picker.endpoints[picker.resolved[((key_hash >> 32) * picker.size) >> 32]]
+        return picker.endpoints[self._pick_index(key_hash)]
 
     def _pick_index(self, key_hash: int) -> int:
         picker = self._picker
         if not picker.size:
             return -1
-        return picker.resolved[((key_hash >> 32) * picker.size) >> 32]
+        slot = ((key_hash >> 32) * picker.size) >> 32
+        loads = self._loads
+        if loads is None:
+            return picker.resolved[slot]
+        index = loads.probe(picker.resolved, slot, self._percent)
+        loads.add(index)
+        return index
+
+    def release(self, endpoint: Endpoint) -> None:
+        """A connection picked earlier has ended: counted with ``balance_factor``, else
+        a no-op."""
+        loads = self._loads
+        if loads is not None:
+            index = loads.find(endpoint)
+            if index >= 0:
+                loads.remove(index)
+
+    def _count(self, index: int) -> None:
+        loads = self._loads
+        if loads is None:
+            return
+        if not 0 <= index < len(loads.endpoints):
+            raise IndexError(f"endpoint index {index} out of range")
+        loads.add(index)
+
+    def _active_counts(self) -> dict[tuple[str, int], int]:
+        """Active connections by endpoint address (with ``balance_factor``; tests, stats)."""
+        return {} if self._loads is None else self._loads.counts()
 
     def _check(self) -> None:
         super()._check()
         check_picker(self._picker, self._endpoints, self._failed, self._layout(self._endpoints),
                      self._table_size)
+        assert (self._loads is None) == (self._percent == 0)
+        if self._loads is not None:
+            self._loads.check(self._endpoints, pickable_indices(self._endpoints, self._failed))

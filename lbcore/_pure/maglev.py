@@ -40,6 +40,9 @@ class Maglev(HashBalancer):
     (1.54 % of keys for one of 100 at M = 65537; bench/README.md).
     `update` is O(M log M) when the set or the weights change and O(M) otherwise (a
     failure mark or a readiness flip only redoes the fallback); `pick` is O(1).
+    ``balance_factor=c`` (1..100) bounds every endpoint to ``ceil(c * (active + 1) *
+    its weight share)`` connections: a key whose endpoint is full goes to the owner of
+    the next slot with room (then `release` must be called; O(1) expected).
 
     >>> from lbcore import Endpoint
     >>> endpoints = [Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)]
@@ -52,8 +55,11 @@ class Maglev(HashBalancer):
     scheduler = "mh"
     __slots__ = ()
 
-    def __init__(self, endpoints: Any = (), *, table_size: int = MAGLEV_DEFAULT) -> None:
-        super().__init__(endpoints, check_maglev_table_size(table_size))
+    def __init__(
+        self, endpoints: Any = (), *, table_size: int = MAGLEV_DEFAULT,
+        balance_factor: float | None = None,
+    ) -> None:
+        super().__init__(endpoints, check_maglev_table_size(table_size), balance_factor)
 
     def _layout(self, endpoints: tuple[Endpoint, ...]) -> tuple[Any, list[int]]:
         check_maglev_fit(self._table_size, len(endpoints))

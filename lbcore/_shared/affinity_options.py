@@ -19,6 +19,7 @@ __all__ = [
     "check_max_entries",
     "check_clock",
     "not_same_twin",
+    "check_keyed_by_xxh64",
     "session_remap",
 ]
 
@@ -62,6 +63,21 @@ def not_same_twin(balancer: object, twin: str) -> ConfigError:
         f"is not a balancer of {twin}, the twin of this Affinity; "
         "make_balancer(scheduler, endpoints, affinity_timeout=T) builds a matching pair",
     )
+
+
+def check_keyed_by_xxh64(balancer: Any) -> None:
+    """Refuse a balancer that hashes keys otherwise than lbcore's XXH64 (a ketama ring).
+
+    Affinity keys its sessions by `key_hash` and hands that hash to the wrapped
+    balancer on a miss, so a ketama ring would place new keys by XXH64, not where
+    uhashring places them: an error, never a silent change of placement.
+    """
+    if getattr(balancer, "hash", "xxh64") != "xxh64":
+        raise ConfigError(
+            "hash", balancer.hash,
+            "cannot be wrapped in Affinity: sessions are keyed by lbcore's XXH64, so new keys "
+            "would not land where uhashring puts them; use hash='xxh64' with affinity",
+        )
 
 
 def session_remap(

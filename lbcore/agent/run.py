@@ -61,8 +61,8 @@ def run(
     """Run the agent; return the exit status (0 after a clean stop, 2 on bad input).
 
     ``source_options`` go to each ``open_source(spec, **options)`` (``kubeconfig``);
-    ``sink_options`` to the mode's sink (``fallback`` for iptables, ``interface`` for
-    ipvs, the forwarder's options for forward).  ``open_source`` defaults to
+    ``sink_options`` to the mode's sink (``fallback`` for iptables, ipvs and nft,
+    ``interface`` for ipvs, the forwarder's options for forward).  ``open_source`` defaults to
     `lbcore.sources.live.open_source`.
     """
     try:

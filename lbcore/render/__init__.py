@@ -7,11 +7,12 @@ no shelling out.  Applying the text is the caller's job (``iptables-restore --no
 
 from ..models import SCHEDULERS
 
-#: The schedulers each backend runs itself.  IPVS and the userspace forwarder run them
-#: all; the iptables and nftables renderers refuse the others unless asked for their
-#: documented fallback (``fallback=True``, ``--fallback``).  `lbcore check` prints it.
+#: The schedulers each backend runs itself.  The userspace forwarder runs them all, IPVS
+#: all but the two it has no scheduler for (p2c, ring); the IPVS, iptables and nftables
+#: renderers refuse the others unless asked for their documented fallback
+#: (``fallback=True``, ``--fallback``).  `lbcore check` prints it.
 BACKEND_SCHEDULERS = {
-    "ipvs": SCHEDULERS,
+    "ipvs": ("rr", "wrr", "lc", "wlc", "dh", "sh", "mh"),
     "forward": SCHEDULERS,
     "nft": ("rr", "wrr", "dh", "sh", "mh"),
     "iptables": ("rr", "wrr"),

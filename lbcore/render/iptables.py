@@ -60,8 +60,9 @@ say whether a client is in it, not which endpoint it belongs to.
 
 Schedulers: ``rr`` splits evenly (1/n, 1/(n-1), ... as ``%0.10f``; the last rule takes
 the rest), ``wrr`` by weight (w_i / sum of w_j for j >= i).  iptables cannot count
-connections or hash, so ``lc``, ``wlc``, ``dh``, ``sh`` and ``mh`` raise `ConfigError`
-unless ``fallback=True``, which renders them as `FALLBACK` says.
+connections or hash, so ``lc``, ``wlc``, ``dh``, ``sh``, ``mh``, ``p2c`` and ``ring`` (and
+with them a ``balance_factor``) raise `ConfigError` unless ``fallback=True``, which
+renders them as `FALLBACK` says.
 """
 
 from __future__ import annotations
@@ -111,9 +112,10 @@ POSTROUTING_CHAIN = "LBCORE-POSTROUTING"
 MASQUERADE_MARK = "0x00004000"
 #: ``fallback=True``: what a scheduler iptables cannot express is rendered as.  The
 #: unweighted ones (IPVS ``lc`` and ``dh`` ignore weights but 0) split evenly, the
-#: weighted ones by weight.  Connection counts and hash stickiness are lost; ClientIP
+#: weighted ones by weight (``p2c`` and ``ring`` weigh their endpoints too).  Connection
+#: counts, hash stickiness and the bound of a ``balance_factor`` are lost; ClientIP
 #: affinity stays as the Service configures it.
-FALLBACK = {"lc": "rr", "dh": "rr", "wlc": "wrr", "sh": "wrr", "mh": "wrr"}
+FALLBACK = {"lc": "rr", "dh": "rr", "wlc": "wrr", "sh": "wrr", "mh": "wrr", "p2c": "wrr", "ring": "wrr"}
 
 _PORTALS = f'-m comment --comment "lbcore service portals" -j {SERVICES_CHAIN}'
 #: (table, built-in chain, rule): the only rules lbcore writes outside its own chains.
@@ -310,11 +312,12 @@ def _split(service: Service, fallback: bool) -> str:
     if scheduler in _EXPRESSIBLE:
         return scheduler
     if not fallback:
+        bound = "" if service.balance_factor is None else f" with balance_factor {service.balance_factor:g}"
         raise ConfigError(
             "scheduler", scheduler,
-            f"of service {service.name!r} cannot be expressed in iptables (no connection "
+            f"of service {service.name!r}{bound} cannot be expressed in iptables (no connection "
             f"counts, no hashing); use rr or wrr, or fallback=True to render it as "
-            f"{FALLBACK[scheduler]}",
+            f"{FALLBACK[scheduler]}" + (" without the bound" if bound else ""),
         )
     return FALLBACK[scheduler]
 

@@ -59,7 +59,9 @@ Order
     rendering, by line order alone.
 
 Forwarder-only fields (``listen``, ``max_connections``) have no IPVS meaning and are not
-rendered; everything else in a Service maps one to one.
+rendered; everything else in a Service maps one to one, except what IPVS has no
+scheduler for: ``p2c``, ``ring`` and a ``balance_factor`` raise `ConfigError` unless
+``fallback=True``, which renders them as `FALLBACK` says.
 """
 
 from __future__ import annotations
@@ -72,10 +74,18 @@ from typing import Iterable
 from ..errors import ConfigError
 from ..models import SCHED_FLAGS, Service
 
-__all__ = ["DEFAULT_INTERFACE", "render", "render_diff", "render_node_setup"]
+__all__ = ["DEFAULT_INTERFACE", "FALLBACK", "render", "render_diff", "render_node_setup"]
 
 #: lbcore's own dummy interface for the VIPs (kube-proxy's is ``kube-ipvs0``).
 DEFAULT_INTERFACE = "lbcore-ipvs0"
+#: ``fallback=True``: (scheduler, ``-b`` flags) for what IPVS has no scheduler for.
+#: ``p2c`` becomes ``wlc``, the least-loaded rule that p2c samples (with choice_count
+#: at the endpoint count it is that rule; IPVS ``twos`` would be closer but needs Linux
+#: 6.2, newer than Debian 12's kernel); ``ring`` becomes IPVS's consistent hash, ``mh``,
+#: with ``mh-fallback``, as the ring sends the keys of an unusable endpoint on to the
+#: next.  Keys move (IPVS hashes otherwise), and ``balance_factor`` is dropped: IPVS
+#: ``mh`` has no bounded loads.
+FALLBACK = {"p2c": ("wlc", ()), "ring": ("mh", ("mh-fallback",))}
 
 # ipvsadm's virtual-service switch, and the IP protocol number its listing sorts by.
 _SWITCH = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}
@@ -103,6 +113,26 @@ def _address(family: int, ip: str, packed: bytes, port: int) -> str:
     return f"{ip}:{port}"
 
 
+def _refuse_inexpressible(services: Iterable[Service]) -> None:
+    """Raise `ConfigError` for the first Service IPVS cannot express (without fallback)."""
+    for service in services:
+        if service.scheduler in FALLBACK:
+            scheduler, flags = FALLBACK[service.scheduler]
+            bound = "" if service.balance_factor is None else " without the bound"
+            raise ConfigError(
+                "scheduler", service.scheduler,
+                f"of service {service.name!r} has no IPVS scheduler; use one of IPVS's, or "
+                f"fallback=True to render it as {' -b '.join((scheduler, *flags))}{bound}",
+            )
+        if service.balance_factor is not None:
+            raise ConfigError(
+                "balance_factor", service.balance_factor,
+                f"of service {service.name!r} cannot be expressed in IPVS ({service.scheduler} "
+                "has no bounded loads there); drop it, or fallback=True to render the "
+                "scheduler without the bound",
+            )
+
+
 class _Virtual:
     """One service as IPVS holds it: its identity, its options and its real servers."""
 
@@ -116,13 +146,15 @@ class _Virtual:
         self.key: _ServiceKey = (family, _PROTOCOL_NUMBER[service.protocol], packed, service.port)
         address = _address(family, service.vip, packed, service.port)
         self.spec = f"{_SWITCH[service.protocol]} {address}"
-        options = f"-s {service.scheduler}"
+        # Refused earlier unless fallback was asked for (_refuse_inexpressible).
+        scheduler, sched_flags = FALLBACK.get(service.scheduler, (service.scheduler, service.sched_flags))
+        options = f"-s {scheduler}"
         if service.affinity_timeout is not None:
             options += f" -p {service.affinity_timeout}"
-        if service.sched_flags:
+        if sched_flags:
             # ipvsadm prints the flags in bit order (sh/mh-fallback is IP_VS_SVC_F_SCHED1,
             # -port SCHED2), which is the order of SCHED_FLAGS.
-            flags = [flag for flag in SCHED_FLAGS if flag in service.sched_flags]
+            flags = [flag for flag in SCHED_FLAGS if flag in sched_flags]
             options += " -b " + ",".join(flags)
         self.options = options
         self.service = service
@@ -180,12 +212,14 @@ def _index(services: Iterable[Service], field: str) -> dict[tuple[str, str, int]
     return index
 
 
-def render(services: Iterable[Service]) -> str:
+def render(services: Iterable[Service], *, fallback: bool = False) -> str:
     """The IPVS table for ``services``, as ``ipvsadm -S -n`` prints it; O(n log n).
 
     ``-A`` per service with ``-s`` scheduler, ``-p`` affinity timeout and ``-b`` flags;
     ``-a ... -m -w W`` per real server (masquerading, as kube-proxy).  Feed it to
     ``ipvsadm -R`` or ``ipvsadm-restore`` on an empty table (module docstring).
+    ``p2c``, ``ring`` and ``balance_factor`` raise `ConfigError` unless ``fallback``
+    (`FALLBACK`).
 
     >>> from lbcore import Endpoint, Service
     >>> web = Service("default/web:http", "10.96.0.10", 80, scheduler="wrr",
@@ -199,15 +233,23 @@ def render(services: Iterable[Service]) -> str:
     -a -t 10.96.0.10:80 -r 10.244.0.6:8080 -m -w 3
     -a -t 10.96.0.10:80 -r 10.244.0.7:8080 -m -w 0
     """
-    virtuals = sorted(map(_Virtual, _index(services, "services").values()), key=_KEY)
+    index = _index(services, "services")
+    if not fallback:
+        _refuse_inexpressible(index.values())
+    virtuals = sorted(map(_Virtual, index.values()), key=_KEY)
     lines = []
     for virtual in virtuals:
         lines.extend(virtual.lines())
     return "".join(line + "\n" for line in lines)
 
 
-def render_diff(old_services: Iterable[Service], new_services: Iterable[Service]) -> str:
+def render_diff(
+    old_services: Iterable[Service], new_services: Iterable[Service], *, fallback: bool = False
+) -> str:
     """The ``ipvsadm -R`` lines that turn ``render(old)`` into ``render(new)``.
+
+    ``fallback`` as in `render`; the new services are refused as `render` would refuse
+    them, whether they changed or not.
 
     A service that went away: ``-D`` (which also drops its real servers).  A new one:
     ``-A`` and its ``-a`` lines.  A changed one: ``-E`` with all its options if the
@@ -235,6 +277,8 @@ def render_diff(old_services: Iterable[Service], new_services: Iterable[Service]
     """
     old = _index(old_services, "old_services")
     new = _index(new_services, "new_services")
+    if not fallback:
+        _refuse_inexpressible(new.values())
     changed: list[tuple[_Virtual | None, _Virtual | None]] = []
     for identity, after in new.items():
         before = old.get(identity)

@@ -32,9 +32,11 @@ kube-proxy.md §4) gives each Service a chain and an anonymous map: 10,000 x 10 
 those cost nft 11.8 s of CPU to load, these tables 0.8 s (bench/README.md).
 
 Schedulers: rr, wrr, sh, dh and mh run in the kernel (`BACKEND_SCHEDULERS`).  The
-others need connection counts and are refused with a `ConfigError` naming the Service
-and the scheduler, unless ``fallback=True``, which renders them as `FALLBACK` says
-(the iptables renderer's rule: lc as rr, wlc as wrr).
+others need connection counts (or, for ring, a ring lookup) and are refused with a
+`ConfigError` naming the Service and the scheduler, unless ``fallback=True``, which
+renders them as `FALLBACK` says (the iptables renderer's rule: lc as rr, wlc, p2c and
+ring as wrr).  A ``balance_factor`` (bounded loads) needs connection counts too: refused,
+or dropped with ``fallback=True``.
 
 ClientIP affinity.  A sticky Service has its own chain, ``sticky-<hash>``, and map,
 ``affinity-<hash>``: client -> the id of its endpoint (`_nft_slots.endpoint_ids`), with
@@ -272,21 +274,30 @@ def _families(family: int | None) -> tuple[int, ...]:
 def _scheduler(service: Service, fallback: bool) -> str:
     """The scheduler nft runs for ``service``: its own, or its fallback."""
     scheduler = service.scheduler
+    if service.balance_factor is not None and not fallback:
+        raise ConfigError(
+            "balance_factor", service.balance_factor,
+            f"of service {service.name!r} cannot be expressed in nftables (bounded loads need "
+            "connection counts); drop it, or fallback=True to render the scheduler without the bound",
+        )
     if scheduler in _RUNS:
         return scheduler
     if fallback and scheduler in FALLBACK:
         return FALLBACK[scheduler]
     instead = f", or fallback=True to render it as {FALLBACK[scheduler]}" if scheduler in FALLBACK else ""
+    needs = "a ring lookup" if scheduler == "ring" else "connection counts"
     raise ConfigError(
         "scheduler", scheduler,
-        f"of service {service.name!r} cannot run in nftables (it needs connection "
-        f"counts); use one of {', '.join(BACKEND_SCHEDULERS['nft'])}{instead}",
+        f"of service {service.name!r} cannot run in nftables (it needs {needs}); "
+        f"use one of {', '.join(BACKEND_SCHEDULERS['nft'])}{instead}",
     )
 
 
 def _refuse_unrunnable(checked: dict[Key, Service], fallback: bool) -> None:
     """Raise `ConfigError` for the first Service, in key order, nft cannot run."""
-    if _RUNS.issuperset(map(_scheduler_of, checked.values())):
+    if _RUNS.issuperset(map(_scheduler_of, checked.values())) and not any(
+        map(_balance_factor_of, checked.values())
+    ):
         return
     for key in sorted(checked):
         _scheduler(checked[key], fallback)
@@ -498,6 +509,7 @@ def _by_key(rendered: list[_Rendered], name: str) -> dict[str, str]:
 
 
 _scheduler_of = operator.attrgetter("scheduler")
+_balance_factor_of = operator.attrgetter("balance_factor")  # None, or a number >= 1
 _vip_of = operator.attrgetter("vip")
 _name_of = operator.attrgetter("name")
 _protocol_of = operator.attrgetter("protocol")

@@ -28,14 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..balancers import Affinity, make_balancer
-from ..errors import ConfigError, LbcoreError
+from ..errors import ConfigError
 from ..models import SCHEDULERS, Endpoint
 
-__all__ = ["SchedulerSpec", "Unavailable", "parse_schedulers", "PLANNED", "DEFAULT_SCHEDULERS"]
+__all__ = ["SchedulerSpec", "parse_schedulers", "DEFAULT_SCHEDULERS"]
 
-#: Schedulers and options DESIGN.md names that this build of lbcore may not have yet:
-#: asked for while missing, they are skipped with a note instead of refused.
-PLANNED = {"schedulers": ("p2c", "ring"), "options": ("balance_factor",)}
 #: Every scheduler this lbcore has, and Maglev with sticky sessions.
 DEFAULT_SCHEDULERS = ",".join(SCHEDULERS) + ",mh+affinity"
 
@@ -75,26 +72,16 @@ class SchedulerSpec:
     def build(self, endpoints: tuple[Endpoint, ...], seed: int, affinity_timeout: int, clock: Any) -> Any:
         """The balancer, by `lbcore.make_balancer` (wrapped in Affinity for ``+affinity``).
 
-        Raises `Unavailable` for a planned scheduler or option this lbcore lacks, and
-        ConfigError for a bad option.
+        Raises ConfigError for a bad option.
         """
-        if self.scheduler not in SCHEDULERS:
-            raise Unavailable(f"{self.scheduler} is not a scheduler of this lbcore (it has {', '.join(SCHEDULERS)})")
         options = dict(self.options)
         if self.scheduler in _SEEDED:
             options["rng"] = random.Random(f"lbcore.simulate:{seed}:{self.name}")
         try:
             balancer = make_balancer(self.scheduler, endpoints, **options)
         except ConfigError as error:
-            # make_balancer's words for an option the scheduler does not take.
-            if error.field in PLANNED["options"] and error.reason.startswith("is not an option of"):
-                raise Unavailable(f"this lbcore's {self.scheduler} takes no {error.field}") from None
             raise error.within(f"scheduler {self.name!r}") from None
         return Affinity(balancer, affinity_timeout, clock=clock) if self.affinity else balancer
-
-
-class Unavailable(LbcoreError):
-    """A scheduler or option DESIGN.md plans that this build of lbcore does not have yet."""
 
 
 def _parse_one(text: str) -> SchedulerSpec:
@@ -104,8 +91,8 @@ def _parse_one(text: str) -> SchedulerSpec:
         raise ConfigError("schedulers", text, "has +" + wrapper + "; the only wrapper is +affinity")
     if not name:
         raise ConfigError("schedulers", text, "names no scheduler; e.g. rr, wlc, mh+affinity, mh:table_size=251")
-    if name not in SCHEDULERS and name not in PLANNED["schedulers"]:
-        raise ConfigError("schedulers", text, f"is not a scheduler; valid: {', '.join(SCHEDULERS + PLANNED['schedulers'])}")
+    if name not in SCHEDULERS:
+        raise ConfigError("schedulers", text, f"is not a scheduler; valid: {', '.join(SCHEDULERS)}")
     options = {}
     for option in option_texts:
         match = _OPTION.fullmatch(option)

@@ -18,7 +18,7 @@ from ..models import DEFAULT_AFFINITY_TIMEOUT, Endpoint
 from .events import Event, Timeline, parse_event
 from .measure import Shared, measure
 from .replay import Prepared, replay
-from .schedulers import SchedulerSpec, Unavailable, parse_schedulers
+from .schedulers import SchedulerSpec, parse_schedulers
 from .traffic import Traffic
 
 __all__ = ["simulate", "summary_table"]
@@ -40,9 +40,7 @@ def simulate(
 
     ``schedulers`` is a ``--schedulers`` list (``"rr,wlc,mh+affinity"``) or parsed
     specs; ``events`` are `Event` objects or their text (``"30s:remove:10.0.0.3:8080"``).
-    A scheduler this lbcore does not have yet (p2c, ring before they merge) is skipped
-    and listed under ``"skipped"``.  ``progress(fraction, label)`` is called as the work
-    goes on.  Bad input raises ConfigError naming the field and the value.
+    ``progress(fraction, label)`` is called as the work goes on.  Bad input raises ConfigError naming the field and the value.
 
     >>> from lbcore.simulate import synthetic
     >>> report = simulate(synthetic(2000, rate=1000.0, keys=100), [Endpoint(f"10.0.0.{i}", 80) for i in (1, 2)],
@@ -84,7 +82,6 @@ def simulate(
         "phases": [{"start": phase.start, "weights": weights.astype(int).tolist()}
                    for phase, weights in zip(timeline.phases, shared.phase_weights)],
         "samples": shared.samples.tolist(),
-        "skipped": [],
         "schedulers": [],
     }
     n = len(traffic)
@@ -94,11 +91,7 @@ def simulate(
                 progress((number + done / n) / len(specs), spec.name)
 
         started = time.perf_counter()
-        try:
-            placed = replay(spec, prepared, seed=seed, affinity_timeout=affinity_timeout, progress=step)
-        except Unavailable as missing:
-            report["skipped"].append({"scheduler": spec.name, "reason": str(missing)})
-            continue
+        placed = replay(spec, prepared, seed=seed, affinity_timeout=affinity_timeout, progress=step)
         replayed = time.perf_counter()
         figures = measure(placed, traffic, timeline, shared, affinity_timeout if spec.affinity else None)
         report["schedulers"].append({
@@ -154,6 +147,4 @@ def summary_table(report: dict[str, Any]) -> str:
     for e in events:
         lines.append(f"event at {e['time']:g}s: {e['kind']} {e['endpoint']}"
                      + ("" if e["weight"] is None else f" weight {e['weight']}"))
-    for skipped in report["skipped"]:
-        lines.append(f"skipped {skipped['scheduler']}: {skipped['reason']}")
     return "\n".join(lines) + "\n"

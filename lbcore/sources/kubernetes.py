@@ -23,10 +23,11 @@ document manifest, or the items of any ``List``, mapped the way kube-proxy maps 
 - ``sessionAffinity: ClientIP`` gives ``affinity_timeout`` from
   ``sessionAffinityConfig.clientIP.timeoutSeconds`` (default 10800).
 - The ``lbcore.io/scheduler`` annotation picks the scheduler (default ``rr``, as
-  kube-proxy's IPVS mode); ``lbcore.io/health-check`` holds a ``health_check`` block of
-  lbcore's format as JSON (``{"type": "http", "path": "/healthz"}``), for every port of
-  the Service; any other ``lbcore.io/`` annotation is an error, so a typo cannot go
-  unnoticed.
+  kube-proxy's IPVS mode); ``lbcore.io/balance-factor`` (a decimal string such as
+  ``"1.25"``) bounds the loads of ``mh`` and ``ring``; ``lbcore.io/health-check`` holds a
+  ``health_check`` block of lbcore's format as JSON (``{"type": "http", "path":
+  "/healthz"}``), for every port of the Service; any other ``lbcore.io/`` annotation is
+  an error, so a typo cannot go unnoticed.
 - Skipped on purpose, each with a note (never silently), as kube-proxy skips them:
   headless Services (``clusterIP: None``), ``type: ExternalName``, Services labelled
   ``service.kubernetes.io/service-proxy-name`` (another proxy owns them), FQDN slices.
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple
 
@@ -56,6 +58,7 @@ from .native import health_check_from
 
 __all__ = [
     "SCHEDULER_ANNOTATION",
+    "BALANCE_FACTOR_ANNOTATION",
     "HEALTH_CHECK_ANNOTATION",
     "SERVICE_NAME_LABEL",
     "PROXY_NAME_LABEL",
@@ -66,10 +69,13 @@ __all__ = [
 
 #: The annotation that picks a Service's scheduler (an ipvsadm name; default ``rr``).
 SCHEDULER_ANNOTATION = "lbcore.io/scheduler"
+#: The annotation that bounds the loads of ``mh`` and ``ring`` (`Service.balance_factor`).
+BALANCE_FACTOR_ANNOTATION = "lbcore.io/balance-factor"
 #: The annotation that holds a Service's health check: lbcore's ``health_check`` block as JSON.
 HEALTH_CHECK_ANNOTATION = "lbcore.io/health-check"
 _ANNOTATION_PREFIX = "lbcore.io/"
-_ANNOTATIONS = (SCHEDULER_ANNOTATION, HEALTH_CHECK_ANNOTATION)
+_ANNOTATIONS = (SCHEDULER_ANNOTATION, BALANCE_FACTOR_ANNOTATION, HEALTH_CHECK_ANNOTATION)
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
 #: discovery.k8s.io/v1 ``LabelServiceName``: joins a slice to its Service.
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 #: A Service with this label belongs to another proxy; kube-proxy's informers skip it.
@@ -82,6 +88,7 @@ _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _FAMILIES = {"IPv4": 4, "IPv6": 6}
 _TIMEOUT_PATH = "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
 _SCHEDULER_PATH = f"metadata.annotations[{SCHEDULER_ANNOTATION}]"
+_BALANCE_FACTOR_PATH = f"metadata.annotations[{BALANCE_FACTOR_ANNOTATION}]"
 
 
 class _Reader:
@@ -166,6 +173,7 @@ class _ServiceObject:
     ports: list[tuple[str, str, str, object]] = field(default_factory=list)
     scheduler: object = "rr"
     affinity_timeout: int | None = None
+    balance_factor: float | None = None
     health_check: HealthCheck | None = None
     #: A problem was reported: the model still checks the rest, but nothing maps.
     failed: bool = False
@@ -324,6 +332,13 @@ def _read_annotations(annotations: dict, reader: _Reader, service: _ServiceObjec
             reader.report(f"metadata.annotations[{key}]", value,
                           unknown_key(key, _ANNOTATIONS, "is not an lbcore annotation"))
     service.scheduler = annotations.get(SCHEDULER_ANNOTATION, "rr")  # the model checks it
+    factor = annotations.get(BALANCE_FACTOR_ANNOTATION)
+    if factor is not None:
+        # Annotation values are strings; the model checks the number.
+        if isinstance(factor, str) and _DECIMAL.fullmatch(factor):
+            service.balance_factor = float(factor) if "." in factor else int(factor)
+        else:
+            reader.report(_BALANCE_FACTOR_PATH, factor, 'must be a decimal number in a string, e.g. "1.25"')
     text = annotations.get(HEALTH_CHECK_ANNOTATION)
     if text is not None:
         path = f"metadata.annotations[{HEALTH_CHECK_ANNOTATION}]"
@@ -450,6 +465,7 @@ def _services(service: _ServiceObject, slices: list[_Slice], problems: Problems)
                 "name": name if rank == 0 else f"{name}.ipv{family}", "vip": vip, "port": number,
                 "protocol": protocol.lower(), "scheduler": service.scheduler,
                 "affinity_timeout": service.affinity_timeout,
+                "balance_factor": service.balance_factor,
                 "health_check": service.health_check,
                 "endpoints": _endpoints(family, port_name, protocol, slices),
             }
@@ -457,7 +473,7 @@ def _services(service: _ServiceObject, slices: list[_Slice], problems: Problems)
             paths = {
                 "name": "metadata.name", "vip": vip_path, "port": f"{path}.port",
                 "protocol": f"{path}.protocol", "scheduler": _SCHEDULER_PATH,
-                "affinity_timeout": _TIMEOUT_PATH,
+                "affinity_timeout": _TIMEOUT_PATH, "balance_factor": _BALANCE_FACTOR_PATH,
             }
             lb_service = build(Service, fields, problems, service.where, what="a Service", paths=paths)
             if lb_service is not None and not service.failed:

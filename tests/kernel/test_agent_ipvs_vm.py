@@ -242,6 +242,22 @@ def test_the_ipvs_sink_drives_a_real_ipvs(guest):
         assert vips(guest) == ["10.96.0.10/32", "10.96.0.53/32"]
         assert sorted(set(gets(guest, "10.96.0.10", 6))) == ["backend-8081", "backend-8083"]
 
+        # p2c, ring and balance_factor have no IPVS counterpart: left out, the rest served;
+        # with --fallback (the sink's fallback) run as wlc and mh -b mh-fallback.
+        cache = Service("cache", "10.96.0.40", 80, scheduler="ring", balance_factor=1.25,
+                        endpoints=[Endpoint("127.0.0.1", 8081), Endpoint("127.0.0.1", 8083)])
+        fourth = [web(8081, 8083, scheduler="p2c"), DNS, cache]
+        assert sync(*fourth)
+        assert readback(guest) == sorted(render([DNS]).splitlines())
+        assert len(agent.tracker.problems()) == 2
+        agent.sink.fallback = True
+        fifth = [web(8081, 8083, weights={8083: 2}, scheduler="p2c"), DNS, cache]
+        assert sync(*fifth)
+        assert readback(guest) == sorted(render(fifth, fallback=True).splitlines())
+        assert "-A -t 10.96.0.40:80 -s mh -b mh-fallback" in readback(guest)
+        assert set(gets(guest, "10.96.0.10", 6)) == {"backend-8081", "backend-8083"}
+        assert len(set(gets(guest, "10.96.0.40", 4))) == 1  # one client address: one endpoint
+
         loop.run_until_complete(agent.sink.cleanup())
         assert readback(guest) == []
         assert guest.sh(f"ip link show dev {DEFAULT_INTERFACE} >/dev/null 2>&1 && echo there || echo gone") == "gone\n"

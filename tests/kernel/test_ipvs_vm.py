@@ -74,6 +74,16 @@ WIDE_AS_IPVSADM_PRINTS_IT = """\
 """
 
 
+# What IPVS has no scheduler for, rendered with fallback=True (p2c as wlc, ring as mh
+# with mh-fallback, balance_factor dropped): the guest must take it and read it back.
+FALLBACK = [
+    Service("fallback/p2c", "10.96.1.1", 80, scheduler="p2c", affinity_timeout=300,
+            endpoints=[Endpoint("10.244.1.1", 80), Endpoint("10.244.1.2", 80, weight=3)]),
+    Service("fallback/ring", "10.96.1.2", 11211, scheduler="ring", balance_factor=1.25,
+            endpoints=[Endpoint("10.244.1.3", 11211), Endpoint("10.244.1.4", 11211)]),
+]
+
+
 def _missing_prerequisites() -> str | None:
     # The runner apt-get installs what is missing, which needs root and apt-get.
     tools = ("qemu-system-x86_64", "ipvsadm", "busybox", "ip", "dash")
@@ -117,6 +127,9 @@ ip -o address show dev lbcore-ipvs0 scope global
 ipvsadm -C
 section wide-stderr; ipvsadm -R < /tmp/wide 2>&1
 section wide; ipvsadm -S -n
+ipvsadm -C
+section fallback-stderr; ipvsadm -R < /tmp/fallback 2>&1
+section fallback; ipvsadm -S -n
 """
 
 
@@ -170,6 +183,7 @@ def guests() -> dict[str, str]:
                 "node-new": render_node_setup(NEW),
                 "node-none": render_node_setup([]),
                 "wide": render(WIDE),
+                "fallback": render(FALLBACK, fallback=True),
             },
             DIFF_COMMANDS,
         )
@@ -367,3 +381,10 @@ def test_ipvsadm_orders_addresses_2_31_apart_by_wrapped_difference(guests):
     assert readback == WIDE_AS_IPVSADM_PRINTS_IT
     assert readback != render(WIDE)
     assert _numeric_order(readback) == render(WIDE)
+
+
+def test_the_fallback_for_p2c_and_ring_loads_into_ipvs(guests):
+    assert _section(guests["diff"], "lbcore:fallback-stderr") == ""
+    readback = _section(guests["diff"], "lbcore:fallback")
+    assert readback == render(FALLBACK, fallback=True)
+    assert "-s wlc -p 300" in readback and "-s mh -b mh-fallback" in readback

@@ -90,15 +90,28 @@ class IpvsSink:
 
     mode = "ipvs"
 
-    def __init__(self, *, interface: str = ipvs.DEFAULT_INTERFACE, runner: Runner = local_runner,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, *, interface: str = ipvs.DEFAULT_INTERFACE, fallback: bool = False,
+                 runner: Runner = local_runner, timeout: float = DEFAULT_TIMEOUT) -> None:
         ipvs.render_node_setup([], interface=interface)  # a bad name fails here, naming it
         self.interface = interface
+        self.fallback = fallback
         self.runner = runner
         self.timeout = timeout
 
     def refuse(self, service: Service) -> str | None:
-        return None  # IPVS holds every Service the models can describe
+        # IPVS has no p2c, ring or bounded loads: refused unless --fallback
+        # (`lbcore.render.ipvs.FALLBACK`).
+        if self.fallback:
+            return None
+        if service.scheduler in ipvs.FALLBACK:
+            scheduler, flags = ipvs.FALLBACK[service.scheduler]
+            return (f"scheduler: {service.scheduler!r} has no IPVS scheduler; use one of IPVS's, "
+                    f"or --fallback to run it as {' -b '.join((scheduler, *flags))}")
+        if service.balance_factor is not None:
+            return (f"balance_factor: {service.balance_factor:g} cannot be expressed in ipvs mode "
+                    f"({service.scheduler} has no bounded loads there); drop it, or --fallback to "
+                    "run the scheduler without the bound")
+        return None
 
     async def apply(self, old: Sequence[Service] | None, new: Sequence[Service]) -> None:
         await asyncio.to_thread(self._apply, old, new)
@@ -123,9 +136,9 @@ class IpvsSink:
         if old is not None:
             if {s.vip for s in old} != {s.vip for s in new}:
                 self._node_setup(new)
-            self._restore(ipvs.render_diff(old, new))
+            self._restore(ipvs.render_diff(old, new, fallback=self.fallback))
             return
-        wanted = ipvs.render(new)
+        wanted = ipvs.render(new, fallback=self.fallback)
         self._node_setup(new)
         self._restore(table_diff(self._run(("ipvsadm", "-S", "-n")), wanted))
         readback = self._run(("ipvsadm", "-S", "-n"))

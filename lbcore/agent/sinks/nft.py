@@ -36,6 +36,10 @@ class NftSink:
 
     def refuse(self, service: Service) -> str | None:
         scheduler = service.scheduler
+        if service.balance_factor is not None and not self.fallback:
+            return (f"balance_factor: {service.balance_factor:g} cannot be expressed in nft mode "
+                    "(bounded loads need connection counts); drop it, or --fallback to run "
+                    f"{scheduler} without the bound")
         if scheduler in BACKEND_SCHEDULERS["nft"] or (self.fallback and scheduler in nft.FALLBACK):
             return None
         hint = f", or --fallback to run it as {nft.FALLBACK[scheduler]}" if scheduler in nft.FALLBACK else ""
