@@ -1,11 +1,11 @@
 """Benchmarks of the hash schedulers (dh, sh, mh); not part of the test run.
 
-    python -m pytest bench/bench_hash.py --benchmark-enable -s \
-        --benchmark-json=bench/.results/hash.json
+    python -m pytest bench/bench_hash.py --benchmark-enable -s   # record: bench/results/
 
 Each speed figure is a ratio taken in one test: the subject and its reference (the
-floor ``abs(k)``, uhashring, the pure twin) are timed in alternation, 15 times each, and
-the medians compared, so load on a shared machine hits both sides alike.  A "call" is
+floor ``abs(k)``, uhashring, the pure twin) are timed in alternation, 15 times each, with
+lbcore._floor (the helper ``lbcore demo`` uses too), and the median of the per-round
+ratios taken, so load on a shared machine hits both sides alike.  A "call" is
 one pre-bound call in a loop of many (``for _ in repeat(None, n): pick(key)``), as a
 proxy would make it.  Figures print as ``FIGURE`` lines (with ``-s``) and go to
 ``extra_info`` in the JSON; targets are recorded beside them, not asserted.
@@ -17,13 +17,13 @@ import os
 import statistics
 import time
 from array import array
-from itertools import repeat
 
 import pytest
 from uhashring import HashRing
 
 import lbcore
 from lbcore import Endpoint
+from lbcore._floor import Cost, call_loop, floor_loop, per_call
 from lbcore._shared.endpoint_state import pickable_indices
 from lbcore._twins import twin_namespace
 from lbcore.models import check_endpoints
@@ -34,13 +34,6 @@ pure = twin_namespace("pure")
 KEY = "198.51.100.77:4"  # 15 characters, like a client ip:port
 ENDPOINTS = [Endpoint(f"10.0.{i // 250}.{i % 250 + 1}", 8080) for i in range(100)]
 ROUNDS = 15
-
-
-def _loop(fn, arg, calls):
-    def run(fn=fn, arg=arg, calls=calls):  # locals, not closure cells: the leanest loop
-        for _ in repeat(None, calls):
-            fn(arg)
-    return run
 
 
 def _timed(run) -> float:
@@ -56,26 +49,29 @@ def _cpu_timed(run) -> float:
     return time.process_time() - start
 
 
-def _per_call_ns(subject, reference, arg, ref_arg, calls: int, ref_calls: int) -> tuple[float, float]:
-    """Median ns per call of subject(arg) and reference(ref_arg), timed in alternation."""
-    run_subject, run_reference = _loop(subject, arg, calls), _loop(reference, ref_arg, ref_calls)
-    run_subject(), run_reference()  # warm up
-    subject_times, reference_times = [], []
-    for _ in range(ROUNDS):
-        subject_times.append(_timed(run_subject))
-        reference_times.append(_timed(run_reference))
-    return (statistics.median(subject_times) / calls * 1e9,
-            statistics.median(reference_times) / ref_calls * 1e9)
+def _versus(subject, reference=None, calls: int = 100_000, reference_calls: int | None = None) -> Cost:
+    """lbcore._floor's timing: subject and reference (the abs(k) floor unless given) in
+    alternating rounds, the same method as lbcore demo."""
+    return per_call(call_loop(subject, KEY), calls=calls, rounds=ROUNDS,
+                    reference=None if reference is None else call_loop(reference, KEY),
+                    reference_calls=reference_calls, timer=time.perf_counter)
 
 
 def _record(benchmark, name: str, target: str, met: bool, **figures) -> None:
     benchmark.extra_info.update(figures, target=target, met=met)
-    shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
+    shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in figures.items() if not isinstance(v, list))
     print(f"\nFIGURE {name}: {shown} (target {target}: {'met' if met else 'MISSED'})")
 
 
+def _bench(benchmark, call, calls: int) -> None:
+    """pytest-benchmark's own timing of one loop, for its table and the record."""
+    loop = call_loop(call, KEY) if call is not abs else floor_loop()
+    benchmark.pedantic(loop, (calls,), rounds=ROUNDS, iterations=1)
+
+
 def test_floor_abs(benchmark):
-    benchmark.pedantic(_loop(abs, -12345, 100_000), rounds=ROUNDS, iterations=1)
+    _bench(benchmark, abs, 100_000)
     ns = benchmark.stats.stats.median / 100_000 * 1e9
     _record(benchmark, "floor abs(k)", "reference", True, ns_per_call=ns)
 
@@ -83,31 +79,30 @@ def test_floor_abs(benchmark):
 @pytest.mark.parametrize("name", ["DestinationHash", "SourceHash", "Maglev"])
 def test_pick_str_key_100_endpoints(benchmark, name):
     pick = getattr(fast, name)(ENDPOINTS).pick
-    ns, floor = _per_call_ns(pick, abs, KEY, -12345, 100_000, 100_000)
-    benchmark.pedantic(_loop(pick, KEY, 100_000), rounds=ROUNDS, iterations=1)
-    ratio = ns / floor
-    _record(benchmark, f"{name} pick", "<= 3x floor", ratio <= 3,
-            ns_per_call=ns, floor_ns=floor, ratio=ratio)
+    cost = _versus(pick)
+    _bench(benchmark, pick, 100_000)
+    _record(benchmark, f"{name} pick", "<= 3x floor", cost.ratio <= 3,
+            ns_per_call=cost.ns, floor_ns=cost.floor_ns, ratio=cost.ratio, rounds_s=cost.rounds)
 
 
 def test_mh_pick_vs_uhashring(benchmark):
     pick = fast.Maglev(ENDPOINTS).pick
     ring = HashRing(nodes=[e.address for e in ENDPOINTS])
-    ns, peer = _per_call_ns(pick, ring.get_node, KEY, KEY, 100_000, 5_000)
-    benchmark.pedantic(_loop(ring.get_node, KEY, 5_000), rounds=ROUNDS, iterations=1)
-    speedup = peer / ns
+    cost = _versus(pick, ring.get_node, 100_000, 5_000)
+    _bench(benchmark, ring.get_node, 5_000)
+    speedup = 1 / cost.ratio
     _record(benchmark, "mh pick vs uhashring get_node", ">= 30x faster", speedup >= 30,
-            ns_per_call=ns, uhashring_ns=peer, speedup=speedup)
+            ns_per_call=cost.ns, uhashring_ns=cost.floor_ns, speedup=speedup, rounds_s=cost.rounds)
 
 
 def test_mh_pick_vs_pure_twin(benchmark):
     pick = fast.Maglev(ENDPOINTS).pick
     pure_pick = pure.Maglev(ENDPOINTS).pick
-    ns, twin = _per_call_ns(pick, pure_pick, KEY, KEY, 100_000, 20_000)
-    benchmark.pedantic(_loop(pure_pick, KEY, 20_000), rounds=ROUNDS, iterations=1)
-    speedup = twin / ns
+    cost = _versus(pick, pure_pick, 100_000, 20_000)
+    _bench(benchmark, pure_pick, 20_000)
+    speedup = 1 / cost.ratio
     _record(benchmark, "mh pick vs pure twin", ">= 3x faster", speedup >= 3,
-            ns_per_call=ns, pure_ns=twin, speedup=speedup)
+            ns_per_call=cost.ns, pure_ns=cost.floor_ns, speedup=speedup, rounds_s=cost.rounds)
 
 
 def test_mh_pick_many_1m_int_keys(benchmark):

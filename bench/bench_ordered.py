@@ -25,6 +25,7 @@ from itertools import repeat
 import pytest
 
 from lbcore import Endpoint
+from lbcore._floor import FLOOR_KEY
 from lbcore._twins import twin_namespace
 
 fast = twin_namespace("compiled")
@@ -71,7 +72,7 @@ def _loop_pair(pick, release, calls=CALLS):
 
 
 ZERO_ARG_FLOOR = _loop_pick((12345).bit_length)
-ONE_ARG_FLOOR = _loop_one_arg(abs, -12345)
+ONE_ARG_FLOOR = _loop_one_arg(abs, FLOOR_KEY)  # lbcore._floor's floor, as lbcore demo uses it
 
 
 def _timed(run) -> float:

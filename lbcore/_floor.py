@@ -23,8 +23,18 @@ FLOOR_KEY = -12345
 Loop = Callable[[int], None]
 
 
-def call_loop(call: Callable[[Any], Any], arg: Any) -> Loop:
-    """A loop of ``n`` calls ``call(arg)``, bound to locals: the leanest loop Python runs."""
+_NO_ARG = object()
+
+
+def call_loop(call: Callable[..., Any], arg: Any = _NO_ARG) -> Loop:
+    """A loop of ``n`` calls ``call(arg)`` (``call()`` without ``arg``), bound to locals:
+    the leanest loop Python runs."""
+    if arg is _NO_ARG:
+        def run_bare(n: int, call: Callable[[], Any] = call) -> None:
+            for _ in repeat(None, n):
+                call()
+        return run_bare
+
     def run(n: int, call: Callable[[Any], Any] = call, arg: Any = arg) -> None:
         for _ in repeat(None, n):
             call(arg)
@@ -46,30 +56,36 @@ def floor_loop() -> Loop:
 
 
 class Cost(NamedTuple):
-    """A subject's cost against the floor, from rounds timed in alternation."""
+    """A subject's cost against a reference (the floor unless another is given), from
+    rounds timed in alternation."""
 
     ns: float        # median nanoseconds per iteration of the subject
-    floor_ns: float  # median nanoseconds per floor call
-    ratio: float     # median over rounds of subject time / floor time
-    rounds: list     # every round: (subject seconds, floor seconds) for ``calls`` iterations
+    floor_ns: float  # median nanoseconds per iteration of the reference
+    ratio: float     # median over rounds of subject ns / reference ns
+    rounds: list     # every round: (subject seconds, reference seconds)
 
 
 def per_call(subject: Loop, *, calls: int = 100_000, rounds: int = 15,
+             reference: Loop | None = None, reference_calls: int | None = None,
              timer: Callable[[], float] = time.process_time) -> Cost:
-    """Time ``subject(calls)`` and the floor's loop in alternation, ``rounds`` times each."""
-    floor = floor_loop()
-    subject(calls // 10)
-    floor(calls // 10)  # warm both up
+    """Time ``subject(calls)`` and the floor's loop (or ``reference(reference_calls)``, a
+    peer such as another library) in alternation, ``rounds`` times each."""
+    other = floor_loop() if reference is None else reference
+    other_calls = calls if reference_calls is None else reference_calls
+    subject(max(1, calls // 10))
+    other(max(1, other_calls // 10))  # warm both up
     taken = []
     for _ in range(rounds):
         start = timer()
         subject(calls)
         middle = timer()
-        floor(calls)
+        other(other_calls)
         taken.append((middle - start, timer() - middle))
+    per_subject = [s / calls * 1e9 for s, _ in taken]
+    per_other = [o / other_calls * 1e9 for _, o in taken]
     return Cost(
-        ns=statistics.median(s for s, _ in taken) / calls * 1e9,
-        floor_ns=statistics.median(f for _, f in taken) / calls * 1e9,
-        ratio=statistics.median(s / f for s, f in taken if f > 0),
+        ns=statistics.median(per_subject),
+        floor_ns=statistics.median(per_other),
+        ratio=statistics.median(s / o for s, o in zip(per_subject, per_other) if o > 0),
         rounds=taken,
     )
