@@ -207,9 +207,9 @@ def render(
     delete chain ip lbcore pick-tcp-random-2
     """
     with paused_gc():
+        held = _checked_existing(existing)
         checked = check_services(services)
         _refuse_unrunnable(checked, fallback)
-        held = _checked_existing(existing)
         out = []
         for fam in _families(family):
             keys = sorted(key for key in checked if key[2] == fam)

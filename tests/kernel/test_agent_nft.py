@@ -173,3 +173,19 @@ def test_a_table_the_in_place_sync_cannot_take_is_replaced(ns, caplog):
     assert "File exists" in caplog.text
     assert table(ns) == fresh([web(18001, 18002)])
     assert ports(ns, VIP, 20) == {18001, 18002}
+
+
+def test_a_name_nft_syntax_cannot_carry_is_replaced_with_the_table(ns, caplog):
+    # nft's JSON input takes any chain name; the renderer will not write one that nft's
+    # own syntax cannot parse back, so the sink replaces the tables.
+    driver = Driver(ns)
+    assert driver.sync(web(18001))
+    hostile = '{"nftables": [{"add": {"chain": {"family": "ip", "table": "lbcore", "name": "x; flush ruleset"}}}]}'
+    ns.run("nft", "-j", "-f", "-", input=hostile)
+    ns.run("nft", "-f", "-", input=FOREIGN)
+    driver.agent.applied = None  # the next sync is full
+    with caplog.at_level(logging.WARNING, "lbcore.agent"):
+        assert driver.sync(web(18002))
+    assert "existing[" in caplog.text and "'x; flush ruleset' is not an nft name" in caplog.text
+    assert table(ns) == fresh([web(18002)])
+    assert "table ip foreign" in ns.run("nft", "list", "ruleset").stdout

@@ -11,9 +11,11 @@ table of lbcore's exists yet, the full payload simply creates them.
 
 If the kernel refuses the in-place payload (a kernel before 6.2 cannot delete a chain
 in the transaction that drops the last map element pointing at it; a table left by
-another lbcore version may declare an object otherwise), the sink applies the payload
-that replaces the tables instead, which needs neither, and says so in the log: sticky
-clients pick afresh once.  ``cleanup`` is `render_delete`.
+another lbcore version may declare an object otherwise), or the renderer refuses a
+name read back (one put there through nft's JSON, which nft's own syntax cannot
+carry), the sink applies the payload that replaces the tables instead, which needs
+none of it, and says so in the log: sticky clients pick afresh once.  ``cleanup`` is
+`render_delete`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import logging
 from typing import Iterable, Sequence
 
+from ...errors import ConfigError
 from ...models import Service
 from ...render import BACKEND_SCHEDULERS, nft
 from .commands import DEFAULT_TIMEOUT, ApplyError, Runner, local_runner, run
@@ -93,7 +96,7 @@ class NftSink:
             try:
                 self._nft(nft.render(new, fallback=self.fallback, existing=existing))
                 return
-            except ApplyError as exc:
+            except (ApplyError, ConfigError) as exc:  # ConfigError: a name nft's syntax cannot carry
                 log.warning("nft: the in-place full sync was refused, replacing lbcore's tables instead "
                             "(sticky clients pick afresh once): %s", exc)
         self._nft(nft.render(new, fallback=self.fallback))
