@@ -247,9 +247,12 @@ class Kernel:
     def existing(self) -> set[tuple[str, str, str]]:
         """Every object, as `nft.render` takes ``existing`` (maps and sets apart as the
         declarations say)."""
-        return {(name.split()[0], "chain", chain) for name, table in self.tables.items() for chain in table["chains"]} | {
-            (name.split()[0], "set" if key in table["sets"] else "map", key)
-            for name, table in self.tables.items() for key in table["maps"]}
+        found = set()
+        for name, table in self.tables.items():
+            family = name.split()[0]
+            found |= {(family, "chain", chain) for chain in table["chains"]}
+            found |= {(family, "set" if key in table["sets"] else "map", key) for key in table["maps"]}
+        return found
 
     def learn(self, table: str, name: str, key: str, value: str) -> None:
         """An element the kernel itself writes (a client in an affinity map)."""

@@ -39,11 +39,11 @@ and the scheduler, unless ``fallback=True``, which renders them as `FALLBACK` sa
 ClientIP affinity.  A sticky Service has its own chain, ``sticky-<hash>``, and map,
 ``affinity-<hash>-<timeout>``: client -> the id of its endpoint
 (`_nft_slots.endpoint_ids`), with the Service's timeout, refreshed by every new
-connection, up to `AFFINITY_SIZE` clients.  A client found there whose endpoint's id is still in ``@tcp-endpoint-ids``
-goes to it; else its entry is deleted and it picks afresh through
-``@tcp-sticky-slots``, which names ids.  So an endpoint that leaves takes its own
-clients' stickiness with it and nobody else's, as kube-proxy's sets per endpoint do,
-with one structure per Service instead of one per endpoint.
+connection, up to `AFFINITY_SIZE` clients.  A client found there whose endpoint's id
+is still in ``@tcp-endpoint-ids`` goes to it; else its entry is deleted and it picks
+afresh through ``@tcp-sticky-slots``, which names ids.  So an endpoint that leaves
+takes its own clients' stickiness with it and nobody else's, as kube-proxy's sets per
+endpoint do, with one structure per Service instead of one per endpoint.
 
 Marks.  The id goes from one lookup to the next in the packet mark, the only register
 nftables keeps between rules.  A sticky chain first saves the mark in
@@ -185,8 +185,9 @@ def render(
     deleted.  It then lists exactly as the payload without ``existing`` does applied
     to an empty node, but for those kept elements.  A table with nothing listed is
     replaced.  One transaction either way; idempotent.  The list must be complete: an
-    object left out is neither flushed nor deleted.  Raises `ConfigError` for a
-    triple that is not one (a name must be an nft identifier).
+    object left out is neither flushed nor deleted, so it keeps what it held beside
+    what the payload adds.  Raises `ConfigError` for a triple that is not one (a name
+    must be an nft identifier).
 
     ``family`` 4 or 6 renders only that table; None (the default) both, in one
     transaction.  Raises `ConfigError` for a scheduler nft cannot run (see
