@@ -75,8 +75,8 @@ refuses any part, nothing.
   connections keep their NAT either way (it lives in conntrack).  Apply it at start,
   after a failed sync and now and then, as kube-proxy does its full syncs.  In place
   it deletes a stale chain in the transaction that drops the map element pointing at
-  it, which kernels before 6.2 refuse (see `render_diff`): the payload without
-  ``existing`` always applies.
+  it, which kernels before 6.2 are likely to refuse (see `render_diff`; only 6.18 was
+  tried): the payload without ``existing`` applies there.
 - `render_diff`: only the elements of the Services that changed, the chains that come
   into use or change, and those that fall out of use, deleted in the same transaction
   as the map elements that pointed at them.  kube-proxy flushes such chains and deletes

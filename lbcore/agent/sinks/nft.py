@@ -9,13 +9,13 @@ written again, stale objects from an earlier state or run deleted, and the Clien
 affinity maps kept, so sticky clients stay on their endpoints across it.  Where no
 table of lbcore's exists yet, the full payload simply creates them.
 
-If the kernel refuses the in-place payload (a kernel before 6.2 cannot delete a chain
-in the transaction that drops the last map element pointing at it; a table left by
-another lbcore version may declare an object otherwise), or the renderer refuses a
-name read back (one put there through nft's JSON, which nft's own syntax cannot
-carry), the sink applies the payload that replaces the tables instead, which needs
-none of it, and says so in the log: sticky clients pick afresh once.  ``cleanup`` is
-`render_delete`.
+If the kernel refuses the in-place payload (a kernel before 6.2 is likely unable to
+delete a chain in the transaction that drops the last map element pointing at it, as
+`lbcore.render.nft` says of its diffs; a table left by another lbcore version may
+declare an object otherwise), or the renderer refuses a name read back (one put there
+through nft's JSON, which nft's own syntax cannot carry), the sink applies the payload
+that replaces the tables instead, which needs none of it, and says so in the log:
+sticky clients pick afresh once.  ``cleanup`` is `render_delete`.
 """
 
 from __future__ import annotations
