@@ -238,13 +238,30 @@ class Kernel:
     """What lbcore's payloads do to the kernel's tables, by the rules `nft -f` follows
     on Linux 6.18 (checked by tests/kernel/test_nft_apply.py): one transaction, all or
     nothing; adding an existing map key with another value, deleting what is not there,
-    or deleting a chain an element still points to, fails it."""
+    or deleting a chain an element still points to, fails it.  A ``table { }`` block
+    adds: what is there stays, with its elements, and a chain's rules are appended."""
 
     def __init__(self) -> None:
         self.tables: dict[str, dict] = {}
 
+    def existing(self) -> set[tuple[str, str, str]]:
+        """Every object, as `nft.render` takes ``existing`` (maps and sets apart as the
+        declarations say)."""
+        found = set()
+        for name, table in self.tables.items():
+            family = name.split()[0]
+            found |= {(family, "chain", chain) for chain in table["chains"]}
+            found |= {(family, "set" if key in table["sets"] else "map", key) for key in table["maps"]}
+        return found
+
+    def learn(self, table: str, name: str, key: str, value: str) -> None:
+        """An element the kernel itself writes (a client in an affinity map)."""
+        self.tables[table]["maps"][name][key] = value
+
     def apply(self, payload: str) -> None:
-        tables = {name: {kind: dict(objects) for kind, objects in table.items()}
+        tables = {name: {kind: (set(objects) if kind == "sets" else
+                                {key: type(value)(value) for key, value in objects.items()})
+                         for kind, objects in table.items()}
                   for name, table in self.tables.items()}
         for command, table, rest in _commands(payload):
             _run(tables, command, table, rest)
@@ -253,7 +270,8 @@ class Kernel:
         self.tables = tables
 
     def state(self) -> dict:
-        return {name: {kind: {k: (sorted(v) if isinstance(v, set) else v) for k, v in objects.items()}
+        return {name: {kind: (sorted(objects) if kind == "sets" else
+                              {k: (sorted(v) if isinstance(v, set) else v) for k, v in objects.items()})
                        for kind, objects in table.items()} for name, table in self.tables.items()}
 
 
@@ -274,7 +292,7 @@ def _commands(payload: str):
         words = line.split(" ", 4)
         if words[0] == "table":
             yield "define", f"{words[1]} {words[2]}", line
-        elif words[1] in ("element", "chain", "rule", "map"):
+        elif words[1] in ("element", "chain", "rule", "map", "set"):
             yield f"{words[0]} {words[1]}", f"{words[2]} {words[3]}", words[4] if len(words) > 4 else ""
         else:
             yield f"{words[0]} table", f"{words[2]} {words[3]}", ""
@@ -282,11 +300,11 @@ def _commands(payload: str):
 
 def _run(tables: dict, command: str, table: str, rest: str) -> None:
     if command == "add table":
-        tables.setdefault(table, {"chains": {}, "maps": {}})
+        tables.setdefault(table, {"chains": {}, "maps": {}, "sets": set()})
     elif command == "delete table":
         del tables[table]  # KeyError: not there
     elif command == "define":
-        _define(tables.setdefault(table, {"chains": {}, "maps": {}}), rest)
+        _define(tables.setdefault(table, {"chains": {}, "maps": {}, "sets": set()}), rest)
     else:
         target = tables[table]
         name, _, body = rest.partition(" ")
@@ -307,12 +325,23 @@ def _run(tables: dict, command: str, table: str, rest: str) -> None:
             target["chains"][name].append(body)
         elif command == "delete chain":
             del target["chains"][name]
+            assert not _pointing_at(target, name), f"delete chain {name}: Device or resource busy"
         elif command == "add map":
             target["maps"].setdefault(name, {})
-        elif command == "delete map":
+        elif command in ("delete map", "delete set"):
+            assert (name in target["sets"]) == (command == "delete set"), f"{command} {name}: wrong kind"
             del target["maps"][name]
+            target["sets"].discard(name)
+            assert not _pointing_at(target, name), f"{command} {name}: Device or resource busy"
         else:
             raise AssertionError(command)
+
+
+def _pointing_at(table: dict, name: str) -> list[str]:
+    """The rules and elements that refer to the chain or map ``name``."""
+    rules = [rule for rules in table["chains"].values() for rule in rules
+             if re.search(rf"(@|goto |jump ){re.escape(name)}(\s|$)", rule)]
+    return rules + [v for elements in table["maps"].values() for v in elements.values() if v == f"goto {name}"]
 
 
 def _element_list(body: str) -> list[str]:
@@ -327,9 +356,11 @@ def _define(table: dict, block: str) -> None:
         if words[:1] in (["set"], ["map"], ["chain"]):
             kind, name = words[0], words[1]
             if kind == "chain":
-                table["chains"][name] = []
+                table["chains"].setdefault(name, [])
             else:
-                table["maps"][name] = {}
+                table["maps"].setdefault(name, {})
+                if kind == "set":
+                    table["sets"].add(name)
         elif kind == "chain" and words and words[0] != "}" and not line.strip().startswith("type "):
             table["chains"][name].append(line.strip())
 
@@ -402,6 +433,100 @@ def test_the_model_fails_what_the_kernel_fails():
     moved = dataclasses.replace(services[0], endpoints=[Endpoint("10.180.0.99", 80)])
     with pytest.raises(AssertionError, match="File exists"):  # a key there with another value
         kernel.apply(nft.render_diff([], [moved]))
+    sticky = [s for s in services if s.affinity_timeout and s.family == 4][0]
+    gone = nft.render_diff(services, [s for s in services if s is not sticky])
+    chain = re.search(r"delete chain ip lbcore \S+\n", gone).group()
+    with pytest.raises(AssertionError, match="Device or resource busy"):  # an element points at it
+        kernel.apply(chain + gone.replace(chain, ""))
+    affinity = re.search(r"delete map ip lbcore \S+\n", gone).group()
+    with pytest.raises(AssertionError, match="Device or resource busy"):  # its chain's rules use it
+        kernel.apply(affinity + gone.replace(affinity, ""))
+    before = kernel.state()
+    kernel.apply(gone)
+    assert kernel.state() != before
+
+
+# -- the full sync in place --------------------------------------------------------------
+
+
+def learn_clients(kernel: Kernel) -> set[tuple[str, str]]:
+    """A client in every affinity map, as the kernel's own ``update`` puts one there."""
+    maps = {(table, name) for table, t in kernel.tables.items() for name in t["maps"]
+            if name.startswith("affinity-")}
+    for table, name in maps:
+        kernel.learn(table, name, "10.255.0.1", "0x00000001")
+    return maps
+
+
+def clients_taken_out(state: dict) -> set[tuple[str, str]]:
+    """The maps of ``state`` that held `learn_clients`' client, which is taken out."""
+    return {(table, name) for table, t in state.items() for name, elements in t["maps"].items()
+            if elements.pop("10.255.0.1", None)}
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_full_sync_in_place_lands_on_the_new_full_payload_and_keeps_the_clients(seed):
+    rng = random.Random(seed)
+    old = model_services(rng, rng.randint(0, 40))
+    new = model_mutation(rng, old)
+    kernel, fresh = Kernel(), Kernel()
+    kernel.apply(nft.render(old, fallback=True))
+    learned = learn_clients(kernel)
+    kernel.apply(nft.render(new, fallback=True, existing=kernel.existing()))
+    fresh.apply(nft.render(new, fallback=True))
+    state = kernel.state()
+    kept = clients_taken_out(state)
+    assert state == fresh.state()
+    # Every affinity map the new state has under the same name (same Service, same
+    # timeout) kept its client; the others are gone or new and empty.
+    wanted = {(table, name) for table, t in fresh.tables.items() for name in t["maps"]}
+    assert kept == learned & wanted
+    again = kernel.state()
+    kernel.apply(nft.render(new, fallback=True, existing=kernel.existing()))  # idempotent
+    assert kernel.state() == again
+
+
+def test_a_changed_timeout_is_a_fresh_map_and_the_old_one_goes():
+    web = Service("web", "10.96.0.1", 80, affinity_timeout=60, endpoints=[Endpoint("10.1.0.1", 80)])
+    kernel = Kernel()
+    kernel.apply(nft.render([web]))
+    [old_map] = learn_clients(kernel)
+    longer = dataclasses.replace(web, affinity_timeout=120)
+    payload = nft.render([longer], existing=kernel.existing())
+    assert f"delete map ip lbcore {old_map[1]}\n" in payload
+    kernel.apply(payload)
+    [new_map] = [name for name in kernel.tables["ip lbcore"]["maps"] if name.startswith("affinity-")]
+    assert new_map == old_map[1].replace("-60", "-120") and kernel.tables["ip lbcore"]["maps"][new_map] == {}
+    # The same in a diff: the chain's rules move to the new map, then the old one goes.
+    kernel, diffed = Kernel(), Kernel()
+    kernel.apply(nft.render([longer]))
+    diffed.apply(nft.render([web]))
+    diffed.apply(nft.render_diff([web], [longer]))
+    assert diffed.state() == kernel.state()
+
+
+def test_without_existing_or_with_nothing_there_the_tables_are_replaced():
+    services = golden_services()
+    plain = nft.render(services)
+    assert plain.count("delete table") == 2
+    assert nft.render(services, existing=[]) == plain
+    only_six = {("ip6", "chain", "nat-output")}  # the ip table holds nothing: replaced
+    mixed = nft.render(services, existing=only_six)
+    assert mixed.startswith(plain.split("add table ip6")[0])
+    assert "delete table ip6" not in mixed and "flush chain ip6 lbcore nat-output\n" in mixed
+
+
+@pytest.mark.parametrize("item, message", [
+    (("ip", "chain"), r"existing\[0\]: \('ip', 'chain'\) must be a \(family, kind, name\) triple"),
+    (("inet", "chain", "x"), r"existing\[0\]\.family: 'inet' must be ip or ip6"),
+    (("ip", "flowtable", "x"), r"existing\[0\]\.kind: 'flowtable' must be chain, map or set"),
+    (("ip", "chain", "x; flush ruleset"), r"existing\[0\]\.name: 'x; flush ruleset' is not an nft name"),
+    (("ip", "map", "m\ndelete table ip foreign"), r"existing\[0\]\.name: .* is not an nft name"),
+    (("ip", "set", "1x"), r"existing\[0\]\.name: '1x' is not an nft name"),
+])
+def test_a_bad_existing_object_is_refused_by_name(item, message):
+    with pytest.raises(ConfigError, match=message):
+        nft.render(golden_services(), existing=[item])
 
 
 # -- lbcore render nft ------------------------------------------------------------------------

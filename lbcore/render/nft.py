@@ -39,13 +39,13 @@ ring as wrr).  A ``balance_factor`` (bounded loads) needs connection counts too:
 or dropped with ``fallback=True``.
 
 ClientIP affinity.  A sticky Service has its own chain, ``sticky-<hash>``, and map,
-``affinity-<hash>``: client -> the id of its endpoint (`_nft_slots.endpoint_ids`), with
-the Service's timeout, refreshed by every new connection, up to `AFFINITY_SIZE`
-clients.  A client found there whose endpoint's id is still in ``@tcp-endpoint-ids``
-goes to it; else its entry is deleted and it picks afresh through
-``@tcp-sticky-slots``, which names ids.  So an endpoint that leaves takes its own
-clients' stickiness with it and nobody else's, as kube-proxy's sets per endpoint do,
-with one structure per Service instead of one per endpoint.
+``affinity-<hash>-<timeout>``: client -> the id of its endpoint
+(`_nft_slots.endpoint_ids`), with the Service's timeout, refreshed by every new
+connection, up to `AFFINITY_SIZE` clients.  A client found there whose endpoint's id
+is still in ``@tcp-endpoint-ids`` goes to it; else its entry is deleted and it picks
+afresh through ``@tcp-sticky-slots``, which names ids.  So an endpoint that leaves
+takes its own clients' stickiness with it and nobody else's, as kube-proxy's sets per
+endpoint do, with one structure per Service instead of one per endpoint.
 
 Marks.  The id goes from one lookup to the next in the packet mark, the only register
 nftables keeps between rules.  A sticky chain first saves the mark in
@@ -65,12 +65,20 @@ drops the packet (as lbcore.render.iptables leaves loopback endpoints out).
 Syncing.  ``nft -f`` applies a file as one transaction: all of it or, when the kernel
 refuses any part, nothing.
 
-- `render`: the whole table.  It begins ``add table`` + ``delete table``, so applying it
-  replaces whatever lbcore had (stale chains and elements included) with exactly this
-  state, atomically, and applying it twice gives the same table.  Established
-  connections keep their NAT (it lives in conntrack); the affinity maps start empty,
-  so sticky clients pick afresh once.  Apply it at start and after a failed sync, as
-  kube-proxy does its full syncs.
+- `render`: the whole table, two ways.  Given nothing more, it begins ``add table`` +
+  ``delete table``, so applying it replaces whatever lbcore had (stale chains and
+  elements included) with exactly this state, atomically, and applying it twice gives
+  the same table; the affinity maps start empty, so sticky clients pick afresh once.
+  Given ``existing``, what the tables hold now (``nft -j -t list chains``, ``maps``,
+  ``sets``; `lbcore.agent.sinks.nft.read_existing`), it syncs them in place as
+  kube-proxy's full sync does: the same rules and elements, the stale objects deleted,
+  and the affinity maps of the Services that stay sticky kept with their clients (a
+  map's name carries its timeout, so a new timeout is a new, empty map).  Established
+  connections keep their NAT either way (it lives in conntrack).  Apply it at start,
+  after a failed sync and now and then, as kube-proxy does its full syncs.  In place
+  it deletes a stale chain in the transaction that drops the map element pointing at
+  it, which kernels before 6.2 are likely to refuse (see `render_diff`; only 6.18 was
+  tried): the payload without ``existing`` applies there.
 - `render_diff`: only the elements of the Services that changed, the chains that come
   into use or change, and those that fall out of use, deleted in the same transaction
   as the map elements that pointed at them.  kube-proxy flushes such chains and deletes
@@ -84,7 +92,7 @@ refuses any part, nothing.
 
 Applying on a node::
 
-    lbcore render nft services.yaml | nft -f -                  # at start, after a failure
+    lbcore render nft services.yaml | nft -f -                  # at start (replaces the tables)
     lbcore render nft new.yaml --diff old.yaml | nft -f -       # each sync
     nft delete table ip lbcore; nft delete table ip6 lbcore     # remove lbcore
 """
@@ -93,6 +101,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import re
 from typing import Iterable, NamedTuple
 
 from ..errors import ConfigError
@@ -130,6 +139,7 @@ JHASH_SEED = HASH_SEED & 0xFFFFFFFF
 AFFINITY_SIZE = 65536
 
 _RUNS = frozenset(BACKEND_SCHEDULERS["nft"])
+_IDENTIFIER = re.compile(r"[A-Za-z_.][A-Za-z0-9_./-]*")
 _FAMILIES = (4, 6)
 
 
@@ -156,28 +166,80 @@ _FILLED = (_SERVICE_IPS, _NO_ENDPOINTS,
            *(f"{protocol}-{role}" for protocol in PROTOCOLS for role in _ROLES))
 
 
-def render(services: Iterable[Service], *, fallback: bool = False, family: int | None = None) -> str:
-    """The full ``nft -f`` payload: lbcore's tables replaced by exactly ``services``.
+def render(
+    services: Iterable[Service],
+    *,
+    fallback: bool = False,
+    family: int | None = None,
+    existing: Iterable[tuple[str, str, str]] | None = None,
+) -> str:
+    """The full ``nft -f`` payload: lbcore's tables carry exactly ``services``.
+
+    ``existing``: None (the default) replaces each table, affinity maps included.  To
+    keep the sticky clients, pass what lbcore's tables hold now: every chain, map and
+    set, each as a triple ``(family, kind, name)`` with family ``"ip"`` or ``"ip6"``
+    and kind ``"chain"``, ``"map"`` or ``"set"``, as ``nft -j -t list chains`` (maps,
+    sets) shows them.  A table with something listed is then synced in place: every
+    rule and every element lbcore writes is written again, the affinity map of a
+    Service that stays sticky with the same timeout keeps its clients (the map's name
+    carries the timeout; the key is the table's address), the dynamic ``saved-marks``
+    and ``hairpin`` keep theirs, and every listed object the new state does not have is
+    deleted.  It then lists exactly as the payload without ``existing`` does applied
+    to an empty node, but for those kept elements.  A table with nothing listed is
+    replaced.  One transaction either way; idempotent.  The list must be complete: an
+    object left out is neither flushed nor deleted, so it keeps what it held beside
+    what the payload adds.  Raises `ConfigError` for a triple that is not one (a name
+    must be an nft identifier).
 
     ``family`` 4 or 6 renders only that table; None (the default) both, in one
     transaction.  Raises `ConfigError` for a scheduler nft cannot run (see
     ``fallback``) and for what `lbcore.render._iptables_names.check_services` refuses.
-    O(n log n + e log e + the slots).
+    O(n log n + e log e + the slots + the existing objects).
 
     >>> from lbcore import Endpoint, Service
     >>> web = Service("web", "10.96.0.10", 80, endpoints=[Endpoint("10.1.0.5", 8080)])
     >>> print(render([web], family=4).split("}\\nadd element")[1], end="")
      ip lbcore service-ips {
         10.96.0.10 . tcp . 80 : goto pick-tcp-random-1
+    >>> held = [("ip", "chain", "nat-output"), ("ip", "map", "service-ips"), ("ip", "chain", "pick-tcp-random-2")]
+    >>> print(render([web], family=4, existing=held).split("table ip lbcore {")[0], end="")
+    add table ip lbcore
+    flush chain ip lbcore nat-output
+    flush chain ip lbcore pick-tcp-random-2
+    delete map ip lbcore service-ips
+    delete chain ip lbcore pick-tcp-random-2
     """
     with paused_gc():
+        held = _checked_existing(existing)
         checked = check_services(services)
         _refuse_unrunnable(checked, fallback)
         out = []
         for fam in _families(family):
             keys = sorted(key for key in checked if key[2] == fam)
-            out.append(_full_table(_FAMILY[fam], [_render_service(checked[key], fam, fallback) for key in keys]))
+            here = {(kind, name) for table, kind, name in held if table == _FAMILY[fam].name}
+            out.append(_full_table(_FAMILY[fam], [_render_service(checked[key], fam, fallback) for key in keys], here))
         return "".join(out)
+
+
+def _checked_existing(existing: Iterable[tuple[str, str, str]] | None) -> list[tuple[str, str, str]]:
+    """``existing`` as `render` takes it, each triple checked: a name goes into the
+    payload, so it must be an nft identifier (nft's scanner: a letter, ``_`` or ``.``,
+    then letters, digits and ``_./-``), which cannot end a command or open a block."""
+    held = []
+    for i, item in enumerate(existing or ()):
+        try:
+            family, kind, name = item
+        except (TypeError, ValueError):
+            raise ConfigError(f"existing[{i}]", item, "must be a (family, kind, name) triple") from None
+        if family not in ("ip", "ip6"):
+            raise ConfigError(f"existing[{i}].family", family, "must be ip or ip6 (lbcore's tables)")
+        if kind not in ("chain", "map", "set"):
+            raise ConfigError(f"existing[{i}].kind", kind, "must be chain, map or set")
+        if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+            raise ConfigError(f"existing[{i}].name", name,
+                              "is not an nft name (a letter, _ or . then letters, digits, _ . / -)")
+        held.append((family, kind, name))
+    return held
 
 
 def render_diff(
@@ -253,13 +315,12 @@ def render_delete(family: int | None = None) -> str:
 
 class _Rendered(NamedTuple):
     """A Service as nft sees it.  ``chain``: (name, rules) of the chain @service-ips
-    sends it to (None: no endpoint takes new connections); ``own``: that chain, and the
-    affinity map of the same hash, belong to this Service alone (a sticky one), else it
-    is a shared pick chain.  ``elements``: its elements by map or set name, "key" or
-    "key : value"."""
+    sends it to (None: no endpoint takes new connections); ``affinity``: the name of a
+    sticky Service's affinity map, and then that chain is its own too (None: a shared
+    pick chain).  ``elements``: its elements by map or set name, "key" or "key : value"."""
 
     chain: tuple[str, str] | None
-    own: bool
+    affinity: str | None
     elements: dict[str, list[str]]
 
 
@@ -326,10 +387,18 @@ def _shared_chain(fam: _Family, protocol: str, kind: str, size: int) -> tuple[st
             f"{_dnat(fam, protocol)} . {_slot(fam, protocol, kind, size)} map @{protocol}-endpoints")
 
 
+def _affinity_name(name: str, timeout: int) -> str:
+    """A sticky Service's affinity map: ``affinity-<hash>-<timeout>``.  The name carries
+    all that its entries depend on besides the Service: the timeout they were written
+    with (the key, the client address, is the table's family).  So a map found under
+    the wanted name can be kept by a full sync, and a changed timeout is a new map."""
+    return f"affinity-{name}-{timeout}"
+
+
 def _sticky_chain(fam: _Family, protocol: str, name: str, kind: str, size: int, timeout: int) -> tuple[str, str]:
-    """A sticky Service's own chain, ``sticky-<hash>`` (its map: ``affinity-<hash>``)."""
+    """A sticky Service's own chain, ``sticky-<hash>`` (its map: `_affinity_name`)."""
     x = fam.name
-    affinity = f"@affinity-{name}"
+    affinity = "@" + _affinity_name(name, timeout)
     remember = f"update {affinity} {{ {x} saddr timeout {timeout}s : meta mark }}"
     to_id = f"{_dnat(fam, protocol)} . meta mark map @{protocol}-endpoint-ids"
     slot = f"{x} daddr . {protocol} dport . {_slot(fam, protocol, kind, size)}"
@@ -351,14 +420,16 @@ def _render_service(service: Service, family: int, fallback: bool) -> _Rendered:
     key = f"{service.vip} . {protocol} . {service.port}"
     owners = table.owners
     if not owners:
-        return _Rendered(None, False, {_NO_ENDPOINTS: [key]})
+        return _Rendered(None, None, {_NO_ENDPOINTS: [key]})
     timeout = service.affinity_timeout
+    affinity = None
     if timeout is None:
         chain = _shared_chain(fam, protocol, table.hash, len(owners))
         elements = {f"{protocol}-endpoints": [f"{vip} . {s} : {e.ip} . {e.port}" for s, e in enumerate(owners)]}
     else:
         [name] = hash16([service.name + protocol])  # kube-proxy's, as in lbcore.render.iptables
         chain = _sticky_chain(fam, protocol, name, table.hash, len(owners), timeout)
+        affinity = _affinity_name(name, timeout)
         ids = endpoint_ids(owners)
         distinct = sorted({e.address: e for e in owners}.items())
         elements = {
@@ -366,7 +437,7 @@ def _render_service(service: Service, family: int, fallback: bool) -> _Rendered:
             f"{protocol}-endpoint-ids": [f"{vip} . {ids[a]:#010x} : {e.ip} . {e.port}" for a, e in distinct],
         }
     elements[_SERVICE_IPS] = [f"{key} : goto {chain[0]}"]
-    return _Rendered(chain, timeout is not None, elements)
+    return _Rendered(chain, affinity, elements)
 
 
 def _shared_chain_of(service: Service, fallback: bool) -> str | None:
@@ -381,54 +452,82 @@ def _shared_chain_of(service: Service, fallback: bool) -> str | None:
 # -- the full table ---------------------------------------------------------------------
 
 
-def _full_table(fam: _Family, rendered: list[_Rendered]) -> str:
+def _full_table(fam: _Family, rendered: list[_Rendered], existing: set[tuple[str, str]]) -> str:
+    """The full payload of one table; ``existing``: the (kind, name) of each object it
+    holds now, empty to replace it (see `render`)."""
     x, address, t = fam.name, fam.address, f"{fam.name} {TABLE}"
     service_key = f"{address} . inet_proto . inet_service"
-    shared = dict(sorted(r.chain for r in rendered if r.chain is not None and not r.own))
-    own = [r.chain for r in rendered if r.own]
-    filled: dict[str, list[str]] = {name: [] for name in _FILLED}
-    for r in rendered:
-        for name, elements in r.elements.items():
-            filled[name] += elements
-    parts = [
-        f"add table {t}\ndelete table {t}\ntable {t} {{\n",
-        _block("map", _SERVICE_IPS, f"type {service_key} : verdict"),
-        _block("set", _NO_ENDPOINTS, f"type {service_key}"),
-    ]
+    # The sets and maps as (kind, name, declaration), then the chains as (name, hook or
+    # None, rules), in payload order.
+    sets = [("map", _SERVICE_IPS, (f"type {service_key} : verdict",)),
+            ("set", _NO_ENDPOINTS, (f"type {service_key}",))]
     for p in PROTOCOLS:
         service = f"{x} daddr . {p} dport"
-        parts += [
-            _block("map", f"{p}-endpoints", f"typeof {service} . numgen random mod 1 : {service}"),
-            _block("map", f"{p}-sticky-slots", f"typeof {service} . numgen random mod 1 : meta mark"),
-            _block("map", f"{p}-endpoint-ids", f"typeof {service} . meta mark : {service}"),
+        sets += [
+            ("map", f"{p}-endpoints", (f"typeof {service} . numgen random mod 1 : {service}",)),
+            ("map", f"{p}-sticky-slots", (f"typeof {service} . numgen random mod 1 : meta mark",)),
+            ("map", f"{p}-endpoint-ids", (f"typeof {service} . meta mark : {service}",)),
         ]
-    parts += [
-        _block("map", "saved-marks", "typeof ct id : meta mark", "size 65536", "flags dynamic,timeout",
-               "timeout 1s"),
-        _block("set", "hairpin", f"typeof ct id . {x} saddr", "size 65536", "flags dynamic,timeout", "timeout 1s"),
-        *(_affinity_map(fam, name) for name, _ in own),
-        _chain("nat-prerouting", "type nat hook prerouting priority -100", f"{fam.service} vmap @{_SERVICE_IPS}"),
-        _chain("nat-output", "type nat hook output priority -100", f"{fam.service} vmap @{_SERVICE_IPS}"),
-        _chain("nat-postrouting", "type nat hook postrouting priority 100", "\n".join((
+    sets += [
+        ("map", "saved-marks", ("typeof ct id : meta mark", "size 65536", "flags dynamic,timeout", "timeout 1s")),
+        ("set", "hairpin", (f"typeof ct id . {x} saddr", "size 65536", "flags dynamic,timeout", "timeout 1s")),
+        *(("map", r.affinity, _affinity_declaration(fam)) for r in rendered if r.affinity is not None),
+    ]
+    # Before DNAT (kube-proxy's dstnat - 10), where REJECT is valid on every kernel.
+    check = f"ct state new {fam.service} @{_NO_ENDPOINTS} goto reject-chain"
+    restore = "ct state new meta mark set ct id map @saved-marks delete @saved-marks { ct id : meta mark }"
+    chains = [
+        ("nat-prerouting", "type nat hook prerouting priority -100", f"{fam.service} vmap @{_SERVICE_IPS}"),
+        ("nat-output", "type nat hook output priority -100", f"{fam.service} vmap @{_SERVICE_IPS}"),
+        ("nat-postrouting", "type nat hook postrouting priority 100", "\n".join((
             f"ct status dnat {x} daddr != {_LOOPBACK[x]} update @hairpin {{ ct id . {x} saddr }}",
             f"ct status dnat ct id . {x} daddr @hairpin delete @hairpin {{ ct id . {x} saddr }} "
             "masquerade fully-random",
             f"ct status dnat delete @hairpin {{ ct id . {x} saddr }}",
         ))),
+        *((f"filter-{hook}", f"type filter hook {hook} priority -110", check)
+          for hook in ("input", "forward", "output")),
+        ("reject-chain", None, "meta l4proto tcp reject with tcp reset\nreject"),
+        ("restore-prerouting", "type filter hook prerouting priority -90", restore),
+        ("restore-output", "type route hook output priority -90", restore),
+        *((name, None, rules) for name, rules in sorted(  # a shared chain once
+            {r.chain[0]: r.chain[1] for r in rendered if r.chain is not None and r.affinity is None}.items())),
+        *((r.chain[0], None, r.chain[1]) for r in rendered if r.affinity is not None),
     ]
-    # Before DNAT (kube-proxy's dstnat - 10), where REJECT is valid on every kernel.
-    check = f"ct state new {fam.service} @{_NO_ENDPOINTS} goto reject-chain"
-    for hook in ("input", "forward", "output"):
-        parts.append(_chain(f"filter-{hook}", f"type filter hook {hook} priority -110", check))
-    parts.append(_chain("reject-chain", None, "meta l4proto tcp reject with tcp reset\nreject"))
-    restore = "ct state new meta mark set ct id map @saved-marks delete @saved-marks { ct id : meta mark }"
-    parts.append(_chain("restore-prerouting", "type filter hook prerouting priority -90", restore))
-    parts.append(_chain("restore-output", "type route hook output priority -90", restore))
-    parts += [_chain(name, None, rules) for name, rules in shared.items()]
-    parts += [_chain(name, None, rules) for name, rules in own]
-    parts.append("}\n")
-    parts += [_elements("add", t, name, elements) for name, elements in filled.items()]
-    return "".join(parts)
+    filled: dict[str, list[str]] = {name: [] for name in _FILLED}
+    for r in rendered:
+        for name, elements in r.elements.items():
+            filled[name] += elements
+    elements = "".join(_elements("add", t, name, filled[name]) for name in _FILLED)
+    body = "".join((f"table {t} {{\n", *(_block(kind, name, *lines) for kind, name, lines in sets),
+                    *(_chain(*chain) for chain in chains), "}\n"))
+    if not existing:
+        return f"add table {t}\ndelete table {t}\n{body}{elements}"
+    # In place, as kube-proxy's full sync: the chains there are flushed and the body adds
+    # their rules again; what is no longer wanted is deleted once nothing refers to it
+    # (rules first, then maps, whose elements may name chains, then chains).  The
+    # affinity maps wanted and the dynamic sets keep what the kernel put in them; every
+    # other map and set is deleted and declared again, empty, where kube-proxy flushes
+    # it: a rule that looks a map up makes the kernel check every element the map
+    # holds, flushed ones included, as the rule goes in (3 ms per sticky chain beside
+    # 20,000 endpoints, measured), and a new map has none yet.  The body's declarations
+    # are no-ops for the objects still there.
+    kept = {("map", r.affinity) for r in rendered if r.affinity is not None}
+    kept |= {("map", "saved-marks"), ("set", "hairpin")}
+    there = sorted(name for kind, name in existing if kind == "chain")
+    wanted = {name for name, _, _ in chains}
+    return "".join((
+        f"add table {t}\n",
+        *(f"flush chain {t} {name}\n" for name in there),
+        *(f"delete {kind} {t} {name}\n" for kind, name in sorted(existing - kept) if kind != "chain"),
+        *(f"delete chain {t} {name}\n" for name in there if name not in wanted),
+        body, elements,
+    ))
+
+
+def _affinity_declaration(fam: _Family) -> tuple[str, ...]:
+    """A ClientIP map: client -> endpoint id, each entry with its own timeout."""
+    return f"typeof {fam.name} saddr : meta mark", f"size {AFFINITY_SIZE}", "flags dynamic,timeout"
 
 
 def _block(kind: str, name: str, *lines: str) -> str:
@@ -436,18 +535,8 @@ def _block(kind: str, name: str, *lines: str) -> str:
     return f"    {kind} {name} {{\n{body}    }}\n"
 
 
-def _affinity_map(fam: _Family, chain: str) -> str:
-    """The ClientIP map of the sticky Service whose chain is ``chain``."""
-    return _block("map", _affinity_of(chain), f"typeof {fam.name} saddr : meta mark",
-                  f"size {AFFINITY_SIZE}", "flags dynamic,timeout")
-
-
-def _affinity_of(chain: str) -> str:
-    return "affinity-" + chain.removeprefix("sticky-")
-
-
 def _chain(name: str, base: str | None, rules: str) -> str:
-    return _block("chain", name, *([f"{base}; policy accept;"] if base else []), *rules.split("\n"))
+    return _block("chain", name, *([f"{base}; policy accept;"] if base else []), *rules.split("\n") if rules else ())
 
 
 def _elements(verb: str, table: str, name: str, elements: list[str]) -> str:
@@ -476,23 +565,24 @@ def _diff_table(fam: _Family, keys: list[Key], old: dict[Key, Service], new: dic
         adds.append(_elements("add", t, name, [text for key, text in now.items() if was.get(key) != text]))
     # A shared chain belongs to every Service that picks its way: it goes only when no
     # Service uses it any more.
-    old_shared = {r.chain[0] for r in before if r.chain and not r.own}
-    new_shared = dict(r.chain for r in after if r.chain and not r.own)
+    old_shared = {r.chain[0] for r in before if r.chain and r.affinity is None}
+    new_shared = dict(r.chain for r in after if r.chain and r.affinity is None)
     gone_shared = old_shared - new_shared.keys()
     for key, service in new.items() if gone_shared else ():  # until all are found in use
         if key[2] == family:
             gone_shared.discard(_shared_chain_of(service, fallback))  # type: ignore[arg-type]
             if not gone_shared:
                 break
-    old_own = dict(r.chain for r in before if r.own)
-    new_own = dict(r.chain for r in after if r.own)
-    # A chain goes after the elements that point at it, an affinity map after its chain.
-    chains = [f"delete chain {t} {name}\n" for name in sorted(gone_shared)]
-    chains += [f"delete chain {t} {name}\ndelete map {t} {_affinity_of(name)}\n"
-               for name in sorted(old_own.keys() - new_own.keys())]
-    chains += [f"add map {t} {_affinity_of(name)} {{ typeof {fam.name} saddr : meta mark; "
-               f"size {AFFINITY_SIZE}; flags dynamic,timeout; }}\n"
-               for name in sorted(new_own.keys() - old_own.keys())]
+    old_own = dict(r.chain for r in before if r.affinity is not None)
+    new_own = dict(r.chain for r in after if r.affinity is not None)
+    old_maps = {r.affinity for r in before if r.affinity is not None}
+    new_maps = {r.affinity for r in after if r.affinity is not None}
+    # A chain goes after the elements that point at it; an affinity map comes before the
+    # rules that use it and goes after the last rule that did (its chain deleted, or
+    # flushed for a new timeout).
+    chains = [f"delete chain {t} {name}\n" for name in sorted(gone_shared | (old_own.keys() - new_own.keys()))]
+    declaration = "; ".join(_affinity_declaration(fam))
+    chains += [f"add map {t} {name} {{ {declaration}; }}\n" for name in sorted(new_maps - old_maps)]
     # A shared chain may be there already for an unchanged Service: add is a no-op then,
     # and the flush makes its rule go in once.
     written = {name: rules for name, rules in new_shared.items() if name not in old_shared}
@@ -500,6 +590,7 @@ def _diff_table(fam: _Family, keys: list[Key], old: dict[Key, Service], new: dic
     for name, rules in sorted(written.items()):
         lines = "".join(f"add rule {t} {name} {rule}\n" for rule in rules.split("\n"))
         chains.append(f"add chain {t} {name}\nflush chain {t} {name}\n{lines}")
+    chains += [f"delete map {t} {name}\n" for name in sorted(old_maps - new_maps)]
     return "".join(deletes) + "".join(chains) + "".join(adds)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import re
 
 import pytest
@@ -41,9 +42,10 @@ class _Named:
 
 
 class Driver:
-    def __init__(self, ns: Netns, runner=None) -> None:
+    def __init__(self, ns: Netns, runner=None, clock=None) -> None:
         self.sink = NftSink(runner=runner or netns_runner(ns), timeout=30)
-        self.agent = Agent([_Named()], self.sink, min_sync_period=0, sync_period=3600)
+        self.agent = Agent([_Named()], self.sink, min_sync_period=0, sync_period=3600,
+                           **({"clock": clock} if clock else {}))
         self.loop = asyncio.new_event_loop()
 
     def sync(self, *services: Service) -> bool:
@@ -61,6 +63,15 @@ def fresh(services: list[Service]) -> str:
     with Netns() as clean:
         clean.run("nft", "-f", "-", input=nft.render(services))
         return table(clean)
+
+
+def without_clients(lines: str) -> str:
+    """`table` without the clients the affinity maps hold (the only elements that expire)."""
+    return "\n".join(line for line in lines.split("\n") if " expires " not in line)
+
+
+def clients(n: int) -> list[str]:
+    return [f"127.2.{i // 250}.{1 + i % 250}" for i in range(n)]
 
 
 def ports(ns: Netns, vip: str, n: int) -> set[int]:
@@ -129,3 +140,52 @@ def test_what_nft_cannot_run_is_refused_by_name():
         "scheduler: 'wlc' cannot run in nft mode (no connection counts); use one of rr, wrr, dh, sh, mh, "
         "or --fallback to run it as wrr")
     assert NftSink(fallback=True).refuse(web(1, scheduler="wlc")) is None
+
+
+def test_sticky_clients_keep_their_endpoints_across_the_periodic_full_sync(ns, caplog):
+    now = [0.0]
+    driver = Driver(ns, clock=lambda: now[0])
+    sticky = web(18001, 18002, 18003, affinity_timeout=600)
+    assert driver.sync(sticky, web(18001, 18002, vip=OTHER_VIP, name="other"))
+    sources = clients(1000)
+    first = ns.connect(VIP, 80, sources)
+    assert {a.split()[0] for a in first} == {"18001", "18002", "18003"}
+    now[0] += 3600  # a sync period later: the next sync is full
+    later = [sticky, web(18003, vip="127.1.0.3", name="added")]
+    assert driver.sync(*later)
+    assert driver.agent.syncs == {"full": 2, "partial": 0}
+    assert ns.connect(VIP, 80, sources) == first  # 0 moved
+    assert ns.connect("127.1.0.3", 80, [None]) == ["18003 127.0.0.1"]
+    assert ns.connect(OTHER_VIP, 80, [None]) == ["80 127.0.0.1"]  # gone: the sentinel answers
+    assert " expires " in table(ns) and without_clients(table(ns)) == fresh(later)
+    assert "refused" not in caplog.text
+
+
+def test_a_table_the_in_place_sync_cannot_take_is_replaced(ns, caplog):
+    # A set declared otherwise (as another lbcore version might have): the in-place
+    # payload declares it again, the kernel refuses that, and the sink replaces the
+    # tables instead.
+    ns.run("nft", "-f", "-", input="table ip lbcore { set hairpin { typeof ct id . ip saddr; flags timeout; }; }")
+    driver = Driver(ns)
+    with caplog.at_level(logging.WARNING, "lbcore.agent"):
+        assert driver.sync(web(18001, 18002))
+    assert "the in-place full sync was refused, replacing lbcore's tables instead" in caplog.text
+    assert "File exists" in caplog.text
+    assert table(ns) == fresh([web(18001, 18002)])
+    assert ports(ns, VIP, 20) == {18001, 18002}
+
+
+def test_a_name_nft_syntax_cannot_carry_is_replaced_with_the_table(ns, caplog):
+    # nft's JSON input takes any chain name; the renderer will not write one that nft's
+    # own syntax cannot parse back, so the sink replaces the tables.
+    driver = Driver(ns)
+    assert driver.sync(web(18001))
+    hostile = '{"nftables": [{"add": {"chain": {"family": "ip", "table": "lbcore", "name": "x; flush ruleset"}}}]}'
+    ns.run("nft", "-j", "-f", "-", input=hostile)
+    ns.run("nft", "-f", "-", input=FOREIGN)
+    driver.agent.applied = None  # the next sync is full
+    with caplog.at_level(logging.WARNING, "lbcore.agent"):
+        assert driver.sync(web(18002))
+    assert "existing[" in caplog.text and "'x; flush ruleset' is not an nft name" in caplog.text
+    assert table(ns) == fresh([web(18002)])
+    assert "table ip foreign" in ns.run("nft", "list", "ruleset").stdout
