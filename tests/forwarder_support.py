@@ -44,6 +44,20 @@ def run_async(kind: str, coro: Any) -> Any:
         loop.close()
 
 
+async def eventually(predicate: Any, timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds, giving the loop turns (sockets move in real time).
+
+    The wall-clock bound only catches a hang: what it waits for takes milliseconds, so
+    ``timeout`` leaves far more than 10x margin.  Timeouts under test never wait here:
+    they run on the forwarder's `ManualClock`.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {predicate}")
+        await asyncio.sleep(0.002)
+
+
 def scheduler_cases() -> list[tuple[str, int | None]]:
     """(scheduler, affinity_timeout) for every scheduler, plus rr with affinity."""
     return [(name, None) for name in lbcore.SCHEDULERS] + [("rr", 60)]
