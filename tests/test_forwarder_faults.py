@@ -131,7 +131,7 @@ def test_updates_under_load_fail_no_request(loop_kind):
                 service(f"extra-{i % 3}", [c.endpoint]),  # services come and go alongside
             ])
             mark = served()
-            await eventually(lambda: served() >= mark + 8)  # traffic flows on each set
+            await eventually(lambda mark=mark: served() >= mark + 8)  # traffic flows on each set
         stop.set()
         answers, failures = await traffic
         names = fw.stats().keys()

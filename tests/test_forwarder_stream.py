@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import errno
 import socket
-import time
 from typing import Any
 
 import pytest

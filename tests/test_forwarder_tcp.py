@@ -217,7 +217,7 @@ def test_a_retry_never_goes_back_to_an_endpoint_that_failed_the_same_connection(
             task = asyncio.ensure_future(who(fw.addresses["web"], f"127.0.0.{2 + i}"))
             met = 0
             while True:
-                await eventually(lambda: task.done() or hanging())
+                await eventually(lambda task=task: task.done() or hanging())
                 if task.done():
                     break
                 (relay,) = hanging()
