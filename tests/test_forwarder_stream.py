@@ -22,7 +22,7 @@ from lbcore.forwarder import poller as poller_module
 from lbcore.forwarder.deadlines import Deadlines
 from lbcore.forwarder.stream import HIGH_WATER, accepted, dial
 
-from forwarder_support import LOOPS, free_port, payload, run_async
+from forwarder_support import LOOPS, eventually, free_port, payload, run_async
 
 
 @pytest.fixture(params=LOOPS)
@@ -216,7 +216,7 @@ def test_a_connect_made_while_reading_is_paused_is_heard_and_stays_paused(loop_k
             await asyncio.sleep(0.1)
             while_paused = protocol.names(), bytes(protocol.data)
             stream.resume_reading()
-            await asyncio.sleep(0.1)
+            await eventually(lambda: protocol.data)
             data = bytes(protocol.data)
             conn.close()
             stream.abort()
