@@ -453,19 +453,19 @@ def test_the_poller_unwatches_and_dispatches_both_directions(loop_kind, make_pol
         a, b = socket.socketpair()
         owner = Owner()
         poller.watch(a.fileno(), owner, poller_module.WRITE)
-        await asyncio.sleep(0.02)
+        await eventually(lambda: owner.log)
         wrote = "w" in owner.log and "r" not in owner.log
         poller.watch(a.fileno(), owner, poller_module.READ)
         owner.log.clear()
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # a wake-up would come within a loop turn or two
         quiet = owner.log == []  # nothing to read yet, and no longer watching writes
         b.send(b"x")
-        await asyncio.sleep(0.02)
+        await eventually(lambda: owner.log)
         read = "r" in owner.log and "w" not in owner.log
         poller.watch(a.fileno(), owner, 0)
         owner.log.clear()
         b.send(b"y")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # as above
         gone = owner.log == []
         poller.close()
         a.close()
