@@ -47,7 +47,9 @@ def test_a_forwarder_on_the_loop_poller(loop_kind, monkeypatch):
                        clock=ManualClock(), splice=False, copier=False)
         await fw.start()
         address = fw.addresses["web"]
-        slow = await fetch(address, 4_000_000, read_delay=0.002)  # backpressure both ways
+        # A small receive buffer: the slow read backs up into the forwarder, whatever
+        # the kernel's buffer autotuning would absorb (backpressure both ways).
+        slow = await fetch(address, 4_000_000, read_delay=0.002, rcvbuf=16384)
         client = socket.create_connection(address)
         client.sendall(b"echo\nhalf")
         client.shutdown(socket.SHUT_WR)  # the client's FIN passes, the answer comes back
