@@ -70,7 +70,9 @@ class ManualClock:
     time and runs each timer that falls due, in the order of their due times (timers set
     for the same time run in the order they were set), each with the clock reading its
     due time.  A timer that a callback sets and that falls due within the advance runs
-    in it too, so one advance past an idle timeout runs every sweep in between.
+    in it too, so one advance past an idle timeout runs every sweep in between.  The
+    drain deadline of `Forwarder.stop` is on it as well: a test that stops a forwarder
+    with connections still open moves the clock past ``drain_timeout``.
 
     >>> clock = ManualClock()
     >>> fired = []
