@@ -121,6 +121,7 @@ def test_updates_under_load_fail_no_request(loop_kind):
             [Endpoint("127.0.0.1", a.port, weight=0), b.endpoint],
             [a.endpoint, Endpoint("127.0.0.1", c.port, ready=False), b.endpoint],
         ]
+
         def served():
             return a.requests + b.requests + c.requests
 
