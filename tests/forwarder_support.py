@@ -14,6 +14,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,20 @@ def run_async(kind: str, coro: Any) -> Any:
         return loop.run_until_complete(asyncio.wait_for(coro, 60))
     finally:
         loop.close()
+
+
+async def eventually(predicate: Any, timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds, giving the loop turns (sockets move in real time).
+
+    The wall-clock bound only catches a hang: what it waits for takes milliseconds, so
+    ``timeout`` leaves far more than 10x margin.  Timeouts under test never wait here:
+    they run on the forwarder's `ManualClock`.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {predicate}")
+        await asyncio.sleep(0.002)
 
 
 def scheduler_cases() -> list[tuple[str, int | None]]:
@@ -201,10 +216,26 @@ async def who(address: tuple[str, int], source: str | None = None) -> str:
 
 
 async def fetch(
-    address: tuple[str, int], n: int, read_delay: float = 0.0, chunk: int = 65536
+    address: tuple[str, int], n: int, read_delay: float = 0.0, chunk: int = 65536,
+    rcvbuf: int | None = None,
 ) -> bytes:
-    """Ask for ``n`` bytes and read them all, sleeping ``read_delay`` per chunk (a slow reader)."""
-    reader, writer = await asyncio.open_connection(*address, limit=chunk)
+    """Ask for ``n`` bytes and read them all, sleeping ``read_delay`` per chunk (a slow reader).
+
+    ``rcvbuf`` shrinks the client's receive buffer, so that the kernel cannot absorb a
+    slow read and the forwarder's writes back up (its transport, its flow control).
+    """
+    if rcvbuf is None:
+        reader, writer = await asyncio.open_connection(*address, limit=chunk)
+    else:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before the handshake
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        reader, writer = await asyncio.open_connection(sock=sock, limit=chunk)
     try:
         writer.write(b"send %d\n" % n)
         parts = []

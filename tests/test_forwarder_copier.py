@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from lbcore.forwarder import Forwarder
+from lbcore.forwarder import Forwarder, ManualClock
 from lbcore._pure import copier as _copier_py
 
 from forwarder_support import LOOPS, digest, payload, run_async, service
@@ -407,11 +407,19 @@ def test_idle_timeout_and_stop_really_close_a_copier_connection(loop_kind, how):
 
     async def main():
         server, endings = await _line_server(lambda line: b"pong\n")
-        fw = Forwarder([service("web", [_endpoint(server)])],
-                       idle_timeout=0.2 if how == "idle timeout" else 60, drain_timeout=0.2)
+        clock = ManualClock()
+        fw = Forwarder([service("web", [_endpoint(server)])], clock=clock,
+                       idle_timeout=4 if how == "idle timeout" else 60, drain_timeout=4)
         await fw.start()
         reader, writer, copying = await _steady_client(fw)
-        stopping = asyncio.ensure_future(fw.stop()) if how == "stop" else None
+        if how == "stop":
+            armed = clock.pending
+            stopping = asyncio.ensure_future(fw.stop())
+            await _wait_for(lambda: clock.pending > armed)  # the drain deadline, on the clock
+            clock.advance(4)  # passes, with the connection open: stop() closes it
+        else:
+            stopping = None
+            clock.advance(5)  # the sweep at 1 s saw its bytes, the next four none
         tail = await asyncio.wait_for(reader.read(), 5)
         await _wait_for(lambda: endings)
         if stopping is None:

@@ -12,17 +12,17 @@ import asyncio
 import contextlib
 import errno
 import socket
-import time
 from typing import Any
 
 import pytest
 
 from lbcore import Endpoint
+from lbcore.forwarder import ManualClock
 from lbcore.forwarder import poller as poller_module
 from lbcore.forwarder.deadlines import Deadlines
 from lbcore.forwarder.stream import HIGH_WATER, accepted, dial
 
-from forwarder_support import LOOPS, free_port, payload, run_async
+from forwarder_support import LOOPS, eventually, free_port, payload, run_async
 
 
 @pytest.fixture(params=LOOPS)
@@ -216,7 +216,7 @@ def test_a_connect_made_while_reading_is_paused_is_heard_and_stays_paused(loop_k
             await asyncio.sleep(0.1)
             while_paused = protocol.names(), bytes(protocol.data)
             stream.resume_reading()
-            await asyncio.sleep(0.1)
+            await eventually(lambda: protocol.data)
             data = bytes(protocol.data)
             conn.close()
             stream.abort()
@@ -260,7 +260,7 @@ def test_a_decided_connect_lets_go_of_its_deadline_entry(loop_kind, make_poller)
     async def main():
         loop = asyncio.get_running_loop()
         poller = make_poller(loop)
-        deadlines = Deadlines(loop)
+        deadlines = Deadlines(ManualClock())
         with listening() as listener:
             made = dial(loop, poller, endpoint_of(listener), Recorder())
             made_entry = made.deadline = deadlines.add(made, 30)
@@ -283,27 +283,28 @@ def test_the_deadline_times_out_a_connect_to_a_blackhole(loop_kind, make_poller,
     async def main():
         loop = asyncio.get_running_loop()
         poller = make_poller(loop)
-        deadlines = Deadlines(loop)
+        clock = ManualClock()
+        deadlines = Deadlines(clock)
         protocol = Recorder()
-        start = time.monotonic()
         stream = dial(loop, poller, Endpoint("127.0.0.1", hole), protocol)
-        stream.deadline = deadlines.add(stream, 0.1)
+        stream.deadline = deadlines.add(stream, 5)
         stream.write(b"waits")
         # Wake-ups meant for a closed descriptor of the same number: not a failure.
         stream._readable()
         stream._writable()
         spurious = protocol.names()
+        clock.advance(4.99)
+        before = protocol.names()
+        clock.advance(0.01)
         exc = await asyncio.wait_for(protocol.failed, 5)
-        elapsed = time.monotonic() - start
         unsent = stream.unsent()
         poller.close()
-        return spurious, exc, elapsed, unsent, protocol.names()
+        return spurious, before, exc, unsent, protocol.names()
 
-    spurious, exc, elapsed, unsent, names = run_async(loop_kind, main())
-    assert spurious == ["made"]
+    spurious, before, exc, unsent, names = run_async(loop_kind, main())
+    assert spurious == ["made"] and before == ["made"]
     assert isinstance(exc, TimeoutError)
-    assert str(exc) == f"connect to 127.0.0.1:{hole} timed out after 0.1 s"
-    assert 0.09 <= elapsed < 1.0
+    assert str(exc) == f"connect to 127.0.0.1:{hole} timed out after 5 s"
     assert unsent == (b"waits", False)
     assert names == ["made", "connect_failed"]
 
@@ -313,9 +314,10 @@ def test_a_deadline_meeting_a_silent_connected_socket_keeps_it(loop_kind, make_p
 
     async def main():
         async with dialing(make_poller) as (loop, listener, stream, protocol):
-            Deadlines(loop).add(stream, 0.05)  # kept: the entry is not the stream's to drop
+            clock = ManualClock()
+            Deadlines(clock).add(stream, 5)  # kept: the entry is not the stream's to drop
             conn = await accept(loop, listener)
-            await asyncio.sleep(0.15)
+            clock.advance(5)
             names = protocol.names()
             stream.write(b"still open")
             got = await loop.sock_recv(conn, 100)
@@ -329,36 +331,31 @@ def test_a_deadline_meeting_a_silent_connected_socket_keeps_it(loop_kind, make_p
     assert got == b"still open"
 
 
-def test_deadlines_expire_in_order_per_timeout_and_skip_what_was_made(loop_kind):
+def test_deadlines_expire_in_order_per_timeout_and_skip_what_was_made():
     class Entry:
         def __init__(self, name: str, log: list) -> None:
             self.name, self.log = name, log
 
         def expire(self, timeout: float) -> None:
-            self.log.append((self.name, timeout, round(time.monotonic() - start, 2)))
+            self.log.append((self.name, timeout, clock.now()))
 
-    async def main():
-        global start
-        loop = asyncio.get_running_loop()
-        deadlines = Deadlines(loop)
-        log: list = []
-        start = time.monotonic()
-        deadlines.add(Entry("a", log), 0.1)
-        dropped = deadlines.add(Entry("dropped", log), 0.1)
-        deadlines.add(Entry("long", log), 0.3)
-        dropped[1] = None  # what a stream does once its connect is decided
-        await asyncio.sleep(0.05)
-        deadlines.add(Entry("b", log), 0.1)
-        await asyncio.sleep(0.4)
-        return log, {t: q.timer for t, q in deadlines.queues.items()}
-
-    log, timers = run_async(loop_kind, main())
-    assert [(name, timeout) for name, timeout, _ in log] == [
-        ("a", 0.1), ("b", 0.1), ("long", 0.3)
-    ]
-    for (_, timeout, at), due in zip(log, [0.1, 0.15, 0.3]):
-        assert due - 0.01 <= at < due + 0.1
-    assert timers == {0.1: None, 0.3: None}  # nothing pending: no timer left armed
+    clock = ManualClock()
+    deadlines = Deadlines(clock)
+    log: list = []
+    deadlines.add(Entry("a", log), 1)
+    dropped = deadlines.add(Entry("dropped", log), 1)
+    deadlines.add(Entry("long", log), 3)
+    dropped[1] = None  # what a stream does once its connect is decided
+    clock.advance(0.5)
+    deadlines.add(Entry("b", log), 1)
+    armed = clock.pending  # one timer per timeout, not one per entry
+    clock.advance(0.49)
+    early = list(log)
+    clock.advance(10)
+    assert armed == 2 and early == []
+    assert log == [("a", 1, 1.0), ("b", 1, 1.5), ("long", 3, 3.0)]
+    timers = {t: q.timer for t, q in deadlines.queues.items()}
+    assert timers == {1: None, 3: None} and clock.pending == 0  # no timer left armed
 
 
 def test_backpressure_pauses_and_resumes_the_writer_and_close_flushes(loop_kind, make_poller):
@@ -456,19 +453,19 @@ def test_the_poller_unwatches_and_dispatches_both_directions(loop_kind, make_pol
         a, b = socket.socketpair()
         owner = Owner()
         poller.watch(a.fileno(), owner, poller_module.WRITE)
-        await asyncio.sleep(0.02)
+        await eventually(lambda: owner.log)
         wrote = "w" in owner.log and "r" not in owner.log
         poller.watch(a.fileno(), owner, poller_module.READ)
         owner.log.clear()
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # a wake-up would come within a loop turn or two
         quiet = owner.log == []  # nothing to read yet, and no longer watching writes
         b.send(b"x")
-        await asyncio.sleep(0.02)
+        await eventually(lambda: owner.log)
         read = "r" in owner.log and "w" not in owner.log
         poller.watch(a.fileno(), owner, 0)
         owner.log.clear()
         b.send(b"y")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # as above
         gone = owner.log == []
         poller.close()
         a.close()

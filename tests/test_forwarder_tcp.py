@@ -15,19 +15,32 @@ import pytest
 
 import lbcore
 from lbcore import ConfigError, Endpoint
-from lbcore.forwarder import Forwarder, Options
+from lbcore.forwarder import Forwarder, ManualClock, Options
 from lbcore.forwarder import forwarder as forwarder_module
 from lbcore.forwarder import splice as splice_module
+from lbcore.forwarder.listener import ACCEPT_RETRY_DELAY
 
 from forwarder_support import (
-    LOOPS, backends, digest, fetch, free_port, open_client, payload, refused_or_read,
-    run_async, service, who,
+    LOOPS, backends, digest, eventually, fetch, free_port, open_client, payload,
+    refused_or_read, run_async, service, who,
 )
 
 
 @pytest.fixture(params=LOOPS)
 def loop_kind(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+async def through_the_hole(fw, clock, hole, request):
+    """Run ``request``; if its connection hangs connecting to ``hole`` (a blackhole),
+    move ``clock`` past the connect timeout.  (its result, whether it met the hole)."""
+    runtime = fw._runtimes["web"]
+    task = asyncio.ensure_future(request)
+    await eventually(lambda: task.done() or any(r.endpoint == hole for r in runtime.stats.live))
+    met = not task.done()
+    if met:
+        clock.advance(fw.options.connect_timeout)
+    return await asyncio.wait_for(task, 5), met
 
 
 @pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
@@ -55,7 +68,7 @@ def test_bulk_both_ways_byte_exact_and_counted(loop_kind, splice, monkeypatch):
         echoed = await reader.read()
         writer.close()
         got = await fetch(fw.addresses["web"], 5_000_000)
-        await asyncio.sleep(0.05)
+        await eventually(lambda: fw.stats()["web"]["active"] == 0)
         stats = fw.stats()["web"]
         await fw.stop()
         return echoed, got, stats
@@ -126,18 +139,22 @@ def test_refused_endpoint_is_retried_marked_failed_and_recovers(loop_kind):
     async def main():
         (a,) = await backends("a")
         dead = Endpoint("127.0.0.1", free_port())
-        fw = Forwarder([service("web", [dead, a.endpoint])], cooldown=0.3)
+        clock = ManualClock()
+        fw = Forwarder([service("web", [dead, a.endpoint])], cooldown=10, clock=clock)
         await fw.start()
         answers = [await who(fw.addresses["web"]) for _ in range(6)]
         during = fw.stats()["web"]["endpoints"][dead.address]
-        await asyncio.sleep(0.5)
+        clock.advance(9)
+        almost = fw.stats()["web"]["endpoints"][dead.address]
+        clock.advance(1)
         after = fw.stats()["web"]["endpoints"][dead.address]
         await fw.stop()
-        return answers, during, after
+        return answers, during, almost, after
 
-    answers, during, after = run_async(loop_kind, main())
+    answers, during, almost, after = run_async(loop_kind, main())
     assert answers == ["a"] * 6  # the client never sees the dead endpoint
     assert during["failures"] == 1 and during["failed"]  # tried once, then cooling down
+    assert almost["failed"]  # the whole cool-down
     assert not after["failed"]  # marked healthy after the cool-down
 
 
@@ -149,20 +166,25 @@ def test_a_connect_that_fails_at_once_moves_to_the_next_pick_in_place(loop_kind)
     async def main():
         (a,) = await backends("a")
         broadcast = Endpoint("255.255.255.255", 80)
+        clock = ManualClock()
         fw = Forwarder([service("web", [broadcast, a.endpoint], scheduler="rr")],
-                       cooldown=0.05)
+                       cooldown=5, clock=clock)
         await fw.start()
-        answers = []
+        answers, failures = [], []
         for _ in range(4):
             answers.append(await who(fw.addresses["web"]))
-            await asyncio.sleep(0.06)  # past the cool-down: rr offers the broadcast again
+            failures.append(fw.stats()["web"]["endpoints"]["255.255.255.255:80"]["failures"])
+            clock.advance(5)  # past the cool-down: rr offers the broadcast again
+        await eventually(lambda: fw.stats()["web"]["active"] == 0)
         stats = fw.stats()["web"]
         await fw.stop()
-        return answers, stats
+        return answers, failures, stats
 
-    answers, stats = run_async(loop_kind, main())
+    answers, failures, stats = run_async(loop_kind, main())
     assert answers == ["a"] * 4
-    assert stats["endpoints"]["255.255.255.255:80"]["failures"] >= 2
+    # rr's random start may offer "a" first; from then on, every connection meets the
+    # broadcast first (it is back from its cool-down, and next in turn) and moves on.
+    assert failures[0] in (0, 1) and failures[1:] == [failures[0] + i for i in (1, 2, 3)]
     assert stats["active"] == 0 and stats["unavailable"] == 0
 
 
@@ -180,21 +202,39 @@ def test_a_retry_never_goes_back_to_an_endpoint_that_failed_the_same_connection(
     async def main():
         (a,) = await backends("a")
         endpoints = [Endpoint("127.0.0.1", hole) for hole in holes]
-        # Tries of 0.1, 0.2 and 0.4 s: "a", met on the third at the latest, has 0.4 s to
-        # connect, room for a loop stalled by load or a full collection mid-suite
-        # (0.2 s was not always enough there).
+        clock = ManualClock()
+        # Tries of 2, 4, 8 s on the clock; a cool-down of 1 s ends within any of them.
         fw = Forwarder([service("web", endpoints + [a.endpoint], scheduler="sh")],
-                       connect_timeout=0.1, cooldown=0.01, tries=4)
+                       connect_timeout=2, cooldown=1, tries=4, clock=clock)
         await fw.start()
-        answers = [await who(fw.addresses["web"], f"127.0.0.{2 + i}") for i in range(12)]
+        live = fw._runtimes["web"].stats.live
+
+        def hanging():
+            return [r for r in live if r.endpoint in endpoints]
+
+        answers, timeouts = [], []
+        for i in range(12):
+            task = asyncio.ensure_future(who(fw.addresses["web"], f"127.0.0.{2 + i}"))
+            met = 0
+            while True:
+                await eventually(lambda task=task: task.done() or hanging())
+                if task.done():
+                    break
+                (relay,) = hanging()
+                clock.advance(fw.options.try_timeout(relay.tries))  # this try times out
+                met += 1
+            answers.append(task.result())
+            timeouts.append(met)
+            clock.advance(1)  # every cool-down over: the next client meets both holes afresh
         stats = fw.stats()["web"]
         await fw.stop()
-        return answers, stats
+        return answers, timeouts, stats
 
-    answers, stats = run_async(loop_kind, main())
+    answers, timeouts, stats = run_async(loop_kind, main())
     assert answers == ["a"] * 12
     assert stats["unavailable"] == 0
-    assert stats["failures"] > 0  # the holes were met, and got past
+    assert stats["failures"] == sum(timeouts)  # each hole met timed out once and was blamed
+    assert max(timeouts) == 2  # a client met both holes, and neither of them twice
 
 
 def test_connect_timeout_to_a_blackhole_then_the_next_endpoint(loop_kind, blackhole):
@@ -203,22 +243,26 @@ def test_connect_timeout_to_a_blackhole_then_the_next_endpoint(loop_kind, blackh
     async def main():
         (a,) = await backends("a")
         black = Endpoint("127.0.0.1", hole)
-        fw = Forwarder([service("web", [black, a.endpoint], scheduler="rr")], connect_timeout=0.2)
+        clock = ManualClock()
+        fw = Forwarder([service("web", [black, a.endpoint], scheduler="rr")],
+                       connect_timeout=5, clock=clock)
         await fw.start()
-        timings = []
+        answers, met = [], []
         for _ in range(3):
-            start = time.monotonic()
-            assert await who(fw.addresses["web"]) == "a"
-            timings.append(time.monotonic() - start)
+            answer, hung = await through_the_hole(fw, clock, black, who(fw.addresses["web"]))
+            answers.append(answer)
+            met.append(hung)
         stats = fw.stats()["web"]
         await fw.stop()
-        return timings, stats
+        return answers, met, stats, black.address
 
-    timings, stats = run_async(loop_kind, main())
+    answers, met, stats, hole_address = run_async(loop_kind, main())
+    assert answers == ["a"] * 3
+    # rr offers the blackhole first or second; its connect hangs until the clock passes
+    # the timeout, then it cools down (the clock stays within the cool-down).
+    assert met in ([True, False, False], [False, True, False])
     failures = {addr: e["failures"] for addr, e in stats["endpoints"].items()}
-    assert sorted(failures.values()) == [0, 1]  # the blackhole timed out once, then cooled down
-    slow = [t for t in timings if t >= 0.2]
-    assert len(slow) <= 1 and all(t < 1.0 for t in timings)
+    assert failures[hole_address] == 1 and sum(failures.values()) == 1
 
 
 @pytest.mark.parametrize("half_close", [False, True])
@@ -234,11 +278,12 @@ def test_bytes_sent_while_a_connect_hangs_all_reach_the_next_endpoint(
     async def main():
         (a,) = await backends("a")
         black = Endpoint("127.0.0.1", hole)
+        clock = ManualClock()
         fw = Forwarder([service("web", [black, a.endpoint], scheduler="rr")],
-                       connect_timeout=0.2)
+                       connect_timeout=5, clock=clock)
         await fw.start()
-        results = []
-        for _ in range(2):  # rr: one of the first two picks is the blackhole
+
+        async def echo():
             reader, writer = await open_client(fw.addresses["web"])
             writer.write(b"echo\n" + data)
             if half_close:
@@ -246,14 +291,22 @@ def test_bytes_sent_while_a_connect_hangs_all_reach_the_next_endpoint(
             got = await reader.readexactly(len(data))
             if not half_close:
                 writer.write_eof()
-            results.append((got == data, await reader.read()))
+            result = (got == data, await reader.read())
             writer.close()
+            return result
+
+        results, met = [], []
+        for _ in range(2):  # rr: one of the first two picks is the blackhole
+            result, hung = await through_the_hole(fw, clock, black, echo())
+            results.append(result)
+            met.append(hung)
         stats = fw.stats()["web"]
         await fw.stop()
-        return results, stats, a.endpoint.address
+        return results, met, stats, a.endpoint.address
 
-    results, stats, good = run_async(loop_kind, main())
+    results, met, stats, good = run_async(loop_kind, main())
     assert results == [(True, b"")] * 2
+    assert sorted(met) == [False, True]
     failures = {addr: e["failures"] for addr, e in stats["endpoints"].items()}
     assert failures == {f"127.0.0.1:{hole}": 1, good: 0}  # the hang was met, then passed
 
@@ -274,18 +327,17 @@ def test_a_connect_failing_as_the_client_leaves_dials_no_other_endpoint(loop_kin
         for _ in range(2):  # rr: one of two connections is placed on the blackhole
             reader, writer = await open_client(fw.addresses["web"])
             writer.write(b"who\n")
-            await asyncio.sleep(0.05)
+            await eventually(lambda: len(runtime.stats.live) == 1)
             (relay,) = runtime.stats.live
             if relay.endpoint == black:
                 break
             assert await reader.readline() == b"a\n"
             writer.close()
-            while runtime.stats.live:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: not runtime.stats.live)
         accepted = a.accepted
         relay.client.transport.abort()  # the client's reset, as its read would report it
         relay.upstream.transport.expire(0.1)  # the same wake-up: the connect times out
-        await asyncio.sleep(0.1)
+        await eventually(lambda: not runtime.stats.live)  # a new dial would keep it live
         stats = fw.stats()["web"]
         dialed = a.accepted - accepted
         writer.close()
@@ -351,9 +403,11 @@ def test_running_out_of_descriptors_blames_no_endpoint_and_pauses_accepting(
     async def main():
         loop = asyncio.get_running_loop()
         (a,) = await backends("a")
-        fw = Forwarder([service("web", [a.endpoint])])
+        clock = ManualClock()
+        fw = Forwarder([service("web", [a.endpoint])], clock=clock)
         await fw.start()
         address = fw.addresses["web"]
+        (listener,) = fw._listeners
         clients = [socket.socket() for _ in range(2)]  # made before the shortage
         for client in clients:
             client.setblocking(False)
@@ -377,22 +431,26 @@ def test_running_out_of_descriptors_blames_no_endpoint_and_pauses_accepting(
             fillers.append(os.open(os.devnull, os.O_RDONLY))
             await loop.sock_connect(clients[1], address)
             await loop.sock_sendall(clients[1], b"who\n")
-            await asyncio.sleep(0.3)
+            await eventually(lambda: listener.retry is not None)  # paused, on the clock
         finally:
             for fd in fillers:
                 os.close(fd)
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        clock.advance(ACCEPT_RETRY_DELAY - 0.5)
+        early = listener.retry is not None
+        clock.advance(0.5)
         second = await asyncio.wait_for(loop.sock_recv(clients[1], 100), 5)
         for client in clients:
             client.close()
         await fw.stop()
-        return first, during, second
+        return first, during, early, second
 
     caplog.set_level(logging.WARNING, logger="lbcore.forwarder")
-    first, during, second = run_async(loop_kind, main())
+    first, during, early, second = run_async(loop_kind, main())
     assert first == "reset"
     assert during["unavailable"] == 1
     assert [e["failures"] for e in during["endpoints"].values()] == [0]  # not blamed
+    assert early  # still paused until the retry delay has passed on the clock
     assert second == b"a\n"
     pauses = [r for r in caplog.records if "accept failed" in r.getMessage()]
     assert len(pauses) == 1  # paused once for the retry delay, no spin
@@ -458,7 +516,7 @@ def test_max_connections_refuses_the_excess_cleanly_and_recovers(loop_kind):
             refused.append(await refused_or_read(address))
         during = fw.stats()["web"]
         held[0][1].close()
-        await asyncio.sleep(0.1)
+        await eventually(lambda: fw.stats()["web"]["active"] == 2)
         recovered = await who(address)
         for _, writer in held[1:]:
             writer.close()
@@ -472,40 +530,42 @@ def test_max_connections_refuses_the_excess_cleanly_and_recovers(loop_kind):
 
 
 def test_idle_connections_are_closed_after_the_idle_timeout(loop_kind):
-    """Closed no sooner than the timeout after the last byte, and not much later; a
-    connection that keeps talking stays."""
-
-    async def until_eof(reader):
-        data = await reader.read()
-        return data, time.monotonic()
+    """Closed no sooner than the timeout after the last byte, and within a quarter of it
+    after; a connection that keeps talking stays."""
 
     async def main():
         (a,) = await backends("a")
-        fw = Forwarder([service("web", [a.endpoint])], idle_timeout=0.2)
+        clock = ManualClock()
+        fw = Forwarder([service("web", [a.endpoint])], idle_timeout=4, clock=clock)
         await fw.start()
+        live = fw._runtimes["web"].stats.live
         idle_reader, idle_writer = await open_client(fw.addresses["web"])
         idle_writer.write(b"echo\nx")
         await idle_reader.readexactly(1)  # its last byte has moved both ways: silent from now
-        idle_since = time.monotonic()
-        idle_closed = asyncio.ensure_future(until_eof(idle_reader))
+        (idle,) = live
         busy_reader, busy_writer = await open_client(fw.addresses["web"])
         busy_writer.write(b"echo\n")
-        for _ in range(8):  # the busy one talks every 0.05 s for 0.4 s
+        await eventually(lambda: len(live) == 2)
+        (busy,) = live - {idle}
+        closing = []
+        for _ in range(8):  # the busy one talks every second of the clock
             busy_writer.write(b"x")
             await busy_reader.readexactly(1)
-            await asyncio.sleep(0.05)
+            clock.advance(1)  # one sweep: idle_timeout / IDLE_TICKS
+            closing.append((idle.client.transport.is_closing(), busy.client.transport.is_closing()))
+        closed = await asyncio.wait_for(idle_reader.read(), 5)
         busy_alive = not busy_reader.at_eof()
-        closed, closed_at = await asyncio.wait_for(idle_closed, 2)
         for w in (idle_writer, busy_writer):
             w.close()
         await fw.stop()
-        return busy_alive, closed, closed_at - idle_since
+        return closing, closed, busy_alive
 
-    busy_alive, closed, silent = run_async(loop_kind, main())
-    assert busy_alive and closed == b""
-    # IDLE_TICKS sweeps 0.05 s apart saw no byte; 0.01 s for timers that fire a tick early
-    # (uvloop rounds to milliseconds); the upper bound leaves room for a loaded machine.
-    assert 0.2 - 0.01 <= silent < 0.2 * 1.25 + 0.5
+    closing, closed, busy_alive = run_async(loop_kind, main())
+    # The sweep at 1 s saw the idle one's bytes; the IDLE_TICKS sweeps after it saw none:
+    # closed at 5 s, between the timeout (4 s) and 1.25 times it.
+    assert [idle for idle, _ in closing] == [False] * 4 + [True] * 4
+    assert not any(busy for _, busy in closing) and busy_alive
+    assert closed == b""
 
 
 @pytest.mark.parametrize("scheduler", lbcore.SCHEDULERS)
@@ -553,8 +613,9 @@ def test_every_pick_is_released_exactly_once(loop_kind, scheduler, monkeypatch, 
                 writer.transport.abort()
             else:
                 assert await who(address, f"127.0.0.{2 + i}") in ("a", "b")
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.3)
+        # The clients that left: their relays end once their connects are decided (the
+        # blackhole's within the tries' timeouts, 0.1 + 0.2 + 0.4 + 0.8 s at most).
+        await eventually(lambda: fw.stats()["web"]["active"] == 0, timeout=15)
         active = fw.stats()["web"]["active"]
         await fw.stop()
         return active
@@ -652,7 +713,7 @@ def test_least_connection_sees_the_connections_the_forwarder_holds(loop_kind, sc
         a_before = a.accepted
         for i in (0, 2):  # close the two that went to a (the first of each tie)
             held.pop(i).close()
-        await asyncio.sleep(0.1)
+        await eventually(lambda: fw.stats()["web"]["endpoints"][a.endpoint.address]["active"] == 0)
         for _ in range(2):  # both land on a, now the least loaded
             reader, writer = await open_client(address)
             writer.write(b"echo\nx")

@@ -8,9 +8,9 @@ import socket
 import pytest
 
 from lbcore import Endpoint
-from lbcore.forwarder import Forwarder
+from lbcore.forwarder import Forwarder, ManualClock
 
-from forwarder_support import LOOPS, run_async, service
+from forwarder_support import LOOPS, eventually, run_async, service
 
 
 @pytest.fixture(params=LOOPS)
@@ -97,22 +97,31 @@ def test_each_client_flow_stays_on_one_endpoint(loop_kind):
 def test_idle_flows_end_and_the_client_gets_a_new_one(loop_kind):
     async def main():
         (a, ta) = await udp_backend("a")
-        fw = Forwarder([udp_service("dns", [a])], udp_idle_timeout=0.2)
+        clock = ManualClock()
+        fw = Forwarder([udp_service("dns", [a])], udp_idle_timeout=4, clock=clock)
         await fw.start()
+        (listener,) = fw._listeners
         client = Client(fw.addresses["dns"])
         assert await client.ask(b"1") == b"a:1"
         during = fw.stats()["dns"]["active"]
-        await asyncio.sleep(0.5)
+        (flow,) = listener.flows.values()
+        # The sweep at 1 s sees its bytes; IDLE_TICKS silent sweeps later, at 5 s, it ends.
+        clock.advance(4)
+        closing = [flow.transport.is_closing()]
+        clock.advance(1)
+        closing.append(flow.transport.is_closing())
+        await eventually(lambda: fw.stats()["dns"]["active"] == 0)
         after = fw.stats()["dns"]
         again = await client.ask(b"2")
         total = fw.stats()["dns"]["total"]
         client.close()
         await fw.stop()
         ta.close()
-        return during, after, again, total
+        return during, closing, after, again, total
 
-    during, after, again, total = run_async(loop_kind, main())
-    assert during == 1 and after["active"] == 0 and after["endpoints"]
+    during, closing, after, again, total = run_async(loop_kind, main())
+    assert during == 1 and closing == [False, True]
+    assert after["active"] == 0 and after["endpoints"]
     assert again == b"a:2" and total == 2
 
 
@@ -141,14 +150,17 @@ def test_icmp_refusal_cools_the_endpoint_down_and_the_retry_lands_elsewhere(loop
 def test_flow_limit_drops_new_clients_until_a_flow_ends(loop_kind):
     async def main():
         (a, ta) = await udp_backend("a")
-        fw = Forwarder([udp_service("dns", [a], max_connections=2)], udp_idle_timeout=0.3)
+        clock = ManualClock()
+        fw = Forwarder([udp_service("dns", [a], max_connections=2)], udp_idle_timeout=4,
+                       clock=clock)
         await fw.start()
         first = [Client(fw.addresses["dns"]) for _ in range(2)]
         assert [await c.ask(b"x") for c in first] == [b"a:x", b"a:x"]
         late = Client(fw.addresses["dns"])
         dropped = await late.ask(b"y", timeout=0.15)
         refused = fw.stats()["dns"]["refused"]
-        await asyncio.sleep(0.6)  # the first two go idle and end
+        clock.advance(5)  # the first two go idle and end
+        await eventually(lambda: fw.stats()["dns"]["active"] == 0)
         recovered = await late.ask(b"z")
         for c in first + [late]:
             c.close()
@@ -163,9 +175,11 @@ def test_flow_limit_drops_new_clients_until_a_flow_ends(loop_kind):
 def test_removed_udp_service_keeps_answering_its_flows_then_closes(loop_kind):
     async def main():
         (a, ta) = await udp_backend("a")
-        fw = Forwarder([udp_service("dns", [a])], udp_idle_timeout=0.2)
+        clock = ManualClock()
+        fw = Forwarder([udp_service("dns", [a])], udp_idle_timeout=4, clock=clock)
         await fw.start()
         address = fw.addresses["dns"]
+        (listener,) = fw._listeners
         old = Client(address)
         assert await old.ask(b"1") == b"a:1"
         fw.update([])
@@ -173,7 +187,9 @@ def test_removed_udp_service_keeps_answering_its_flows_then_closes(loop_kind):
         newcomer = Client(address)
         ignored = await newcomer.ask(b"3", timeout=0.15)
         draining = fw.stats()
-        await asyncio.sleep(0.5)
+        open_while_draining = not listener.closed
+        clock.advance(5)  # the old flow goes idle and ends
+        await eventually(lambda: listener.closed)
         rebind = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         rebind.bind(address)  # the listener closed once its last flow went idle
         rebind.close()
@@ -181,8 +197,8 @@ def test_removed_udp_service_keeps_answering_its_flows_then_closes(loop_kind):
             c.close()
         await fw.stop()
         ta.close()
-        return still, ignored, draining
+        return still, ignored, draining, open_while_draining
 
-    still, ignored, draining = run_async(loop_kind, main())
-    assert still == b"a:2" and ignored is None
+    still, ignored, draining, open_while_draining = run_async(loop_kind, main())
+    assert still == b"a:2" and ignored is None and open_while_draining
     assert draining["dns"]["removed"] and draining["dns"]["active"] == 1

@@ -8,14 +8,18 @@ per-client UDP flows; live updates that never cut established connections; limit
 timeouts, draining, and stats.  Runs on uvloop when it is installed (``lbcore[uvloop]``).
 
 `Forwarder` is the embeddable object; `run` is the blocking entry of
-``lbcore forward`` (signals, reloads, optional Prometheus endpoint).
+``lbcore forward`` (signals, reloads, optional Prometheus endpoint).  Every timeout runs
+on one clock (`lbcore.forwarder.clock`); a test gives the forwarder a `ManualClock`.
 
 Importing this package imports asyncio; ``import lbcore`` alone does not.
 """
 
+from .clock import LoopClock, ManualClock
 from .forwarder import Forwarder
 from .options import Options
 from .run import new_event_loop, run
 from .stats import format_stats
 
-__all__ = ["Forwarder", "Options", "run", "new_event_loop", "format_stats"]
+__all__ = [
+    "Forwarder", "Options", "ManualClock", "LoopClock", "run", "new_event_loop", "format_stats",
+]

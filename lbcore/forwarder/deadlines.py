@@ -8,13 +8,15 @@ its oldest entry.  A connection that is made (or closed) meanwhile stays in the 
 but lets go of its entry (the entry's transport becomes None), so the queue holds small
 lists rather than relays: a long connect timeout at a high connection rate costs about
 a hundred bytes per connection, not kilobytes.  A retry's doubled timeout is a second
-queue.
+queue.  Time is the forwarder's clock (`lbcore.forwarder.clock`).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from typing import Any
+
+from .clock import Clock
 
 __all__ = ["Deadlines"]
 
@@ -29,12 +31,12 @@ class _Queue:
 
 
 class Deadlines:
-    """The pending connect deadlines of one event loop."""
+    """The pending connect deadlines of one forwarder, on its ``clock``."""
 
-    __slots__ = ("loop", "queues")
+    __slots__ = ("clock", "queues")
 
-    def __init__(self, loop: Any) -> None:
-        self.loop = loop
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self.queues: dict[float, _Queue] = {}
 
     def add(self, transport: Any, timeout: float) -> list:
@@ -43,19 +45,19 @@ class Deadlines:
         queue = self.queues.get(timeout)
         if queue is None:
             queue = self.queues[timeout] = _Queue(timeout)
-        when = self.loop.time() + timeout
+        when = self.clock.now() + timeout
         entry = [when, transport]
         queue.entries.append(entry)
         if queue.timer is None:
-            queue.timer = self.loop.call_at(when, self._expire, queue)
+            queue.timer = self.clock.call_at(when, self._expire, queue)
         return entry
 
     def _expire(self, queue: _Queue) -> None:
         entries = queue.entries
         # Timers may fire a hair early (uvloop counts in milliseconds): allow for it.
-        now = self.loop.time() + 0.001
+        now = self.clock.now() + 0.001
         while entries and entries[0][0] <= now:
             transport = entries.popleft()[1]
             if transport is not None:
                 transport.expire(queue.timeout)
-        queue.timer = self.loop.call_at(entries[0][0], self._expire, queue) if entries else None
+        queue.timer = self.clock.call_at(entries[0][0], self._expire, queue) if entries else None

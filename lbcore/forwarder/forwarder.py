@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from ..balancers import make_balancer_for
 from ..errors import ConfigError
 from ..models import Service, join_host_port
+from .clock import Clock, LoopClock
 from .deadlines import Deadlines
 from .health import ForwarderHealth
 from .listener import Listener
@@ -56,22 +57,29 @@ class Forwarder:
     ...     return host, port > 0, active
     >>> asyncio.run(main())
     ('127.0.0.1', True, 0)
+
+    ``options`` are `Options`.  ``clock`` times every timeout (see
+    `lbcore.forwarder.clock`): by default the event loop's; a test gives a `ManualClock`
+    and moves it, and the services' health checks then run on it too.
     """
 
-    def __init__(self, services: Iterable[Service], **options: Any) -> None:
+    def __init__(
+        self, services: Iterable[Service], *, clock: Clock | None = None, **options: Any
+    ) -> None:
         self.options = Options.from_kwargs(options)
+        self._clock: Clock | None = clock
         self._initial = tuple(services)
         self._runtimes: dict[str, ServiceRuntime] = {}
         self._draining: list[ServiceRuntime] = []  # removed services with live connections
         self._listeners: set[Listener] = set()
         self._serving: set[asyncio.Task] = set()
-        self._sweepers: dict[str, asyncio.TimerHandle] = {}
+        self._sweepers: dict[str, Any] = {}  # protocol -> its sweep's timer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: Any = None
         self._deadlines: Deadlines | None = None
         self._drained: asyncio.Event | None = None
         self._stopping = False
-        self._health = ForwarderHealth()  # the services' active health checks
+        self._health = ForwarderHealth(clock)  # the services' active health checks
         #: service name -> (host, port) actually bound (port 0 resolved)
         self.addresses: dict[str, tuple[str, int]] = {}
 
@@ -80,8 +88,10 @@ class Forwarder:
         if self._loop is not None:
             raise RuntimeError("the forwarder was started already")
         self._loop = asyncio.get_running_loop()
+        if self._clock is None:
+            self._clock = LoopClock(self._loop)
         self._poller = make_poller(self._loop)
-        self._deadlines = Deadlines(self._loop)
+        self._deadlines = Deadlines(self._clock)
         self._drained = asyncio.Event()
         self.update(self._initial)
         self._health.start()
@@ -195,15 +205,15 @@ class Forwarder:
         return None
 
     def _apply(self, steps: list[_Step]) -> None:
-        loop = self._loop
-        assert loop is not None
+        loop, clock = self._loop, self._clock
+        assert loop is not None and clock is not None
         runtimes: dict[str, ServiceRuntime] = {}
         for step in steps:
             runtime = step.runtime
             if runtime is None:
                 runtime = ServiceRuntime(
                     step.service, step.balancer, self.options, loop, self._ended,
-                    self._poller, self._deadlines,
+                    self._poller, self._deadlines, clock,
                 )
             elif runtime.service != step.service:
                 runtime.apply(step.service, step.balancer)
@@ -223,7 +233,7 @@ class Forwarder:
         self._listeners = listeners | {l for l in self._listeners if not l.closed}
         for listener in listeners:
             if listener.loop is None and listener.udp is None and not listener.starting:
-                task = loop.create_task(listener.serve(loop))
+                task = loop.create_task(listener.serve(loop, clock))
                 self._serving.add(task)
                 task.add_done_callback(self._serving.discard)
         self._runtimes = runtimes
@@ -268,8 +278,8 @@ class Forwarder:
                 conn.idle += 1
                 if conn.idle >= IDLE_TICKS:
                     conn.close_idle()
-        assert self._loop is not None
-        self._sweepers[protocol] = self._loop.call_later(
+        assert self._clock is not None
+        self._sweepers[protocol] = self._clock.call_later(
             timeout / IDLE_TICKS, self._sweep, protocol, timeout
         )
 
@@ -295,11 +305,12 @@ class Forwarder:
         for listener in self._listeners:
             listener.release()
         # 2. Let established TCP connections finish, up to the drain deadline.
-        assert self._drained is not None
+        assert self._drained is not None and self._clock is not None
+        deadline = self._clock.call_later(self.options.drain_timeout, self._drained.set)
         self._ended()
-        try:
-            await asyncio.wait_for(self._drained.wait(), self.options.drain_timeout)
-        except asyncio.TimeoutError:
+        await self._drained.wait()
+        deadline.cancel()
+        if self._any_live("tcp"):
             log.warning("drain deadline: closing %d connections", len(self._live("tcp")))
         # 3. Past the deadline: drop what is left, and end every UDP flow.
         for conn in self._live("tcp"):

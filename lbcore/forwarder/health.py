@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from ..health import EndpointHealth, HealthMonitor
 from ..models import Endpoint
+from .clock import Clock
 from .service import ServiceRuntime
 
 __all__ = ["ForwarderHealth", "health_metrics"]
@@ -32,8 +33,10 @@ log = logging.getLogger("lbcore.forwarder")
 class ForwarderHealth:
     """The health checks of a forwarder's services, kept in step with its updates."""
 
-    def __init__(self) -> None:
-        self.monitor = HealthMonitor(on_change=self._changed)
+    def __init__(self, clock: Clock | None = None) -> None:
+        # A clock given to the forwarder times the checks too, so one advance moves both.
+        timing = {} if clock is None else {"clock": clock.now, "timer": clock.call_later}
+        self.monitor = HealthMonitor(on_change=self._changed, **timing)
         self._runtimes: dict[str, ServiceRuntime] = {}
 
     def update(self, runtimes: dict[str, ServiceRuntime]) -> None:

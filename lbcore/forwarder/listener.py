@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..models import join_host_port
+from .clock import Clock
 from .stream import accepted
 from .tcp import Relay
 from .udp import ListenerProtocol
@@ -74,7 +75,7 @@ class Listener:
     UDP listener keeps relaying replies of its existing flows and closes after them.
     """
 
-    __slots__ = ("protocol", "configured", "sock", "address", "runtime", "loop",
+    __slots__ = ("protocol", "configured", "sock", "address", "runtime", "loop", "clock",
                  "flows", "closed", "starting", "udp", "retry")
 
     def __init__(self, protocol: str, configured: tuple[str, int], field: str) -> None:
@@ -90,6 +91,7 @@ class Listener:
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.runtime: Any = None
         self.loop: Any = None  # serving TCP on this loop
+        self.clock: Any = None  # ... and timing the accept retry on this clock
         self.retry: Any = None  # the timer that resumes accepting after a failure
         self.udp: ListenerProtocol | None = None
         self.flows: dict[tuple, Any] = {}
@@ -100,13 +102,14 @@ class Listener:
     def name(self) -> str:
         return self.runtime.name if self.runtime is not None else str(self.configured)
 
-    async def serve(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def serve(self, loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
         """Start taking connections or datagrams on the bound socket."""
         self.starting = True
         try:
             if self.protocol == "tcp":
                 loop.add_reader(self.sock.fileno(), self._accept)
                 self.loop = loop
+                self.clock = clock
             else:
                 self.udp = ListenerProtocol(self)
                 await loop.create_datagram_endpoint(lambda: self.udp, sock=self.sock)
@@ -131,7 +134,7 @@ class Listener:
                 log.warning("%s: accept failed, retrying in %g s: %s",
                             self.name, ACCEPT_RETRY_DELAY, exc)
                 self.loop.remove_reader(sock.fileno())
-                self.retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
+                self.retry = self.clock.call_later(ACCEPT_RETRY_DELAY, self._resume)
                 return
             runtime = self.runtime
             try:

@@ -10,13 +10,13 @@ back from a cool-down shorter than the connection's tries (`place`).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 from typing import Any
 
 from ..errors import NoEndpointsError
 from ..models import Endpoint
+from .clock import Clock
 from .stats import EndpointStats
 from .stream import Stream, dial
 
@@ -31,10 +31,10 @@ _NO_SOCKET = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class PassiveHealth:
     """The endpoints of one service that failed recently, each with its cool-down timer."""
 
-    __slots__ = ("loop", "cooldown", "cooling")
+    __slots__ = ("clock", "cooldown", "cooling")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, cooldown: float) -> None:
-        self.loop = loop
+    def __init__(self, clock: Clock, cooldown: float) -> None:
+        self.clock = clock
         self.cooldown = cooldown
         # endpoint address -> (its cool-down timer, balancer, endpoint, stats)
         self.cooling: dict[tuple[str, int], tuple[Any, Any, Endpoint, EndpointStats]] = {}
@@ -47,7 +47,7 @@ class PassiveHealth:
         previous = self.cooling.pop(key, None)
         if previous is not None:
             previous[0].cancel()
-        timer = self.loop.call_later(self.cooldown, self._recover, key)
+        timer = self.clock.call_later(self.cooldown, self._recover, key)
         self.cooling[key] = (timer, balancer, endpoint, stats)
 
     def _recover(self, key: tuple[str, int]) -> None:

@@ -11,6 +11,7 @@ import asyncio
 from typing import Any, Callable
 
 from ..models import Service
+from .clock import Clock
 from .deadlines import Deadlines
 from .options import Options
 from .retry import PassiveHealth
@@ -54,7 +55,7 @@ class ServiceRuntime:
     __slots__ = (
         "name", "protocol", "service", "balancer", "options", "loop", "stats", "health",
         "max_connections", "key_of", "wants_key", "listener", "ended", "poller", "deadlines",
-        "checker",
+        "checker", "clock",
     )
 
     def __init__(
@@ -66,13 +67,16 @@ class ServiceRuntime:
         ended: Callable[[], None],
         poller: Any,
         deadlines: Deadlines,
+        clock: Clock,
     ) -> None:
         self.name = service.name
         self.protocol = service.protocol
         self.options = options
         self.loop = loop
         self.stats = ServiceStats(service.name, service.protocol)
-        self.health = PassiveHealth(loop, options.cooldown)
+        #: the forwarder's clock (`.clock`): cool-downs and connect deadlines run on it
+        self.clock = clock
+        self.health = PassiveHealth(clock, options.cooldown)
         #: its active health checker, when the service has a health_check (`.health`)
         self.checker: Any = None
         #: the forwarder's: the sockets it watches itself, and its connect deadlines

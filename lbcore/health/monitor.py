@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import random
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from ..models import Endpoint, Service
 from .checker import HealthChecker
@@ -26,7 +26,8 @@ class HealthMonitor:
 
     ``on_change(service_name, endpoint, state)`` hears every transition (and each
     endpoint that starts unhealthy).  ``concurrency`` bounds the checks in flight across
-    all Services; ``clock`` and ``rng`` are the wheel's and the checkers'.
+    all Services; ``clock`` and ``timer`` are the wheel's (`CheckWheel`), ``rng`` the
+    checkers'.
 
     >>> from lbcore import Endpoint, HealthCheck, Service
     >>> monitor = HealthMonitor()
@@ -43,9 +44,10 @@ class HealthMonitor:
         on_change: Callable[[str, Endpoint, EndpointHealth], None] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         clock: Callable[[], float] = time.monotonic,
+        timer: Callable[[float, Callable[[], None]], Any] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.wheel = CheckWheel(concurrency=concurrency, clock=clock)
+        self.wheel = CheckWheel(concurrency=concurrency, clock=clock, timer=timer)
         self.on_change = on_change
         self._rng = rng or random.Random()
         #: service name -> its checker, for the Services that have a health check

@@ -8,7 +8,8 @@ thousand endpoints never open ten thousand sockets at once.  A check's task exis
 while it runs.
 
 The wheel reads time from an injectable ``clock``; tests leave the timer off and drive
-it with `CheckWheel.run_due` after moving their clock.
+it with `CheckWheel.run_due` after moving their clock, or give the wheel that clock's
+``timer`` as well (the forwarder's `ManualClock`), so moving the clock fires the wheel.
 """
 
 from __future__ import annotations
@@ -38,20 +39,25 @@ class CheckWheel:
     """The timer and the concurrency bound shared by the checkers that run on it.
 
     ``concurrency``: checks in flight at most.  ``clock``: monotonic seconds (the
-    checkers' due times and states use it).  ``peak``: the most checks ever in flight.
+    checkers' due times and states use it).  ``timer(delay, callback)``: arms the one
+    timer, ``delay`` seconds of ``clock`` ahead, returning a handle with ``cancel()``;
+    by default the running loop's ``call_later``.  ``peak``: the most checks ever in
+    flight.
     """
 
     def __init__(self, *, concurrency: int = DEFAULT_CONCURRENCY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 timer: Callable[[float, Callable[[], None]], Any] | None = None) -> None:
         self.concurrency = check_int("concurrency", concurrency, 1, 1_000_000)
         self.clock = clock
+        self._call_later = timer
         self.peak = 0
         self._heap: list[tuple[float, int, _Checker, Any, object]] = []
         self._order = itertools.count()
         self._waiting: deque[tuple[float, _Checker, Any, object]] = deque()
         self._running: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Any = None
         self._timer_due = float("inf")
 
     @property
@@ -156,4 +162,5 @@ class CheckWheel:
         if self._heap:
             due = self._heap[0][0]
             self._timer_due = due
-            self._timer = self._loop.call_later(max(0.0, due - self.clock()), self._fire)
+            call_later = self._call_later or self._loop.call_later
+            self._timer = call_later(max(0.0, due - self.clock()), self._fire)
