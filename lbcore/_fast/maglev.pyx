@@ -38,8 +38,10 @@ cdef class Maglev(HashBalancer):
 
     scheduler = "mh"
 
-    def __init__(self, endpoints=(), *, table_size=MAGLEV_DEFAULT, balance_factor=None):
-        HashBalancer.__init__(self, endpoints, check_maglev_table_size(table_size), balance_factor)
+    def __init__(self, endpoints=(), *, table_size=MAGLEV_DEFAULT, balance_factor=None, panic_threshold=None):
+        HashBalancer.__init__(
+            self, endpoints, check_maglev_table_size(table_size), balance_factor, panic_threshold
+        )
 
     cdef tuple _layout(self, tuple endpoints):
         check_maglev_fit(self.table_size, len(endpoints))

@@ -57,9 +57,9 @@ class Maglev(HashBalancer):
 
     def __init__(
         self, endpoints: Any = (), *, table_size: int = MAGLEV_DEFAULT,
-        balance_factor: float | None = None,
+        balance_factor: float | None = None, panic_threshold: float | None = None,
     ) -> None:
-        super().__init__(endpoints, check_maglev_table_size(table_size), balance_factor)
+        super().__init__(endpoints, check_maglev_table_size(table_size), balance_factor, panic_threshold)
 
     def _layout(self, endpoints: tuple[Endpoint, ...]) -> tuple[Any, list[int]]:
         check_maglev_fit(self._table_size, len(endpoints))
