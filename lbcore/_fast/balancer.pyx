@@ -92,6 +92,10 @@ cdef class Balancer:
         self._note_picks = panic or self._ramping
         return 0
 
+    def _ramp_factors(self):
+        """The factor of each endpoint ramping up now, by address (tests and stats)."""
+        return {} if self._ramp is None else self._ramp.ramping()
+
     cdef object _ramped(self, tuple endpoints, list pickable, list weights):
         # The weights of pickable while some endpoint ramps up, else None.
         return None if self._ramp is None else self._ramp.weights(endpoints, pickable, weights)

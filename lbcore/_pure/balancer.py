@@ -113,6 +113,10 @@ class Balancer:
         """The weights of ``pickable`` while some endpoint ramps up, else None."""
         return None if self._ramp is None else self._ramp.weights(endpoints, pickable, weights)
 
+    def _ramp_factors(self) -> dict[tuple[str, int], float]:
+        """The factor of each endpoint ramping up now, by address (tests and stats)."""
+        return {} if self._ramp is None else self._ramp.ramping()
+
     def _note_pick(self) -> None:
         """Before a pick in panic or while an endpoint ramps: count it, refresh the ramp."""
         if self._panic:

@@ -124,6 +124,9 @@ class SlowStart:
     def weights(self, endpoints: tuple[Endpoint, ...], pickable: list[int], weights: list[int]) -> list[int] | None:
         """The ramped weights of ``pickable`` (whose own weights are ``weights``), or
         None when nothing ramps any more; O(n).  Sets `refresh_at`."""
+        if not self.started:  # the common case: no clock read
+            self.refresh_at = math.inf
+            return None
         now = self.clock()
         for key in [key for key, start in self.started.items() if now - start >= self.window]:
             del self.started[key]
@@ -146,6 +149,8 @@ class SlowStart:
 
     def ramping(self) -> dict[tuple[str, int], float]:
         """The ramp factor of each ramping endpoint now, by address (for tests and stats)."""
+        if not self.started:
+            return {}
         now = self.clock()
         return {
             key: ramp_factor(now - start, self.window, self.aggression, self.min_weight)
