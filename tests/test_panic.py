@@ -208,3 +208,26 @@ class _Keyed:
 
     def __getattr__(self, name):
         return getattr(self._b, name)
+
+
+def test_make_balancer_and_service_carry_the_options():
+    import lbcore
+
+    eps = ten()
+    for scheduler in CLASSES:
+        b = lbcore.make_balancer(scheduler, eps, panic_threshold=40)
+        assert b.panic_threshold == 40 and b.slow_start is None
+    ramp = lbcore.make_balancer("p2c", eps, slow_start=20, panic_threshold=50)
+    assert ramp.slow_start == 20
+    service = lbcore.Service("s", "10.96.0.1", 80, scheduler="wlc", slow_start=15, panic_threshold=60,
+                             affinity_timeout=60, endpoints=eps)
+    sticky = lbcore.make_balancer_for(service)
+    assert (sticky.slow_start, sticky.panic_threshold) == (15, 60)
+    assert (sticky.balancer.slow_start, sticky.balancer.panic_threshold) == (15, 60)
+    assert lbcore.make_balancer("rr", eps, slow_start=0).slow_start is None  # off is off anywhere
+    with pytest.raises(ConfigError) as error:
+        lbcore.make_balancer("ring", eps, slow_start=30)
+    assert error.value.field == "slow_start"
+    assert str(error.value) == "slow_start: 30 does not apply to scheduler 'ring'; slow start ramps wrr, lc, wlc, p2c"
+    with pytest.raises(ConfigError, match="slow_start_aggression: 2 is not an option of rr"):
+        lbcore.make_balancer("rr", eps, slow_start_aggression=2)
