@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+import lbcore
 from lbcore import ConfigError, Endpoint, NoEndpointsError
 from lbcore._shared.panic import in_panic
 from twins import assert_twins_agree
@@ -211,8 +212,6 @@ class _Keyed:
 
 
 def test_make_balancer_and_service_carry_the_options():
-    import lbcore
-
     eps = ten()
     for scheduler in CLASSES:
         b = lbcore.make_balancer(scheduler, eps, panic_threshold=40)

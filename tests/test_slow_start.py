@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from lbcore import ConfigError, Endpoint, make_balancer
+from lbcore import ConfigError, Endpoint
 from lbcore._shared.slow_start import ramp_factor
 
 WINDOW = 100.0
