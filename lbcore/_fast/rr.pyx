@@ -34,6 +34,9 @@ cdef class RoundRobin(Balancer):
     Over any ``k * n`` consecutive picks each of the ``n`` pickable endpoints gets
     exactly ``k``.  `pick` is O(1).
 
+    ``panic_threshold`` (percent; None: off): while fewer endpoints than that are healthy,
+    picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> b = RoundRobin([Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)], rng=random.Random(1))
     >>> sorted(b.pick().ip for _ in range(2))

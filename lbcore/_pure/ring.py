@@ -146,6 +146,9 @@ class RingHash(Balancer):
     in the pure twin), `update` O(P log P) for P points (160 per endpoint, 1024 to
     65536 in all).
 
+    ``panic_threshold`` (percent; None: off): while fewer endpoints than that are healthy,
+    picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> endpoints = [Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80), Endpoint("10.0.0.3", 80)]
     >>> ring = RingHash(endpoints)
