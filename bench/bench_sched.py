@@ -141,6 +141,28 @@ def test_p2c_pick_release(benchmark, weights, n):
             floor_ns=statistics.median(floor) * 1e9, ratio=ratio)
 
 
+# ---- wrr, lc, wlc: the pick with slow start and panic off (issue 15) -----------------------
+
+@pytest.mark.parametrize("scheduler", ["wrr", "lc", "wlc"])
+def test_pick_release_100_endpoints(benchmark, scheduler):
+    # Weights 1-7, ten connections held per endpoint for lc/wlc: the path every pick
+    # takes when no endpoint ramps up and no panic is on, to compare before and after.
+    eps = endpoints(100, lambda i: 1 + i % 7)
+    if scheduler == "wrr":
+        b = fast.WeightedRoundRobin(eps, rng=random.Random(100))
+    else:
+        b = fast.LeastConnection(eps, weighted=scheduler == "wlc")
+        for _ in range(1000):
+            b.pick()
+    subject = pair_loop(b.pick, b.release)
+    times, floor = alternate(subject, FLOOR)
+    benchmark.pedantic(subject[0], rounds=ROUNDS, iterations=1)
+    ratio = median_ratio(times, floor)
+    _record(benchmark, f"{scheduler} pick+release, 100 endpoints, weights 1-7", "recorded", None,
+            rounds={"subject": times, "floor": floor}, ns_per_pair=statistics.median(times) * 1e9,
+            floor_ns=statistics.median(floor) * 1e9, ratio=ratio)
+
+
 # ---- ring -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("keys", ["hot key", "stream"])

@@ -8,12 +8,12 @@ lbcore._twins makes that choice for every module at once.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Iterable, Literal, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, overload
 
 from ._shared.affinity_options import check_timeout
 from ._twins import IMPLEMENTATION, twin
 from .errors import ConfigError
-from .models import SCHEDULERS, Endpoint, Service
+from .models import SCHEDULERS, SLOW_START_SCHEDULERS, Endpoint, Service
 
 if TYPE_CHECKING:  # the compiled twins have the pure twins' types (their .pyi stubs say so)
     from ._pure.affinity import Affinity
@@ -60,17 +60,19 @@ __all__ = [
     "make_balancer_for",
 ]
 
+# The options of the schedulers that ramp (DESIGN.md: slow start on wrr, lc, wlc, p2c).
+_SLOW_START = ("slow_start", "slow_start_aggression", "slow_start_min_weight", "clock")
 # scheduler name -> (class, the options its constructor takes)
 _REGISTRY: dict[str, tuple[Any, tuple[str, ...]]] = {
-    "rr": (RoundRobin, ("rng",)),
-    "wrr": (WeightedRoundRobin, ("rng",)),
-    "lc": (LeastConnection, ()),
-    "wlc": (WeightedLeastConnection, ()),
-    "dh": (DestinationHash, ("table_size",)),
-    "sh": (SourceHash, ("table_size",)),
-    "mh": (Maglev, ("table_size", "balance_factor")),
-    "p2c": (LeastRequest, ("choice_count", "active_request_bias", "rng")),
-    "ring": (RingHash, ("hash", "balance_factor")),
+    "rr": (RoundRobin, ("rng", "panic_threshold")),
+    "wrr": (WeightedRoundRobin, ("rng", *_SLOW_START, "panic_threshold")),
+    "lc": (LeastConnection, (*_SLOW_START, "panic_threshold")),
+    "wlc": (WeightedLeastConnection, (*_SLOW_START, "panic_threshold")),
+    "dh": (DestinationHash, ("table_size", "panic_threshold")),
+    "sh": (SourceHash, ("table_size", "panic_threshold")),
+    "mh": (Maglev, ("table_size", "balance_factor", "panic_threshold")),
+    "p2c": (LeastRequest, ("choice_count", "active_request_bias", "rng", *_SLOW_START, "panic_threshold")),
+    "ring": (RingHash, ("hash", "balance_factor", "panic_threshold")),
 }
 
 
@@ -81,47 +83,58 @@ def make_balancer(
 @overload
 def make_balancer(
     scheduler: Literal["rr"], endpoints: Iterable[Endpoint] = ..., *,
-    affinity_timeout: None = ..., rng: random.Random | None = ...,
+    affinity_timeout: None = ..., rng: random.Random | None = ..., panic_threshold: float | None = ...,
 ) -> RoundRobin: ...
 @overload
 def make_balancer(
     scheduler: Literal["wrr"], endpoints: Iterable[Endpoint] = ..., *,
-    affinity_timeout: None = ..., rng: random.Random | None = ...,
+    affinity_timeout: None = ..., rng: random.Random | None = ..., slow_start: float | None = ...,
+    slow_start_aggression: float = ..., slow_start_min_weight: float = ...,
+    clock: Callable[[], float] | None = ..., panic_threshold: float | None = ...,
 ) -> WeightedRoundRobin: ...
 @overload
 def make_balancer(
-    scheduler: Literal["lc"], endpoints: Iterable[Endpoint] = ..., *, affinity_timeout: None = ...
+    scheduler: Literal["lc"], endpoints: Iterable[Endpoint] = ..., *, affinity_timeout: None = ...,
+    slow_start: float | None = ..., slow_start_aggression: float = ...,
+    slow_start_min_weight: float = ..., clock: Callable[[], float] | None = ...,
+    panic_threshold: float | None = ...,
 ) -> LeastConnection: ...
 @overload
 def make_balancer(
-    scheduler: Literal["wlc"], endpoints: Iterable[Endpoint] = ..., *, affinity_timeout: None = ...
+    scheduler: Literal["wlc"], endpoints: Iterable[Endpoint] = ..., *, affinity_timeout: None = ...,
+    slow_start: float | None = ..., slow_start_aggression: float = ...,
+    slow_start_min_weight: float = ..., clock: Callable[[], float] | None = ...,
+    panic_threshold: float | None = ...,
 ) -> WeightedLeastConnection: ...
 @overload
 def make_balancer(
     scheduler: Literal["dh"], endpoints: Iterable[Endpoint] = ..., *,
-    affinity_timeout: None = ..., table_size: int = ...,
+    affinity_timeout: None = ..., table_size: int = ..., panic_threshold: float | None = ...,
 ) -> DestinationHash: ...
 @overload
 def make_balancer(
     scheduler: Literal["sh"], endpoints: Iterable[Endpoint] = ..., *,
-    affinity_timeout: None = ..., table_size: int = ...,
+    affinity_timeout: None = ..., table_size: int = ..., panic_threshold: float | None = ...,
 ) -> SourceHash: ...
 @overload
 def make_balancer(
     scheduler: Literal["mh"], endpoints: Iterable[Endpoint] = ..., *,
     affinity_timeout: None = ..., table_size: int = ..., balance_factor: float | None = ...,
+    panic_threshold: float | None = ...,
 ) -> Maglev: ...
 @overload
 def make_balancer(
     scheduler: Literal["p2c"], endpoints: Iterable[Endpoint] = ..., *,
     affinity_timeout: None = ..., choice_count: int = ..., active_request_bias: float = ...,
-    rng: random.Random | int | None = ...,
+    rng: random.Random | int | None = ..., slow_start: float | None = ...,
+    slow_start_aggression: float = ..., slow_start_min_weight: float = ...,
+    clock: Callable[[], float] | None = ..., panic_threshold: float | None = ...,
 ) -> LeastRequest: ...
 @overload
 def make_balancer(
     scheduler: Literal["ring"], endpoints: Iterable[Endpoint] = ..., *,
     affinity_timeout: None = ..., hash: Literal["xxh64", "ketama"] = ...,
-    balance_factor: float | None = ...,
+    balance_factor: float | None = ..., panic_threshold: float | None = ...,
 ) -> RingHash: ...
 @overload
 def make_balancer(
@@ -138,8 +151,9 @@ def make_balancer(
     """A balancer by ipvsadm scheduler name.
 
     ``options`` go to the balancer's constructor (e.g. ``rng`` for ``rr``,
-    ``balance_factor`` for ``mh`` and ``ring``); an unknown scheduler or option raises
-    ConfigError naming it.  ``affinity_timeout`` (seconds, 1..86400) wraps the balancer
+    ``balance_factor`` for ``mh`` and ``ring``, ``slow_start`` for ``wrr``, ``lc``,
+    ``wlc`` and ``p2c``, ``panic_threshold`` for all); an unknown scheduler or option
+    raises ConfigError naming it.  ``affinity_timeout`` (seconds, 1..86400) wraps the balancer
     in `Affinity`: ClientIP stickiness with that TTL.
 
     >>> from lbcore import Endpoint
@@ -151,6 +165,14 @@ def make_balancer(
     if scheduler not in SCHEDULERS:
         raise ConfigError("scheduler", scheduler, f"is not one of {', '.join(SCHEDULERS)}")
     cls, accepted = _REGISTRY[scheduler]
+    if scheduler not in SLOW_START_SCHEDULERS and "slow_start" in options:
+        if options["slow_start"]:
+            raise ConfigError(
+                "slow_start", options["slow_start"],
+                f"does not apply to scheduler {scheduler!r}; slow start ramps "
+                f"{', '.join(SLOW_START_SCHEDULERS)}",
+            )
+        del options["slow_start"]  # None or 0: off, as for every scheduler
     for name in options:
         if name not in accepted:
             raise ConfigError(
@@ -164,9 +186,14 @@ def make_balancer(
 
 
 def make_balancer_for(service: Service, **options: Any) -> Balancer:
-    """The balancer a Service asks for: its scheduler, endpoints, affinity and bound."""
+    """The balancer a Service asks for: its scheduler, endpoints, affinity, bound, slow
+    start and panic threshold."""
     if service.balance_factor is not None:
         options.setdefault("balance_factor", service.balance_factor)
+    if service.slow_start:
+        options.setdefault("slow_start", service.slow_start)
+    if service.panic_threshold is not None:
+        options.setdefault("panic_threshold", service.panic_threshold)
     return make_balancer(
         service.scheduler,
         service.endpoints,

@@ -140,7 +140,8 @@ def check_table(services: Sequence[Service]) -> str:
 
     TAKES NEW says whether an endpoint gets new connections: ready ones do, serving and
     terminating ones only while no endpoint is ready (kube-proxy's fallback), weight 0
-    never.  SCHED shows the scheduler with its ipvsadm flags and its balance factor.
+    never.  SCHED shows the scheduler with its ipvsadm flags, its balance factor, slow
+    start window and panic threshold.
     Each service with a health check gets a line after the table.
 
     >>> from lbcore import Endpoint, Service
@@ -157,6 +158,10 @@ def check_table(services: Sequence[Service]) -> str:
         scheduler = service.scheduler + "".join(f" +{flag}" for flag in service.sched_flags)
         if service.balance_factor is not None:
             scheduler += f" +balance_factor={service.balance_factor:g}"
+        if service.slow_start:
+            scheduler += f" +slow_start={service.slow_start:g}s"
+        if service.panic_threshold is not None:
+            scheduler += f" +panic_threshold={service.panic_threshold:g}%"
         affinity = f"{service.affinity_timeout}s" if service.affinity_timeout else "-"
         head = (service.name, service.address, service.protocol, scheduler, affinity)
         usable = set(usable_endpoints(service.endpoints))
@@ -215,7 +220,7 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
     iptables.add_argument(
         "--fallback", action="store_true",
         help="render schedulers iptables cannot express (lc, wlc, dh, sh, mh, p2c, ring; "
-        "balance_factor) by the documented fallback instead of refusing them",
+        "balance_factor) by the documented fallback, and drop slow_start, instead of refusing them",
     )
     iptables.add_argument(
         "--install", action="store_true",
@@ -247,7 +252,7 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
     ipvs.add_argument(
         "--fallback", action="store_true",
         help="render what IPVS has no scheduler for (p2c as wlc, ring as mh with mh-fallback; "
-        "balance_factor dropped) instead of refusing it",
+        "balance_factor and slow_start dropped) instead of refusing it",
     )
     node = _add_command(
         targets, "ipvs-node", _render_ipvs_node, "shell commands that put the VIPs on a dummy interface",
@@ -266,7 +271,7 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
     nft.add_argument(
         "--fallback", action="store_true",
         help="render schedulers nftables cannot run (lc, wlc, p2c, ring; balance_factor) by the "
-        "documented fallback (lc as rr, the others as wrr, the bound dropped) instead of refusing them",
+        "documented fallback (lc as rr, the others as wrr, the bound and slow_start dropped) instead of refusing them",
     )
     nft.add_argument(
         "--family", type=int, choices=(4, 6),

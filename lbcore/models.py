@@ -32,6 +32,9 @@ __all__ = [
     "check_balance_factor",
     "balance_percent",
     "BOUNDED_SCHEDULERS",
+    "SLOW_START_SCHEDULERS",
+    "check_slow_start",
+    "check_panic_threshold",
     "join_host_port",
     "NAME_RE",
 ]
@@ -41,6 +44,11 @@ __all__ = [
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "dh", "sh", "mh", "p2c", "ring")
 #: The schedulers that take ``balance_factor`` (consistent hashing with bounded loads).
 BOUNDED_SCHEDULERS = ("mh", "ring")
+#: The schedulers that ramp a new or recovered endpoint up (``slow_start``): the ones
+#: whose share follows a weight over time (Envoy ramps its round robin and least request).
+SLOW_START_SCHEDULERS = ("wrr", "lc", "wlc", "p2c")
+#: The longest slow start window taken, in seconds (a day, like affinity_timeout).
+MAX_SLOW_START = 86400
 PROTOCOLS = ("tcp", "udp", "sctp")
 #: ipvsadm ``-b`` flags; each belongs to the scheduler named by its prefix.
 SCHED_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port")
@@ -92,6 +100,50 @@ def check_balance_factor(value: object, field_name: str = "balance_factor") -> f
         raise ConfigError(
             field_name, value, "is not a whole percentage; valid: 1..100 in steps of 0.01 (1.25 = 125 %)"
         )
+    return value
+
+
+def _check_number(field_name: str, value: object, what: str) -> float | int:
+    if type(value) not in (int, float) or value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(field_name, value, f"must be a number: {what}")
+    return value
+
+
+def check_slow_start(value: object, field_name: str = "slow_start") -> float | int | None:
+    """The slow start window in seconds: 0..86400, None or 0 for off (Envoy's
+    ``slow_start_window``).
+
+    >>> check_slow_start(30)
+    30
+    >>> check_slow_start(-1)
+    Traceback (most recent call last):
+    ...
+    lbcore.errors.ConfigError: slow_start: -1 is out of range; valid: 0..86400 seconds (0: off)
+    """
+    if value is None:
+        return None
+    _check_number(field_name, value, "seconds, 0..86400 (0: off)")
+    if not 0 <= value <= MAX_SLOW_START:
+        raise ConfigError(field_name, value, f"is out of range; valid: 0..{MAX_SLOW_START} seconds (0: off)")
+    return value
+
+
+def check_panic_threshold(value: object, field_name: str = "panic_threshold") -> float | int | None:
+    """The panic threshold in percent: above 0, at most 100, None for off (Envoy's
+    ``healthy_panic_threshold``, 50 by default when on).
+
+    >>> check_panic_threshold(50)
+    50
+    >>> check_panic_threshold(0)
+    Traceback (most recent call last):
+    ...
+    lbcore.errors.ConfigError: panic_threshold: 0 is out of range; valid: above 0, at most 100 (percent; Envoy uses 50)
+    """
+    if value is None:
+        return None
+    _check_number(field_name, value, "a percentage above 0, at most 100 (Envoy uses 50)")
+    if not 0 < value <= 100:
+        raise ConfigError(field_name, value, "is out of range; valid: above 0, at most 100 (percent; Envoy uses 50)")
     return value
 
 
@@ -401,7 +453,10 @@ class Service:
     ``-b`` flags; ``max_connections`` caps the forwarder's concurrent connections;
     ``health_check`` (a `HealthCheck`) says how to check the endpoints actively;
     ``balance_factor`` bounds the load of a consistent hash (``mh``, ``ring``: see
-    `check_balance_factor`).
+    `check_balance_factor`); ``slow_start`` (seconds) ramps a new or recovered endpoint
+    up on ``wrr``, ``lc``, ``wlc`` and ``p2c`` (see `check_slow_start`);
+    ``panic_threshold`` (percent) makes picks ignore failure marks while fewer
+    endpoints than that are healthy (see `check_panic_threshold`).
 
     >>> s = Service("default/web:http", "10.96.0.10", 80, endpoints=[Endpoint("10.1.0.5", 8080)])
     >>> s.protocol, s.scheduler, s.listen_address
@@ -420,6 +475,8 @@ class Service:
     max_connections: int | None = None
     health_check: HealthCheck | None = None
     balance_factor: float | None = None
+    slow_start: float | None = None
+    panic_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.fullmatch(self.name):
@@ -455,6 +512,15 @@ class Service:
                     f"does not apply to scheduler {self.scheduler!r}; bounded loads are for "
                     f"{' and '.join(BOUNDED_SCHEDULERS)}",
                 )
+        if self.slow_start is not None:
+            check_slow_start(self.slow_start)
+            if self.slow_start and self.scheduler not in SLOW_START_SCHEDULERS:
+                raise ConfigError(
+                    "slow_start", self.slow_start,
+                    f"does not apply to scheduler {self.scheduler!r}; slow start ramps "
+                    f"{', '.join(SLOW_START_SCHEDULERS)}",
+                )
+        check_panic_threshold(self.panic_threshold)
         object.__setattr__(self, "listen", _check_listen(self.listen))
         object.__setattr__(self, "sched_flags", self._checked_flags())
         if self.max_connections is not None:

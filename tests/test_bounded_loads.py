@@ -285,7 +285,7 @@ def test_make_balancer_and_service_carry_it():
         lbcore.Service("s", "10.96.0.1", 80, scheduler="mh", balance_factor=1.25,
                        affinity_timeout=60, endpoints=eps(3)))
     assert sticky.balancer.balance_factor == 1.25
-    with pytest.raises(ConfigError, match="balance_factor: 1.25 is not an option of wlc; it takes: none"):
+    with pytest.raises(ConfigError, match="balance_factor: 1.25 is not an option of wlc; it takes: slow_start, "):
         lbcore.make_balancer("wlc", eps(3), balance_factor=1.25)
     with pytest.raises(ConfigError, match=r"balance_factor: 1.25 does not apply to scheduler 'rr'; "
                                           "bounded loads are for mh and ring"):

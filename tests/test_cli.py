@@ -296,3 +296,21 @@ def test_closed_stdout_is_not_a_traceback():
     # Quiet: the notes on the dump's skipped Services, and no word about the pipe.
     assert len(stderr.splitlines()) == 3
     assert all(line.startswith("lbcore: note: ") for line in stderr.splitlines())
+
+
+def test_check_reports_slow_start_and_panic_threshold_and_names_a_bad_one(tmp_path):
+    path = tmp_path / "svc.yaml"
+    path.write_text("services: [{name: web, vip: 10.96.0.10, port: 80, scheduler: wrr, "
+                    "slow_start: 30, panic_threshold: 50, endpoints: [{ip: 10.1.0.5, port: 8080}]}]\n")
+    result = run("check", str(path))
+    assert result.returncode == 0
+    assert "wrr +slow_start=30s +panic_threshold=50%" in result.stdout
+    path.write_text("services: [{name: web, vip: 10.96.0.10, port: 80, scheduler: rr, slow_start: 30}]\n")
+    result = run("check", str(path))
+    assert result.returncode == EXIT_BAD_INPUT and result.stdout == ""
+    assert result.stderr == (f"lbcore: error: {path}: services[0] (web): slow_start: 30 does not apply to "
+                             "scheduler 'rr'; slow start ramps wrr, lc, wlc, p2c\n")
+    path.write_text("services: [{name: web, vip: 10.96.0.10, port: 80, panic_threshold: -1}]\n")
+    result = run("check", str(path))
+    assert result.returncode == EXIT_BAD_INPUT
+    assert "panic_threshold: -1 is out of range" in result.stderr

@@ -131,3 +131,30 @@ def test_services_without_a_check_and_quiesced_endpoints_are_left_as_they_are():
     assert result[0] is plain
     assert result[1].endpoints[0] is quiesced  # weight 0 already: no new object
     assert list(monitor.checkers) == ["default/web:http"]
+
+
+@pytest.mark.parametrize("up_count, panic", [(1, True), (2, False)])
+def test_panic_threshold_leaves_every_endpoint_in(up_count, panic):
+    # 4 endpoints, threshold 50 %: 1 healthy (25 %) is panic, every endpoint keeps its
+    # weight; 2 healthy (50 %) is not, the 2 down get weight 0.  Without a threshold the
+    # down ones always go.
+    async def main():
+        up = await servers("accept", up_count)
+        down = [Endpoint("127.0.0.1", closed_port()) for _ in range(4 - up_count)]
+        endpoints = [s.endpoint for s in up] + down
+        clock = Clock()
+        monitor = HealthMonitor(clock=clock)
+        check = HealthCheck(interval=1, fall=1)
+        services = [dataclasses.replace(service(endpoints, scheduler="rr", check=check), panic_threshold=50),
+                    dataclasses.replace(service(endpoints, scheduler="rr", check=check), name="plain")]
+        monitor.update(services)
+        await advance(clock, monitor, 2)
+        return services, inhibit_unhealthy(services, monitor.checkers), down
+
+    services, result, down = asyncio.run(main())
+    downs = {e.address for e in down}
+    if panic:
+        assert result[0] is services[0]
+    else:
+        assert {e.address for e in result[0].endpoints if e.weight == 0} == downs
+    assert {e.address for e in result[1].endpoints if e.weight == 0} == downs

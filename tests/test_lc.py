@@ -264,7 +264,8 @@ def test_make_balancer():
     assert lbcore.make_balancer("lc", weighted(1)).scheduler == "lc"
     b = lbcore.make_balancer("wlc", weighted(1))
     assert isinstance(b, lbcore.WeightedLeastConnection) and b.scheduler == "wlc"
-    with pytest.raises(ConfigError, match="rng: 1 is not an option of lc; it takes: none"):
+    with pytest.raises(ConfigError, match="rng: 1 is not an option of lc; it takes: slow_start, slow_start_aggression, "
+                       "slow_start_min_weight, clock, panic_threshold$"):
         lbcore.make_balancer("lc", weighted(1), rng=1)
 
 

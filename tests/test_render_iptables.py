@@ -479,3 +479,17 @@ def test_paused_gc_restores_the_collector_state(enabled):
         assert gc.isenabled() is enabled
     finally:
         gc.enable()
+
+
+def test_slow_start_is_refused_or_dropped_with_fallback():
+    ramping = Service("web", "10.96.0.10", 80, scheduler="wrr", slow_start=30,
+                      endpoints=[Endpoint("10.1.0.5", 8080), Endpoint("10.1.0.6", 8080, weight=3)])
+    with pytest.raises(ConfigError) as error:
+        iptables.render([ramping])
+    assert error.value.field == "slow_start"
+    assert "'web'" in str(error.value) and "fallback=True" in str(error.value)
+    with pytest.raises(ConfigError):
+        iptables.render_diff([], [ramping])
+    plain = dataclasses.replace(ramping, slow_start=None)
+    assert iptables.render([ramping], fallback=True) == iptables.render([plain])
+    assert iptables.render([dataclasses.replace(plain, panic_threshold=50)]) == iptables.render([plain])

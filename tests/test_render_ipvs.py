@@ -509,3 +509,20 @@ def test_importing_lbcore_does_not_import_the_renderer():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("scheduler", ["wrr", "lc", "wlc"])
+def test_slow_start_is_refused_or_dropped_with_fallback(scheduler):
+    # The kernel cannot ramp an endpoint up (issue 15): an error naming the field and the
+    # Service, or with fallback the same table as without slow start.
+    ramping = Service("web", "10.96.0.10", 80, scheduler=scheduler, slow_start=30,
+                      endpoints=[Endpoint("10.1.0.5", 8080), Endpoint("10.1.0.6", 8080)])
+    with pytest.raises(ConfigError) as error:
+        render([ramping])
+    assert error.value.field == "slow_start"
+    assert "'web'" in str(error.value) and "fallback=True" in str(error.value)
+    with pytest.raises(ConfigError):
+        render_diff([], [ramping])
+    assert render([ramping], fallback=True) == render([replace(ramping, slow_start=None)])
+    # A panic threshold needs nothing of the kernel: rendered as without it.
+    assert render([replace(ramping, slow_start=None, panic_threshold=50)]) == render([replace(ramping, slow_start=None)])

@@ -592,3 +592,17 @@ def test_cli_help_says_how_to_apply_and_remove():
     assert result.returncode == 0
     for text in ("--diff OLD", "--fallback", "--family {4,6}", "nft -f", "nft delete table ip lbcore"):
         assert text in " ".join(result.stdout.split()), text
+
+
+def test_slow_start_is_refused_or_dropped_with_fallback():
+    ramping = Service("web", "10.96.0.10", 80, scheduler="wrr", slow_start=30,
+                      endpoints=[Endpoint("10.1.0.5", 8080), Endpoint("10.1.0.6", 8080, weight=3)])
+    with pytest.raises(ConfigError) as error:
+        nft.render([ramping])
+    assert error.value.field == "slow_start"
+    assert "'web'" in str(error.value) and "fallback=True" in str(error.value)
+    with pytest.raises(ConfigError):
+        nft.render_diff([], [ramping])
+    plain = dataclasses.replace(ramping, slow_start=None)
+    assert nft.render([ramping], fallback=True) == nft.render([plain])
+    assert nft.render([dataclasses.replace(plain, panic_threshold=50)]) == nft.render([plain])

@@ -423,7 +423,8 @@ def test_invalid_scheduler_annotation_names_the_annotation():
 def test_misspelt_lbcore_annotation_is_an_error_with_a_hint():
     assert problems(service(annotations={"lbcore.io/schedular": "wlc"})) == [
         "k8s.yaml: Service shop/web: metadata.annotations[lbcore.io/schedular]: 'wlc' is not an lbcore annotation; "
-        "did you mean 'lbcore.io/scheduler'? valid: lbcore.io/scheduler, lbcore.io/balance-factor, lbcore.io/health-check",
+        "did you mean 'lbcore.io/scheduler'? valid: lbcore.io/scheduler, lbcore.io/balance-factor, lbcore.io/health-check, "
+        "lbcore.io/slow-start, lbcore.io/panic-threshold",
     ]
 
 
@@ -535,3 +536,28 @@ def test_input_objects_are_not_modified():
     before = copy.deepcopy(objects)
     load(*objects)
     assert objects == before
+
+
+def test_slow_start_and_panic_threshold_annotations():
+    annotations = {"lbcore.io/scheduler": "p2c", "lbcore.io/slow-start": "45",
+                   "lbcore.io/panic-threshold": "33.5"}
+    [web] = load(service(annotations=annotations))
+    assert (web.slow_start, web.panic_threshold) == (45, 33.5)
+
+
+@pytest.mark.parametrize(
+    "annotations, expected",
+    [
+        ({"lbcore.io/scheduler": "wrr", "lbcore.io/slow-start": "30s"},
+         "metadata.annotations[lbcore.io/slow-start]: '30s' must be a decimal number in a string, e.g. \"30\""),
+        ({"lbcore.io/slow-start": "30"},
+         "metadata.annotations[lbcore.io/slow-start]: 30 does not apply to scheduler 'rr'; slow start ramps wrr, lc, wlc, p2c"),
+        ({"lbcore.io/panic-threshold": "0"},
+         "metadata.annotations[lbcore.io/panic-threshold]: 0 is out of range; valid: above 0, at most 100 "
+         "(percent; Envoy uses 50)"),
+        ({"lbcore.io/panic-threshold": "half"},
+         "metadata.annotations[lbcore.io/panic-threshold]: 'half' must be a decimal number in a string, e.g. \"50\""),
+    ],
+)
+def test_bad_slow_start_or_panic_threshold_annotation_names_it(annotations, expected):
+    assert problems(service(annotations=annotations)) == [f"k8s.yaml: Service shop/web: {expected}"]

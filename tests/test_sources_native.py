@@ -57,7 +57,7 @@ def test_every_field():
 def test_keys_are_the_model_keywords():
     assert native.SERVICE_KEYS == ("name", "vip", "port", "protocol", "endpoints", "scheduler",
                                    "affinity_timeout", "listen", "sched_flags", "max_connections",
-                                   "health_check", "balance_factor")
+                                   "health_check", "balance_factor", "slow_start", "panic_threshold")
     assert native.ENDPOINT_KEYS == ("ip", "port", "weight", "ready", "serving", "terminating")
 
 
@@ -103,10 +103,10 @@ def test_per_format_load_takes_a_parsed_document():
     [
         ("{name: web, vip: 10.96.0.10, port: 80, schedular: wlc}",
          "svc.yaml: services[0] (web): schedular: 'wlc' is not a field of a service; did you mean 'scheduler'? "
-         "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check, balance_factor"),
+         "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check, balance_factor, slow_start, panic_threshold"),
         ("{name: web, vip: 10.96.0.10, port: 80, colour: red}",
          "svc.yaml: services[0] (web): colour: 'red' is not a field of a service; "
-         "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check, balance_factor"),
+         "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check, balance_factor, slow_start, panic_threshold"),
         ("{name: web, port: 80}", "svc.yaml: services[0] (web): vip: (missing) is required in a service"),
         ("{vip: 10.96.0.10, port: 80}", "svc.yaml: services[0]: name: (missing) is required in a service"),
         ("{name: web, vip: 10.96.0.300, port: 80}", "svc.yaml: services[0] (web): vip: '10.96.0.300' is not an IPv4 or IPv6 address"),
@@ -178,7 +178,7 @@ services:
 """
     assert problems(text) == [
         "svc.yaml: services[0] (web): schedular: 'wlc' is not a field of a service; did you mean 'scheduler'? "
-        "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check, balance_factor",
+        "valid: name, vip, port, protocol, endpoints, scheduler, affinity_timeout, listen, sched_flags, max_connections, health_check, balance_factor, slow_start, panic_threshold",
         "svc.yaml: services[0] (web): endpoints[0].port: 0 is out of range; valid: 1..65535",
         "svc.yaml: services[0] (web): endpoints[1].weight: -1 is out of range; valid: 0..2147483647",
         "svc.yaml: services[0] (web): vip: '10.96.0.300' is not an IPv4 or IPv6 address",
@@ -213,3 +213,35 @@ def test_a_bad_service_does_not_half_apply_the_good_ones():
         load_text(text)
     assert len(caught.value.problems) == 1
     assert str(caught.value.problems[0]) == "<input>: services[1] (bad): port: 0 is out of range; valid: 1..65535"
+
+
+# -- slow start and panic threshold (issue 15) -----------------------------------------
+
+
+def test_slow_start_and_panic_threshold_are_read():
+    [web] = load_text("services: [{name: web, vip: 10.96.0.10, port: 80, scheduler: wlc, "
+                      "slow_start: 30, panic_threshold: 50}]", "svc.yaml")
+    assert (web.slow_start, web.panic_threshold) == (30, 50)
+    [plain] = load_text("services: [{name: web, vip: 10.96.0.10, port: 80}]", "svc.yaml")
+    assert (plain.slow_start, plain.panic_threshold) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ("scheduler: wrr, slow_start: -1",
+         "slow_start: -1 is out of range; valid: 0..86400 seconds (0: off)"),
+        ("scheduler: wrr, slow_start: 30s",
+         "slow_start: '30s' must be a number: seconds, 0..86400 (0: off)"),
+        ("scheduler: mh, slow_start: 30",
+         "slow_start: 30 does not apply to scheduler 'mh'; slow start ramps wrr, lc, wlc, p2c"),
+        ("panic_threshold: 0",
+         "panic_threshold: 0 is out of range; valid: above 0, at most 100 (percent; Envoy uses 50)"),
+        ("panic_threshold: 150",
+         "panic_threshold: 150 is out of range; valid: above 0, at most 100 (percent; Envoy uses 50)"),
+    ],
+)
+def test_bad_slow_start_or_panic_threshold_names_the_field(fields, expected):
+    assert problems(f"services: [{{name: web, vip: 10.96.0.10, port: 80, {fields}}}]") == [
+        f"svc.yaml: services[0] (web): {expected}"
+    ]

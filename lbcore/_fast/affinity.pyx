@@ -60,6 +60,10 @@ cdef class Affinity(Balancer):
 
     Sessions die when their endpoint leaves the set, is quiesced (weight 0), is not
     usable by condition, or is marked failed; every other session survives `update`.
+    The wrapped balancer's panic threshold holds here too (`panic`): in panic its picks,
+    and so new sessions, may go to endpoints marked failed; a session still dies when
+    its endpoint is marked failed, and those made in panic on failed endpoints die
+    when the panic ends.
     Over `Maglev` this is consistent-hash affinity with a TTL: new keys follow the
     hash, live sessions keep their endpoint across endpoint-set changes.
 
@@ -97,6 +101,7 @@ cdef class Affinity(Balancer):
         self._balancer = <Balancer>balancer
         self._endpoints = self._balancer._endpoints
         self._failed = self._balancer._failed
+        self._skipped = self._balancer._skipped
         self._needs_key = True
 
     @property
@@ -113,6 +118,26 @@ cdef class Affinity(Balancer):
     def endpoints(self):
         """The wrapped balancer's endpoints."""
         return self._balancer._endpoints
+
+    @property
+    def panic_threshold(self):
+        """The wrapped balancer's panic threshold in percent (None: off)."""
+        return self._balancer.panic_threshold
+
+    @property
+    def panic(self):
+        """Whether the wrapped balancer is in panic (its picks ignore failure marks)."""
+        return self._balancer.panic
+
+    @property
+    def panic_picks(self):
+        """The wrapped balancer's picks in panic (session hits are not picks)."""
+        return self._balancer.panic_picks
+
+    @property
+    def slow_start(self):
+        """The wrapped balancer's slow start window in seconds (None: off)."""
+        return self._balancer.slow_start
 
     @property
     def timeout(self):
@@ -181,11 +206,15 @@ cdef class Affinity(Balancer):
     cdef int _follow(self) except -1:
         # Affinity._follow: sessions of endpoints that can no longer take connections die.
         cdef Balancer balancer = self._balancer
-        remap = session_remap(self._endpoints, self._failed, balancer._endpoints, balancer._failed)
+        # Sessions live on the endpoints picks may reach (all of them in panic), except
+        # that an endpoint marked failed just now loses its sessions even in panic.
+        remap = session_remap(self._endpoints, self._skipped, balancer._endpoints,
+                              balancer._skipped | (balancer._failed - self._failed))
         if remap is not None:
             self._table.retain(remap)
         self._endpoints = balancer._endpoints
         self._failed = balancer._failed
+        self._skipped = balancer._skipped
         return 0
 
     def _sessions(self):
@@ -197,7 +226,11 @@ cdef class Affinity(Balancer):
         self._balancer._check()
         assert self._endpoints is self._balancer._endpoints
         assert self._failed is self._balancer._failed
-        self._table._check(set(pickable_indices(self._endpoints, self._failed)))
+        assert self._skipped is self._balancer._skipped
+        self._table._check(set(pickable_indices(self._endpoints, self._skipped)))
+
+    def _check_panic(self):
+        """The wrapped balancer's own check covers its panic."""
 
     def __repr__(self):
         return f"Affinity({self._balancer!r}, timeout={self.timeout}, max_entries={self.max_entries})"

@@ -7,8 +7,21 @@ from libc.stdint cimport uint64_t
 cdef class Balancer:
     cdef tuple _endpoints       # every endpoint, in the order given
     cdef frozenset _failed      # (ip, port) of endpoints marked failed
+    cdef frozenset _skipped     # the marks the picker obeys: _failed, or none in panic
     cdef bint _needs_key        # hash schedulers: pick() without a key is an error
+    cdef object _panic_threshold  # percent, or None
+    cdef bint _panic
+    cdef unsigned long long _panic_picks
+    cdef object _ramp           # lbcore._shared.slow_start.SlowStart, or None
+    cdef bint _ramping          # some endpoint ramps up
+    # A pick must first call _note_pick (in panic, or while something ramps): the one
+    # flag every pick tests.
+    cdef bint _note_picks
     cdef object __weakref__
+
+    cdef int _publish(self, tuple endpoints, frozenset failed) except -1
+    cdef object _ramped(self, tuple endpoints, list pickable, list weights)
+    cdef int _note_pick(self) except -1
 
     # Build and publish the picker; raise before changing anything.
     cdef int _rebuild(self, tuple endpoints, list pickable) except -1

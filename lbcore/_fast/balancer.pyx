@@ -1,6 +1,7 @@
 # The face every compiled balancer shares.  Mirrors lbcore/_pure/balancer.py `Balancer`;
 # read that file for the contract.  Nothing here is on the per-pick path except
-# _hash_for_pick; subclasses override pick() with their own fast path.
+# _hash_for_pick (and _note_pick, in panic or while an endpoint ramps up); subclasses
+# override pick() with their own fast path.
 
 cimport cython
 from cpython.array cimport array, clone
@@ -17,6 +18,7 @@ from lbcore._shared.endpoint_state import (
 )
 from lbcore._shared.key_buffers import buffer_keys
 from lbcore._shared.lease import Lease
+from lbcore._shared.panic import NO_MARKS, check_panic_threshold, in_panic
 
 __all__ = ["Balancer"]
 
@@ -28,9 +30,14 @@ cdef class Balancer:
 
     scheduler = ""
 
-    def __init__(self, endpoints=()):
+    def __init__(self, endpoints=(), *, panic_threshold=None, ramp=None):
+        self._panic_threshold = check_panic_threshold(panic_threshold)
+        self._ramp = ramp
         self._endpoints = ()
         self._failed = frozenset()
+        self._skipped = frozenset()
+        self._panic = self._ramping = self._note_picks = False
+        self._panic_picks = 0
         self.update(endpoints)
 
     @property
@@ -47,9 +54,59 @@ cdef class Balancer:
         """Replace the endpoint set; survivors keep load state and failure marks."""
         endpoints = check_endpoints(endpoints)
         failed = surviving_failures(self._failed, endpoints)
-        self._rebuild(endpoints, pickable_indices(endpoints, failed))
+        if self._ramp is not None:
+            self._ramp.track(endpoints)
+        self._publish(endpoints, failed)
         self._endpoints = endpoints
         self._failed = failed
+
+    @property
+    def panic_threshold(self):
+        """The panic threshold in percent (``None``: off)."""
+        return self._panic_threshold
+
+    @property
+    def panic(self):
+        """Whether fewer than `panic_threshold` percent of the endpoints that take new
+        connections are healthy, so that picks ignore the failure marks."""
+        return self._panic
+
+    @property
+    def panic_picks(self):
+        """Picks made in panic (Envoy's ``lb_healthy_panic``), since construction."""
+        return self._panic_picks
+
+    @property
+    def slow_start(self):
+        """The slow start window in seconds (``None``: off)."""
+        return None if self._ramp is None else self._ramp.window
+
+    cdef int _publish(self, tuple endpoints, frozenset failed) except -1:
+        # Panic and the ramps are decided here, once per change, not per pick.
+        cdef bint panic = in_panic(endpoints, failed, self._panic_threshold)
+        skipped = NO_MARKS if panic else failed
+        self._rebuild(endpoints, pickable_indices(endpoints, skipped))
+        self._skipped = skipped
+        self._panic = panic
+        self._ramping = self._ramp is not None and bool(self._ramp.started)
+        self._note_picks = panic or self._ramping
+        return 0
+
+    def _ramp_factors(self):
+        """The factor of each endpoint ramping up now, by address (tests and stats)."""
+        return {} if self._ramp is None else self._ramp.ramping()
+
+    cdef object _ramped(self, tuple endpoints, list pickable, list weights):
+        # The weights of pickable while some endpoint ramps up, else None.
+        return None if self._ramp is None else self._ramp.weights(endpoints, pickable, weights)
+
+    cdef int _note_pick(self) except -1:
+        # Before a pick in panic or while an endpoint ramps: count it, refresh the ramp.
+        if self._panic:
+            self._panic_picks += 1
+        if self._ramping and self._ramp.clock() >= self._ramp.refresh_at:
+            self._publish(self._endpoints, self._failed)
+        return 0
 
     def mark_failed(self, endpoint):
         """Passive health: no new picks for ``endpoint`` until mark_healthy()."""
@@ -64,7 +121,9 @@ cdef class Balancer:
         if failed == (key in self._failed) or key not in {endpoint_key(e) for e in self._endpoints}:
             return
         marks = self._failed | {key} if failed else self._failed - {key}
-        self._rebuild(self._endpoints, pickable_indices(self._endpoints, marks))
+        if not failed and self._ramp is not None:
+            self._ramp.restart(key)  # back from a failure: it ramps up again (Envoy)
+        self._publish(self._endpoints, marks)
         self._failed = marks
 
     def release(self, endpoint):
@@ -136,6 +195,12 @@ cdef class Balancer:
     def _check(self):
         """Assert the invariants every balancer keeps (tests call this after each step)."""
         assert self._failed <= {endpoint_key(e) for e in self._endpoints}
+        self._check_panic()
+
+    def _check_panic(self):
+        assert self._panic == in_panic(self._endpoints, self._failed, self._panic_threshold)
+        assert self._skipped == (NO_MARKS if self._panic else self._failed)
+        assert self._note_picks == (self._panic or self._ramping)
 
     def __repr__(self):
         return f"{type(self).__name__}({list(self._endpoints)!r})"

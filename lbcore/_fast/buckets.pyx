@@ -36,8 +36,10 @@ def tile_buckets(tuple turns, Py_ssize_t size):
 cdef class BucketHash(HashBalancer):
     """Base of dh and sh: a power-of-two bucket table tiled in list order."""
 
-    def __init__(self, endpoints=(), *, table_size=BUCKETS_DEFAULT):
-        HashBalancer.__init__(self, endpoints, check_bucket_table_size(table_size))
+    def __init__(self, endpoints=(), *, table_size=BUCKETS_DEFAULT, panic_threshold=None):
+        HashBalancer.__init__(
+            self, endpoints, check_bucket_table_size(table_size), panic_threshold=panic_threshold
+        )
 
     cdef tuple _turns(self, tuple endpoints):
         raise NotImplementedError

@@ -15,6 +15,9 @@ cdef class DestinationHash(BucketHash):
     ``table_size`` buckets (a power of two, 16..1048576, default 256; at least the
     number of endpoints).  `update` is O(table_size); `pick` is O(1).
 
+    ``panic_threshold`` (percent; None: off): while fewer endpoints than that are healthy,
+    picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> b = DestinationHash([Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)])
     >>> b.pick("203.0.113.7") == b.pick("203.0.113.7")

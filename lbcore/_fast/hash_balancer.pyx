@@ -91,7 +91,7 @@ cdef inline Py_ssize_t _bounded(HashBalancer self, _HashPicker picker, uint64_t 
 cdef class HashBalancer(Balancer):
     """Base of dh, sh and mh; not used on its own."""
 
-    def __init__(self, endpoints, Py_ssize_t table_size, balance_factor=None):
+    def __init__(self, endpoints, Py_ssize_t table_size, balance_factor=None, panic_threshold=None):
         self.table_size = table_size
         self._needs_key = True
         self.balance_factor = None if balance_factor is None else check_balance_factor(balance_factor)
@@ -100,7 +100,7 @@ cdef class HashBalancer(Balancer):
         # No endpoints yet (None, not (): the first update must not look like a failure mark).
         self._picker = _HashPicker(None, None, clone(_INDEX_ARRAY, 0, zero=False), [],
                                    clone(_INDEX_ARRAY, 0, zero=False))
-        Balancer.__init__(self, endpoints)
+        Balancer.__init__(self, endpoints, panic_threshold=panic_threshold)
 
     cdef tuple _layout(self, tuple endpoints):
         raise NotImplementedError
@@ -130,11 +130,15 @@ cdef class HashBalancer(Balancer):
         cdef _HashPicker picker = self._picker
         if picker.size == 0:
             raise self._no_endpoints()
+        if self._note_picks:
+            self._note_pick()
         if self._loads is None:
             return picker.endpoints[picker.slots[_slot(key_hash, picker.size)]]
         return picker.endpoints[_bounded(self, picker, _slot(key_hash, picker.size))]
 
     cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2:
+        if self._note_picks:
+            self._note_pick()
         cdef _HashPicker picker = self._picker
         if picker.size == 0:
             return -1
@@ -172,7 +176,7 @@ cdef class HashBalancer(Balancer):
         cdef Py_ssize_t j, n
         cdef uint64_t key_hash, size = picker.size
         cdef const int32_t* slots = picker.slots
-        if self._loads is not None:
+        if self._loads is not None or self._note_picks:
             return Balancer.pick_many(self, keys)  # each key probed and counted, in C
         view = buffer_keys(keys)
         if view is None:
@@ -199,8 +203,8 @@ cdef class HashBalancer(Balancer):
 
     def _check(self):
         Balancer._check(self)
-        check_picker(self._picker, self._endpoints, self._failed, self._layout(self._endpoints),
+        check_picker(self._picker, self._endpoints, self._skipped, self._layout(self._endpoints),
                      self.table_size)
         assert (self._loads is None) == (self._percent == 0)
         if self._loads is not None:
-            self._loads.check(self._endpoints, pickable_indices(self._endpoints, self._failed))
+            self._loads.check(self._endpoints, pickable_indices(self._endpoints, self._skipped))

@@ -19,6 +19,10 @@
 # (pick returns the objects of the endpoint tuple, so release usually gets one of them
 # back): no Python hashing on the hot path.  Another object for the same ip:port (one
 # from before an update, or built by the caller) falls back to a dict by (ip, port).
+#
+# Slow start: while an endpoint ramps up, every pickable endpoint's load is divided by
+# its ramped weight (lbcore._shared.slow_start; lc takes every weight as 1 first), so
+# the same tree orders active/ramped weight exactly; the weights stay below 2**31.
 
 cimport cython
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
@@ -36,6 +40,7 @@ from lbcore._fast.tournament cimport (
 )
 
 from lbcore._shared.endpoint_state import endpoint_key, pickable_indices
+from lbcore._shared.slow_start import DEFAULT_AGGRESSION, DEFAULT_MIN_WEIGHT, make_slow_start
 from lbcore.errors import ConfigError
 from lbcore.models import Endpoint
 
@@ -84,13 +89,13 @@ cdef class _Loads:
         PyMem_Free(self.node)
         PyMem_Free(self.slots)
 
-    cdef int build(self, tuple endpoints, list pickable, bint weighted, _Loads before) except -1:
+    cdef int build(self, tuple endpoints, list pickable, list weights, str scheduler, _Loads before) except -1:
         # Mirrors LeastConnection._rebuild of the pure twin.
         cdef Py_ssize_t i, j, capacity = 8
         cdef Load* load
         cdef key_t scaled
         cdef uint64_t h
-        self.scheduler = "wlc" if weighted else "lc"
+        self.scheduler = scheduler
         self.endpoints = endpoints
         self.n = len(endpoints)
         self.index_of = {endpoint_key(e): i for i, e in enumerate(endpoints)}
@@ -120,7 +125,7 @@ cdef class _Loads:
         for j, i in enumerate(pickable):
             load = &self.load[i]
             load.leaf = self.size + j
-            load.weight = endpoints[i].weight if weighted else 1
+            load.weight = weights[j]
             load.step = <uint64_t>(SCALE // load.weight)
             load.step_rem = <uint64_t>(SCALE % load.weight)
             scaled = <key_t>load.active * SCALE
@@ -186,7 +191,7 @@ cdef class _Loads:
 
 
 cdef _Loads _NO_LOADS = _Loads.__new__(_Loads)
-_NO_LOADS.build((), [], False, _NO_LOADS)
+_NO_LOADS.build((), [], [], "lc", _NO_LOADS)
 
 
 # Not final: WeightedLeastConnection is this class with weighted=True.
@@ -195,6 +200,14 @@ cdef class LeastConnection(Balancer):
 
     Ties go to the first endpoint in list order, as in IPVS.  `pick` and `release` are
     O(log n).
+
+    ``slow_start`` (seconds; None or 0: off) ramps an endpoint added by `update` or
+    healthy again after `mark_failed` up over that window by Envoy's rule: its weight (lc:
+    1) times ``max((t / window) ** (1 / slow_start_aggression), slow_start_min_weight /
+    100)``; the endpoints given at construction do not ramp (all alike: no share would
+    change).  The weights are refreshed on a pick at most every 1 % of the window
+    (``clock``: monotonic seconds).  ``panic_threshold`` (percent; None: off): while
+    fewer endpoints than that are healthy, picks ignore the failure marks (`panic`).
 
     >>> from lbcore import Endpoint
     >>> a, b = Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)
@@ -209,12 +222,17 @@ cdef class LeastConnection(Balancer):
     cdef bint _weighted
     cdef _Loads _loads
 
-    def __init__(self, endpoints=(), *, weighted=False):
+    def __init__(
+        self, endpoints=(), *, weighted=False, slow_start=None,
+        slow_start_aggression=DEFAULT_AGGRESSION, slow_start_min_weight=DEFAULT_MIN_WEIGHT,
+        clock=None, panic_threshold=None,
+    ):
         if type(weighted) is not bool:
             raise ConfigError("weighted", weighted, "must be true or false")
+        ramp = make_slow_start(slow_start, slow_start_aggression, slow_start_min_weight, clock)
         self._weighted = weighted
         self._loads = _NO_LOADS
-        Balancer.__init__(self, endpoints)
+        Balancer.__init__(self, endpoints, panic_threshold=panic_threshold, ramp=ramp)
 
     @property
     def scheduler(self):
@@ -223,7 +241,9 @@ cdef class LeastConnection(Balancer):
 
     cdef int _rebuild(self, tuple endpoints, list pickable) except -1:
         cdef _Loads loads = _Loads.__new__(_Loads)
-        loads.build(endpoints, pickable, self._weighted, self._loads)
+        own = [endpoints[i].weight if self._weighted else 1 for i in pickable]
+        ramped = self._ramped(endpoints, pickable, own)
+        loads.build(endpoints, pickable, own if ramped is None else ramped, self.scheduler, self._loads)
         self._loads = loads
         return 0
 
@@ -231,6 +251,8 @@ cdef class LeastConnection(Balancer):
     @cython.wraparound(False)
     def pick(self, key=None):
         """The least loaded endpoint, now counted one connection more; O(log n)."""
+        if self._note_picks:
+            self._note_pick()
         cdef _Loads loads = self._loads
         cdef Py_ssize_t index = loads.pick()
         if index < 0:
@@ -238,6 +260,8 @@ cdef class LeastConnection(Balancer):
         return loads.endpoints[index]
 
     cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2:
+        if self._note_picks:
+            self._note_pick()
         return self._loads.pick()
 
     def release(self, endpoint):
@@ -265,7 +289,7 @@ cdef class LeastConnection(Balancer):
         cdef Load* load
         assert loads.endpoints is self._endpoints
         assert loads.index_of == {endpoint_key(e): i for i, e in enumerate(self._endpoints)}
-        pickable = pickable_indices(self._endpoints, self._failed)
+        pickable = pickable_indices(self._endpoints, self._skipped)
         leaves = {}
         for i in range(loads.n):
             load = &loads.load[i]
@@ -273,8 +297,9 @@ cdef class LeastConnection(Balancer):
             assert loads.find(self._endpoints[i]) == i
             if load.leaf:
                 leaves[i] = load.leaf
-                weight = self._endpoints[i].weight if self._weighted else 1
-                assert load.weight == weight
+                weight = load.weight
+                if not self._ramping:
+                    assert weight == (self._endpoints[i].weight if self._weighted else 1)
                 scaled = (<object>load.active) << 62
                 assert key_to_int(loads.node[load.leaf]) == (scaled // weight) << 32 | i
                 assert load.rem == scaled % weight
@@ -299,5 +324,5 @@ cdef class WeightedLeastConnection(LeastConnection):
     'wlc'
     """
 
-    def __init__(self, endpoints=()):
-        LeastConnection.__init__(self, endpoints, weighted=True)
+    def __init__(self, endpoints=(), **options):
+        LeastConnection.__init__(self, endpoints, weighted=True, **options)

@@ -30,6 +30,7 @@ from lbcore._fast.tournament cimport EMPTY_KEY, key_t, key_to_int, tree_size
 import random
 
 from lbcore._shared.endpoint_state import pickable_indices
+from lbcore._shared.slow_start import DEFAULT_AGGRESSION, DEFAULT_MIN_WEIGHT, make_slow_start
 from lbcore.errors import ConfigError
 from lbcore.models import check_int
 
@@ -146,6 +147,15 @@ cdef class LeastRequest(Balancer):
     O(log n) for the schedule); counts survive `update` as lc's do.  ``rng`` (a
     ``random.Random`` or an int seed) makes the draws repeatable.
 
+    ``slow_start`` (seconds; None or 0: off) ramps an endpoint added by `update` or
+    healthy again after `mark_failed` up over that window by Envoy's rule: weight times
+    ``max((t / window) ** (1 / slow_start_aggression), slow_start_min_weight / 100)``,
+    picked by the deadline schedule meanwhile; the endpoints given at construction do
+    not ramp (all alike: no share would change).  The weights are refreshed on a pick at
+    most every 1 % of the window (``clock``: monotonic seconds).  ``panic_threshold``
+    (percent; None: off): while fewer endpoints than that are healthy, picks ignore the
+    failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> a, b = Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)
     >>> p2c = LeastRequest([a, b], rng=42)
@@ -164,13 +174,18 @@ cdef class LeastRequest(Balancer):
     cdef Loads _loads
     cdef _Picker _picker
 
-    def __init__(self, endpoints=(), *, choice_count=2, active_request_bias=1.0, rng=None):
+    def __init__(
+        self, endpoints=(), *, choice_count=2, active_request_bias=1.0, rng=None,
+        slow_start=None, slow_start_aggression=DEFAULT_AGGRESSION,
+        slow_start_min_weight=DEFAULT_MIN_WEIGHT, clock=None, panic_threshold=None,
+    ):
         self._choice_count = check_int("choice_count", choice_count, 2, MAX_CHOICE_COUNT)
         self._bias = _check_bias(active_request_bias)
+        ramp = make_slow_start(slow_start, slow_start_aggression, slow_start_min_weight, clock)
         self._state = _seed(rng)
         self._loads = Loads("p2c", (), (), None)
         self._picker = _Picker()
-        Balancer.__init__(self, endpoints)
+        Balancer.__init__(self, endpoints, panic_threshold=panic_threshold, ramp=ramp)
 
     @property
     def choice_count(self):
@@ -201,7 +216,10 @@ cdef class LeastRequest(Balancer):
             raise MemoryError()
         for j in range(n):
             picker.pickable[j] = pickable[j]
-        if len({endpoints[i].weight for i in pickable}) > 1:
+        own = [endpoints[i].weight for i in pickable]
+        ramped = self._ramped(endpoints, pickable, own)
+        if len(set(own)) > 1 or (ramped is not None and pickable):
+            weights = own if ramped is None else ramped
             picker.size = tree_size(n)
             picker.node = <key_t*>PyMem_Malloc(2 * picker.size * sizeof(key_t))
             picker.leaf_of = <int32_t*>PyMem_Malloc(2 * picker.size * sizeof(int32_t))
@@ -209,7 +227,7 @@ cdef class LeastRequest(Balancer):
             if picker.node == NULL or picker.leaf_of == NULL or picker.inverse == NULL:
                 raise MemoryError()
             for j in range(n):
-                picker.inverse[pickable[j]] = 1.0 / <double>endpoints[pickable[j]].weight
+                picker.inverse[pickable[j]] = 1.0 / <double>weights[j]
             # EdfScheduler::add for each endpoint in list order, at time 0.
             for j in range(picker.size):
                 picker.node[picker.size + j] = EMPTY_KEY
@@ -251,6 +269,8 @@ cdef class LeastRequest(Balancer):
     @cython.boundscheck(False)
     @cython.wraparound(False)
     cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2:
+        if self._note_picks:
+            self._note_pick()
         cdef _Picker picker = self._picker
         cdef Loads loads = self._loads
         cdef int32_t index
@@ -329,15 +349,17 @@ cdef class LeastRequest(Balancer):
         Balancer._check(self)
         cdef _Picker picker = self._picker
         cdef Py_ssize_t j, p
-        pickable = pickable_indices(self._endpoints, self._failed)
+        pickable = pickable_indices(self._endpoints, self._skipped)
         self._loads.check(self._endpoints, pickable)
         assert [picker.pickable[j] for j in range(picker.n)] == pickable
         weighted = len({self._endpoints[i].weight for i in pickable}) > 1
-        assert (picker.size != 0) == weighted
-        if weighted:
+        schedule = weighted or (len(pickable) > 0 and self._ramping == 1)
+        assert (picker.size != 0) == schedule
+        if picker.size:
             size = picker.size
             for j in range(picker.n):
-                assert picker.inverse[pickable[j]] == 1.0 / self._endpoints[pickable[j]].weight
+                if not self._ramping:
+                    assert picker.inverse[pickable[j]] == 1.0 / self._endpoints[pickable[j]].weight
                 assert picker.leaf_of[size + j] == j
                 assert _deadline(picker.node[size + j]) >= picker.now
                 assert <uint64_t>picker.node[size + j] < picker.order

@@ -28,6 +28,9 @@ cdef class Maglev(HashBalancer):
     its weight share)`` connections: a key whose endpoint is full goes to the owner of
     the next slot with room (then `release` must be called; O(1) expected).
 
+    ``panic_threshold`` (percent; None: off): while fewer endpoints than that are healthy,
+    picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> endpoints = [Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)]
     >>> a = Maglev(endpoints, table_size=251)
@@ -38,8 +41,10 @@ cdef class Maglev(HashBalancer):
 
     scheduler = "mh"
 
-    def __init__(self, endpoints=(), *, table_size=MAGLEV_DEFAULT, balance_factor=None):
-        HashBalancer.__init__(self, endpoints, check_maglev_table_size(table_size), balance_factor)
+    def __init__(self, endpoints=(), *, table_size=MAGLEV_DEFAULT, balance_factor=None, panic_threshold=None):
+        HashBalancer.__init__(
+            self, endpoints, check_maglev_table_size(table_size), balance_factor, panic_threshold
+        )
 
     cdef tuple _layout(self, tuple endpoints):
         check_maglev_fit(self.table_size, len(endpoints))

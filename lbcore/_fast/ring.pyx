@@ -279,6 +279,9 @@ cdef class RingHash(Balancer):
     in the pure twin), `update` O(P log P) for P points (160 per endpoint, 1024 to
     65536 in all).
 
+    ``panic_threshold`` (percent; None: off): while fewer endpoints than that are healthy,
+    picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> endpoints = [Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80), Endpoint("10.0.0.3", 80)]
     >>> ring = RingHash(endpoints)
@@ -297,14 +300,14 @@ cdef class RingHash(Balancer):
     cdef readonly _Ring _ring
     cdef Loads _loads
 
-    def __init__(self, endpoints=(), *, hash="xxh64", balance_factor=None):
+    def __init__(self, endpoints=(), *, hash="xxh64", balance_factor=None, panic_threshold=None):
         self._ketama = check_ring_hash(hash) == "ketama"
         self._balance_factor = None if balance_factor is None else check_balance_factor(balance_factor)
         self._percent = 0 if balance_factor is None else balance_percent(balance_factor)
         self._needs_key = True
         self._ring = _NO_RING
         self._loads = Loads("ring", (), (), None) if self._percent else None
-        Balancer.__init__(self, endpoints)
+        Balancer.__init__(self, endpoints, panic_threshold=panic_threshold)
 
     @property
     def hash(self):
@@ -352,6 +355,8 @@ cdef class RingHash(Balancer):
     @cython.boundscheck(False)
     @cython.wraparound(False)
     cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2:
+        if self._note_picks:
+            self._note_pick()
         cdef _Ring ring = self._ring
         cdef Py_ssize_t index
         if not ring.usable:
@@ -431,7 +436,7 @@ cdef class RingHash(Balancer):
             assert ring.start[len(ring.starts) - 1] == ring.size
         else:
             assert ring.size == 0
-        pickable = pickable_indices(self._endpoints, self._failed)
+        pickable = pickable_indices(self._endpoints, self._skipped)
         usable = set(pickable)
         check_resolution(ring.owners, [i if i in usable else -1 for i in entries], ring.resolved)
         assert (self._loads is None) == (self._percent == 0)

@@ -34,6 +34,9 @@ cdef class RoundRobin(Balancer):
     Over any ``k * n`` consecutive picks each of the ``n`` pickable endpoints gets
     exactly ``k``.  `pick` is O(1).
 
+    ``panic_threshold`` (percent; None: off): while fewer endpoints than that are healthy,
+    picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> b = RoundRobin([Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)], rng=random.Random(1))
     >>> sorted(b.pick().ip for _ in range(2))
@@ -44,11 +47,11 @@ cdef class RoundRobin(Balancer):
     cdef Cycle _cycle
     cdef Py_ssize_t _cursor
 
-    def __init__(self, endpoints=(), *, rng=None):
+    def __init__(self, endpoints=(), *, rng=None, panic_threshold=None):
         self._cycle = Cycle((), ())
         # A free-running position; reduced modulo the cycle length on each rebuild.
         self._cursor = (rng if rng is not None else random.Random()).getrandbits(32)
-        Balancer.__init__(self, endpoints)
+        Balancer.__init__(self, endpoints, panic_threshold=panic_threshold)
 
     cdef int _rebuild(self, tuple endpoints, list pickable) except -1:
         cdef Cycle cycle = Cycle(tuple([endpoints[i] for i in pickable]), tuple(pickable))
@@ -66,6 +69,8 @@ cdef class RoundRobin(Balancer):
     @cython.wraparound(False)
     def pick(self, key=None):
         """The next endpoint in the cycle; O(1).  key is ignored."""
+        if self._note_picks:
+            self._note_pick()
         cdef Cycle cycle = self._cycle
         if cycle.n == 0:
             raise self._no_endpoints()
@@ -74,6 +79,8 @@ cdef class RoundRobin(Balancer):
     @cython.boundscheck(False)
     @cython.wraparound(False)
     cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2:
+        if self._note_picks:
+            self._note_pick()
         cdef Cycle cycle = self._cycle
         if cycle.n == 0:
             return -1
@@ -81,6 +88,6 @@ cdef class RoundRobin(Balancer):
 
     def _check(self):
         Balancer._check(self)
-        assert list(self._cycle.indices) == pickable_indices(self._endpoints, self._failed)
+        assert list(self._cycle.indices) == pickable_indices(self._endpoints, self._skipped)
         assert self._cycle.endpoints == tuple([self._endpoints[i] for i in self._cycle.indices])
         assert not self._cycle.n or 0 <= self._cursor < self._cycle.n

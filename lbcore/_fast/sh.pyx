@@ -17,6 +17,9 @@ cdef class SourceHash(BucketHash):
     ends, so endpoints early in the list get up to one cycle more: a table much larger
     than the total weight spreads more evenly.  `update` is O(table_size); `pick` is O(1).
 
+    ``panic_threshold`` (percent; None: off): while fewer endpoints than that are healthy,
+    picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> b = SourceHash([Endpoint("10.0.0.1", 80, weight=3), Endpoint("10.0.0.2", 80)])
     >>> b.pick("198.51.100.4") == b.pick("198.51.100.4")

@@ -18,6 +18,9 @@
 # next period (bit 96).  When the earliest key has that bit every key has it, and one
 # pass clears it everywhere, which keeps the order: O(n) once per period of L >= n
 # picks.
+#
+# Slow start: while an endpoint ramps up, the picker is built over the ramped integer
+# weights of lbcore._shared.slow_start, as in the pure twin.
 
 cimport cython
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
@@ -38,6 +41,7 @@ import math
 import random
 
 from lbcore._shared.endpoint_state import pickable_indices
+from lbcore._shared.slow_start import DEFAULT_AGGRESSION, DEFAULT_MIN_WEIGHT, make_slow_start
 
 __all__ = ["WeightedRoundRobin", "swrr_cycle", "reduced_weights", "MAX_CYCLE", "MAX_CYCLE_WORK"]
 
@@ -264,6 +268,14 @@ cdef class WeightedRoundRobin(Balancer):
     ``weight`` times, interleaved as nginx does.  `pick` is O(1) (O(log n) for the
     rare weight sets whose cycle is too long to compute ahead).
 
+    ``slow_start`` (seconds; None or 0: off) ramps an endpoint added by `update` or
+    healthy again after `mark_failed` up over that window by Envoy's rule: weight times
+    ``max((t / window) ** (1 / slow_start_aggression), slow_start_min_weight / 100)``;
+    the endpoints given at construction do not ramp (all alike: no share would change).
+    The weights are refreshed on a pick at most every 1 % of the window (``clock``:
+    monotonic seconds).  ``panic_threshold`` (percent; None: off): while fewer endpoints
+    than that are healthy, picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> endpoints = [Endpoint(f"10.0.0.{i}", 80, weight=w) for i, w in ((1, 5), (2, 1), (3, 1))]
     >>> wrr = WeightedRoundRobin(endpoints, rng=random.Random(0))
@@ -275,13 +287,20 @@ cdef class WeightedRoundRobin(Balancer):
     cdef Cycle _cycle
     cdef _Deadlines _deadlines
     cdef Py_ssize_t _cursor
+    cdef list _weights   # the reduced weights of the picker, ramped or not
 
-    def __init__(self, endpoints=(), *, rng=None):
+    def __init__(
+        self, endpoints=(), *, rng=None, slow_start=None,
+        slow_start_aggression=DEFAULT_AGGRESSION, slow_start_min_weight=DEFAULT_MIN_WEIGHT,
+        clock=None, panic_threshold=None,
+    ):
+        ramp = make_slow_start(slow_start, slow_start_aggression, slow_start_min_weight, clock)
         self._cycle = _NO_CYCLE
         self._deadlines = None
+        self._weights = []
         # A free-running position; reduced modulo the period on each rebuild.
         self._cursor = (rng if rng is not None else random.Random()).getrandbits(32)
-        Balancer.__init__(self, endpoints)
+        Balancer.__init__(self, endpoints, panic_threshold=panic_threshold, ramp=ramp)
 
     cdef object _position(self):
         return self._deadlines.position() if self._deadlines is not None else self._cursor
@@ -290,8 +309,11 @@ cdef class WeightedRoundRobin(Balancer):
         position = self._position()
         cdef Cycle cycle = _NO_CYCLE
         cdef _Deadlines deadlines = None
+        weights = []
+        own = [endpoints[i].weight for i in pickable]
+        ramped = self._ramped(endpoints, pickable, own)
         if pickable:
-            weights = reduced_weights([endpoints[i].weight for i in pickable])
+            weights = reduced_weights(own if ramped is None else ramped)
             position %= sum(weights)
             if _fits_cycle(weights):
                 order = [pickable[p] for p in swrr_cycle(weights)]
@@ -304,6 +326,7 @@ cdef class WeightedRoundRobin(Balancer):
         self._deadlines = deadlines
         self._cycle = cycle
         self._cursor = position
+        self._weights = weights
         return 0
 
     cdef inline Py_ssize_t _advance(self, Py_ssize_t n) noexcept:
@@ -315,6 +338,8 @@ cdef class WeightedRoundRobin(Balancer):
     @cython.wraparound(False)
     def pick(self, key=None):
         """The next endpoint of the smooth weighted cycle; O(1).  key is ignored."""
+        if self._note_picks:
+            self._note_pick()
         cdef Cycle cycle = self._cycle
         if cycle.n:
             return cycle.endpoints[self._advance(cycle.n)]
@@ -325,6 +350,8 @@ cdef class WeightedRoundRobin(Balancer):
     @cython.boundscheck(False)
     @cython.wraparound(False)
     cdef Py_ssize_t _pick_index(self, uint64_t key_hash) except -2:
+        if self._note_picks:
+            self._note_pick()
         cdef Cycle cycle = self._cycle
         if cycle.n:
             return <Py_ssize_t>cycle.indices[self._advance(cycle.n)]
@@ -334,11 +361,14 @@ cdef class WeightedRoundRobin(Balancer):
 
     def _check(self):
         Balancer._check(self)
-        pickable = pickable_indices(self._endpoints, self._failed)
+        pickable = pickable_indices(self._endpoints, self._skipped)
         if not pickable:
             assert self._cycle.n == 0 and self._deadlines is None
             return
-        weights = reduced_weights([self._endpoints[i].weight for i in pickable])
+        weights = self._weights
+        assert len(weights) == len(pickable)
+        if not self._ramping:
+            assert weights == reduced_weights([self._endpoints[i].weight for i in pickable])
         if self._deadlines is None:
             assert _fits_cycle(weights)
             assert self._cycle.indices == tuple([pickable[p] for p in swrr_cycle(weights)])

@@ -5,6 +5,13 @@ rebuilt by `update` and swapped in with one attribute store), and mutable load s
 keyed by endpoint address that survives updates (a cursor, connection counts, marks of
 passive health).  Subclasses implement `_rebuild` and `_pick_index` (and override
 `pick` where a faster path pays).
+
+Two options every balancer shares are decided here, when the endpoints or the marks
+change, never per pick: the panic threshold (lbcore/_shared/panic.py: below it the
+picker is built as if nothing were marked failed) and slow start
+(lbcore/_shared/slow_start.py: the schedulers that ramp ask `_ramped` for their weights).
+A pick pays one flag test for both while neither is at work: ``_note_picks`` says that
+a pick must first call `_note_pick` (to count a pick in panic, or to refresh a ramp).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from .._shared.endpoint_state import (
 )
 from .._shared.key_buffers import buffer_keys
 from .._shared.lease import Lease
+from .._shared.panic import NO_MARKS, check_panic_threshold, in_panic
+from .._shared.slow_start import SlowStart
 from ..models import Endpoint
 from .hashing import key_hash
 
@@ -32,11 +41,23 @@ class Balancer:
     scheduler = ""
     #: Whether `pick` needs a key (hash schedulers).
     needs_key = False
-    __slots__ = ("_endpoints", "_failed", "__weakref__")
+    __slots__ = (
+        "_endpoints", "_failed", "_skipped", "_panic_threshold", "_panic", "_panic_picks",
+        "_ramp", "_ramping", "_note_picks", "__weakref__",
+    )
 
-    def __init__(self, endpoints: Iterable[Endpoint] = ()) -> None:
+    def __init__(
+        self, endpoints: Iterable[Endpoint] = (), *, panic_threshold: float | None = None,
+        ramp: SlowStart | None = None,
+    ) -> None:
+        self._panic_threshold = check_panic_threshold(panic_threshold)
+        self._ramp = ramp
         self._endpoints: tuple[Endpoint, ...] = ()
         self._failed: frozenset = frozenset()
+        # The marks the picker obeys: the failure marks, or none in panic.
+        self._skipped: frozenset = frozenset()
+        self._panic = self._ramping = self._note_picks = False
+        self._panic_picks = 0
         self.update(endpoints)
 
     @property
@@ -52,9 +73,56 @@ class Balancer:
         """
         endpoints = check_endpoints(endpoints)
         failed = surviving_failures(self._failed, endpoints)
-        self._rebuild(endpoints, pickable_indices(endpoints, failed))
+        if self._ramp is not None:
+            self._ramp.track(endpoints)
+        self._publish(endpoints, failed)
         self._endpoints = endpoints
         self._failed = failed
+
+    @property
+    def panic_threshold(self) -> float | None:
+        """The panic threshold in percent (``None``: off)."""
+        return self._panic_threshold
+
+    @property
+    def panic(self) -> bool:
+        """Whether fewer than `panic_threshold` percent of the endpoints that take new
+        connections are healthy, so that picks ignore the failure marks."""
+        return self._panic
+
+    @property
+    def panic_picks(self) -> int:
+        """Picks made in panic (Envoy's ``lb_healthy_panic``), since construction."""
+        return self._panic_picks
+
+    @property
+    def slow_start(self) -> float | None:
+        """The slow start window in seconds (``None``: off)."""
+        return None if self._ramp is None else self._ramp.window
+
+    def _publish(self, endpoints: tuple[Endpoint, ...], failed: frozenset) -> None:
+        # Panic and the ramps are decided here, once per change, not per pick.
+        panic = in_panic(endpoints, failed, self._panic_threshold)
+        skipped = NO_MARKS if panic else failed
+        self._rebuild(endpoints, pickable_indices(endpoints, skipped))
+        self._skipped, self._panic = skipped, panic
+        self._ramping = self._ramp is not None and bool(self._ramp.started)
+        self._note_picks = panic or self._ramping
+
+    def _ramped(self, endpoints: tuple[Endpoint, ...], pickable: list[int], weights: list[int]) -> list[int] | None:
+        """The weights of ``pickable`` while some endpoint ramps up, else None."""
+        return None if self._ramp is None else self._ramp.weights(endpoints, pickable, weights)
+
+    def _ramp_factors(self) -> dict[tuple[str, int], float]:
+        """The factor of each endpoint ramping up now, by address (tests and stats)."""
+        return {} if self._ramp is None else self._ramp.ramping()
+
+    def _note_pick(self) -> None:
+        """Before a pick in panic or while an endpoint ramps: count it, refresh the ramp."""
+        if self._panic:
+            self._panic_picks += 1
+        if self._ramping and self._ramp.clock() >= self._ramp.refresh_at:
+            self._publish(self._endpoints, self._failed)
 
     def mark_failed(self, endpoint: Endpoint) -> None:
         """Passive health: no new picks for ``endpoint`` until `mark_healthy`.
@@ -72,7 +140,9 @@ class Balancer:
         if failed == (key in self._failed) or key not in {endpoint_key(e) for e in self._endpoints}:
             return
         marks = self._failed | {key} if failed else self._failed - {key}
-        self._rebuild(self._endpoints, pickable_indices(self._endpoints, marks))
+        if not failed and self._ramp is not None:
+            self._ramp.restart(key)  # back from a failure: it ramps up again (Envoy)
+        self._publish(self._endpoints, marks)
         self._failed = marks
 
     def release(self, endpoint: Endpoint) -> None:
@@ -128,7 +198,10 @@ class Balancer:
         raise NotImplementedError
 
     def _pick_index(self, key_hash: int) -> int:
-        """Index into the endpoints of the next pick, or -1 if none can take it."""
+        """Index into the endpoints of the next pick, or -1 if none can take it.
+
+        Every implementation (and every `pick` that does not call it) first calls
+        `_note_pick` when ``_note_picks`` is set."""
         raise NotImplementedError
 
     def _count(self, index: int) -> None:
@@ -140,6 +213,12 @@ class Balancer:
     def _check(self) -> None:
         """Assert the invariants every balancer keeps (tests call this after each step)."""
         assert self._failed <= {endpoint_key(e) for e in self._endpoints}
+        self._check_panic()
+
+    def _check_panic(self) -> None:
+        assert self._panic == in_panic(self._endpoints, self._failed, self._panic_threshold)
+        assert self._skipped == (NO_MARKS if self._panic else self._failed)
+        assert self._note_picks == (self._panic or self._ramping)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self._endpoints)!r})"

@@ -54,8 +54,10 @@ class BucketHash(HashBalancer):
 
     __slots__ = ()
 
-    def __init__(self, endpoints: Any = (), *, table_size: int = BUCKETS_DEFAULT) -> None:
-        super().__init__(endpoints, check_bucket_table_size(table_size))
+    def __init__(
+        self, endpoints: Any = (), *, table_size: int = BUCKETS_DEFAULT, panic_threshold: float | None = None
+    ) -> None:
+        super().__init__(endpoints, check_bucket_table_size(table_size), panic_threshold=panic_threshold)
 
     def _turns(self, endpoints: tuple[Endpoint, ...]) -> tuple[int, ...]:
         """How many consecutive buckets each endpoint takes per cycle."""

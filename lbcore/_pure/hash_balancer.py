@@ -96,14 +96,17 @@ class HashBalancer(Balancer):
     needs_key = True
     __slots__ = ("_table_size", "_picker", "_balance_factor", "_percent", "_loads")
 
-    def __init__(self, endpoints: Any, table_size: int, balance_factor: float | None = None) -> None:
+    def __init__(
+        self, endpoints: Any, table_size: int, balance_factor: float | None = None,
+        panic_threshold: float | None = None,
+    ) -> None:
         self._table_size = table_size
         self._balance_factor = None if balance_factor is None else check_balance_factor(balance_factor)
         self._percent = 0 if balance_factor is None else balance_percent(balance_factor)
         self._loads = Loads(self.scheduler, (), (), None) if self._percent else None
         # No endpoints yet (None, not (): the first update must not look like a failure mark).
         self._picker = _HashPicker(None, None, array("i"), [], array("i"))
-        super().__init__(endpoints)
+        super().__init__(endpoints, panic_threshold=panic_threshold)
 
     @property
     def table_size(self) -> int:
@@ -158,11 +161,13 @@ class HashBalancer(Balancer):
         picker = self._picker
         if not picker.size:
             raise self._no_endpoints()
-        if self._loads is None:
+        if self._loads is None and not self._note_picks:
             return picker.endpoints[picker.resolved[((key_hash >> 32) * picker.size) >> 32]]
         return picker.endpoints[self._pick_index(key_hash)]
 
     def _pick_index(self, key_hash: int) -> int:
+        if self._note_picks:
+            self._note_pick()
         picker = self._picker
         if not picker.size:
             return -1
@@ -197,8 +202,8 @@ class HashBalancer(Balancer):
 
     def _check(self) -> None:
         super()._check()
-        check_picker(self._picker, self._endpoints, self._failed, self._layout(self._endpoints),
+        check_picker(self._picker, self._endpoints, self._skipped, self._layout(self._endpoints),
                      self._table_size)
         assert (self._loads is None) == (self._percent == 0)
         if self._loads is not None:
-            self._loads.check(self._endpoints, pickable_indices(self._endpoints, self._failed))
+            self._loads.check(self._endpoints, pickable_indices(self._endpoints, self._skipped))

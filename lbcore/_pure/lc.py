@@ -14,6 +14,11 @@ are kept by endpoint address, so an endpoint that stays across `update` keeps it
 the set takes its count with it, and a later release of it is ignored.  IPVS weighs
 inactive connections in too (``active * 256 + inactive``); a userspace proxy has only
 active ones.
+
+Slow start (lbcore/_shared/slow_start.py): while an endpoint ramps up, loads are
+active/ramped weight (lc: every weight taken as 1, times 1024, a ramping one times its
+factor too), compared by cross-multiplication as wlc's are, so a ramping endpoint holds
+about its factor's share of what the others hold.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Iterable
 from sortedcontainers import SortedList
 
 from .._shared.endpoint_state import endpoint_key, pickable_indices
+from .._shared.slow_start import DEFAULT_AGGRESSION, DEFAULT_MIN_WEIGHT, make_slow_start
 from ..errors import ConfigError
 from ..models import Endpoint
 from .balancer import Balancer
@@ -37,24 +43,33 @@ MAX_ACTIVE = 2**31 - 1
 class _Loads:
     """The lc/wlc picker and the counts it orders by, swapped in whole by `_rebuild`.
 
-    ``active`` maps each endpoint's address to its active connections; ``order`` holds
-    ``(load, index)`` for every pickable endpoint, least loaded first.
+    ``active`` maps each endpoint's address to its active connections; ``weights`` each
+    pickable endpoint's index to the weight its load is divided by, when ``by_ratio``
+    (wlc, or a ramp); ``order`` holds ``(load, index)`` for every pickable endpoint,
+    least loaded first.
     """
 
-    __slots__ = ("endpoints", "index_of", "active", "pickable", "order")
+    __slots__ = ("endpoints", "index_of", "active", "weights", "by_ratio", "order")
 
     def __init__(
         self,
         endpoints: tuple[Endpoint, ...],
         active: dict[tuple[str, int], int],
-        pickable: frozenset[int],
+        weights: dict[int, int],
+        by_ratio: bool,
         order: SortedList,
     ) -> None:
         self.endpoints = endpoints
         self.index_of = {endpoint_key(e): i for i, e in enumerate(endpoints)}
         self.active = active
-        self.pickable = pickable
+        self.weights = weights
+        self.by_ratio = by_ratio
         self.order = order
+
+    def load(self, active: int, index: int) -> Any:
+        # wlc: active/weight as an exact fraction; Fraction compares a/b < c/d as
+        # a*d < c*b, the cross-multiplication of ip_vs_wlc.c.  lc: the count alone.
+        return Fraction(active, self.weights[index]) if self.by_ratio else active
 
 
 class LeastConnection(Balancer):
@@ -62,6 +77,14 @@ class LeastConnection(Balancer):
 
     Ties go to the first endpoint in list order, as in IPVS.  `pick` and `release` are
     O(log n).
+
+    ``slow_start`` (seconds; None or 0: off) ramps an endpoint added by `update` or
+    healthy again after `mark_failed` up over that window by Envoy's rule: its weight (lc:
+    1) times ``max((t / window) ** (1 / slow_start_aggression), slow_start_min_weight /
+    100)``; the endpoints given at construction do not ramp (all alike: no share would
+    change).  The weights are refreshed on a pick at most every 1 % of the window
+    (``clock``: monotonic seconds).  ``panic_threshold`` (percent; None: off): while
+    fewer endpoints than that are healthy, picks ignore the failure marks (`panic`).
 
     >>> from lbcore import Endpoint
     >>> a, b = Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)
@@ -75,31 +98,38 @@ class LeastConnection(Balancer):
 
     __slots__ = ("_weighted", "_loads")
 
-    def __init__(self, endpoints: Iterable[Endpoint] = (), *, weighted: bool = False) -> None:
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint] = (),
+        *,
+        weighted: bool = False,
+        slow_start: float | None = None,
+        slow_start_aggression: float = DEFAULT_AGGRESSION,
+        slow_start_min_weight: float = DEFAULT_MIN_WEIGHT,
+        clock: Any = None,
+        panic_threshold: float | None = None,
+    ) -> None:
         if type(weighted) is not bool:
             raise ConfigError("weighted", weighted, "must be true or false")
+        ramp = make_slow_start(slow_start, slow_start_aggression, slow_start_min_weight, clock)
         self._weighted = weighted
-        self._loads = _Loads((), {}, frozenset(), SortedList())
-        super().__init__(endpoints)
+        self._loads = _Loads((), {}, {}, False, SortedList())
+        super().__init__(endpoints, panic_threshold=panic_threshold, ramp=ramp)
 
     @property
     def scheduler(self) -> str:  # type: ignore[override]
         """``"wlc"`` when weighted, else ``"lc"``."""
         return "wlc" if self._weighted else "lc"
 
-    def _load(self, active: int, weight: int) -> Any:
-        # wlc: active/weight as an exact fraction; Fraction compares a/b < c/d as
-        # a*d < c*b, the cross-multiplication of ip_vs_wlc.c.  lc: the count alone.
-        return Fraction(active, weight) if self._weighted else active
-
     def _rebuild(self, endpoints: tuple[Endpoint, ...], pickable: list[int]) -> None:
         before = self._loads.active
         active = {endpoint_key(e): before.get(endpoint_key(e), 0) for e in endpoints}
-        order = SortedList(
-            (self._load(active[endpoint_key(endpoints[i])], endpoints[i].weight), i)
-            for i in pickable
-        )
-        self._loads = _Loads(endpoints, active, frozenset(pickable), order)
+        own = [endpoints[i].weight if self._weighted else 1 for i in pickable]
+        ramped = self._ramped(endpoints, pickable, own)
+        loads = _Loads(endpoints, active, dict(zip(pickable, own if ramped is None else ramped)),
+                       self._weighted or ramped is not None, SortedList())
+        loads.order.update((loads.load(active[endpoint_key(endpoints[i])], i), i) for i in pickable)
+        self._loads = loads
 
     def pick(self, key: Any = None) -> Endpoint:
         """The least loaded endpoint, now counted one connection more; O(log n).
@@ -118,6 +148,8 @@ class LeastConnection(Balancer):
         return self._loads.endpoints[index]
 
     def _pick_index(self, key_hash: int) -> int:
+        if self._note_picks:
+            self._note_pick()
         loads = self._loads
         if not loads.order:
             return -1
@@ -160,9 +192,9 @@ class LeastConnection(Balancer):
                 f"{self.scheduler}: {endpoint.address} has {MAX_ACTIVE} active connections;"
                 " release() the ones that ended"
             )
-        if index in loads.pickable:
-            loads.order.remove((self._load(active, endpoint.weight), index))
-            loads.order.add((self._load(active + delta, endpoint.weight), index))
+        if index in loads.weights:
+            loads.order.remove((loads.load(active, index), index))
+            loads.order.add((loads.load(active + delta, index), index))
         loads.active[key] = active + delta
 
     def _active_counts(self) -> dict[tuple[str, int], int]:
@@ -175,12 +207,14 @@ class LeastConnection(Balancer):
         assert loads.endpoints == self._endpoints
         assert set(loads.active) == {endpoint_key(e) for e in self._endpoints}
         assert all(0 <= n <= MAX_ACTIVE for n in loads.active.values())
-        pickable = pickable_indices(self._endpoints, self._failed)
-        assert loads.pickable == frozenset(pickable)
+        pickable = pickable_indices(self._endpoints, self._skipped)
+        assert set(loads.weights) == set(pickable)
+        if not self._ramping:
+            assert loads.by_ratio == self._weighted
+            assert loads.weights == {i: self._endpoints[i].weight if self._weighted else 1 for i in pickable}
         loads.order._check()
         assert list(loads.order) == sorted(
-            (self._load(loads.active[endpoint_key(self._endpoints[i])], self._endpoints[i].weight), i)
-            for i in pickable
+            (loads.load(loads.active[endpoint_key(self._endpoints[i])], i), i) for i in pickable
         )
 
 
@@ -197,5 +231,5 @@ class WeightedLeastConnection(LeastConnection):
 
     __slots__ = ()
 
-    def __init__(self, endpoints: Iterable[Endpoint] = ()) -> None:
-        super().__init__(endpoints, weighted=True)
+    def __init__(self, endpoints: Iterable[Endpoint] = (), **options: Any) -> None:
+        super().__init__(endpoints, weighted=True, **options)

@@ -33,6 +33,11 @@ runs the same generator in C, so given the same seed both twins pick the same se
 default: a fresh ``random.Random()``), and the state survives ``update()``.
 
 Active connections are counted as lc counts them (lbcore._pure.loads).
+
+Slow start (lbcore/_shared/slow_start.py): while an endpoint ramps up, the pick is the
+deadline schedule whatever the weights, over the ramped weights (Envoy switches its
+least request to the EDF schedule when hosts are in slow start), rebuilt at most every
+1 % of the window.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from bisect import insort
 from typing import Any, Iterable
 
 from .._shared.endpoint_state import pickable_indices
+from .._shared.slow_start import DEFAULT_AGGRESSION, DEFAULT_MIN_WEIGHT, make_slow_start
 from ..errors import ConfigError
 from ..models import Endpoint, check_int
 from .balancer import Balancer
@@ -118,6 +124,15 @@ class LeastRequest(Balancer):
     O(log n) for the schedule); counts survive `update` as lc's do.  ``rng`` (a
     ``random.Random`` or an int seed) makes the draws repeatable.
 
+    ``slow_start`` (seconds; None or 0: off) ramps an endpoint added by `update` or
+    healthy again after `mark_failed` up over that window by Envoy's rule: weight times
+    ``max((t / window) ** (1 / slow_start_aggression), slow_start_min_weight / 100)``,
+    picked by the deadline schedule meanwhile; the endpoints given at construction do
+    not ramp (all alike: no share would change).  The weights are refreshed on a pick at
+    most every 1 % of the window (``clock``: monotonic seconds).  ``panic_threshold``
+    (percent; None: off): while fewer endpoints than that are healthy, picks ignore the
+    failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> a, b = Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)
     >>> p2c = LeastRequest([a, b], rng=42)
@@ -139,13 +154,19 @@ class LeastRequest(Balancer):
         choice_count: int = 2,
         active_request_bias: float = 1.0,
         rng: Any = None,
+        slow_start: float | None = None,
+        slow_start_aggression: float = DEFAULT_AGGRESSION,
+        slow_start_min_weight: float = DEFAULT_MIN_WEIGHT,
+        clock: Any = None,
+        panic_threshold: float | None = None,
     ) -> None:
         self._choice_count = check_int("choice_count", choice_count, 2, MAX_CHOICE_COUNT)
         self._bias = _check_bias(active_request_bias)
+        ramp = make_slow_start(slow_start, slow_start_aggression, slow_start_min_weight, clock)
         self._state = _seed(rng)
         self._loads = Loads("p2c", (), (), None)
         self._picker = _Picker((), None, {})
-        super().__init__(endpoints)
+        super().__init__(endpoints, panic_threshold=panic_threshold, ramp=ramp)
 
     @property
     def choice_count(self) -> int:
@@ -173,9 +194,11 @@ class LeastRequest(Balancer):
     def _rebuild(self, endpoints: tuple[Endpoint, ...], pickable: list[int]) -> None:
         loads = Loads("p2c", endpoints, pickable, self._loads)
         picker = _Picker(tuple(pickable), None, {})
-        if len({endpoints[i].weight for i in pickable}) > 1:
+        own = [endpoints[i].weight for i in pickable]
+        ramped = self._ramped(endpoints, pickable, own)
+        if len(set(own)) > 1 or (ramped is not None and pickable):
             # EdfScheduler::add for each endpoint in list order, at time 0.
-            picker.inverse = {i: 1.0 / endpoints[i].weight for i in pickable}
+            picker.inverse = {i: 1.0 / w for i, w in zip(pickable, own if ramped is None else ramped)}
             picker.heap = [(self._step(picker, loads, i), order, i) for order, i in enumerate(pickable)]
             heapq.heapify(picker.heap)
         heap = picker.heap
@@ -204,6 +227,8 @@ class LeastRequest(Balancer):
         return self._endpoints[index]
 
     def _pick_index(self, key_hash: int) -> int:
+        if self._note_picks:
+            self._note_pick()
         picker, loads = self._picker, self._loads
         pickable = picker.pickable
         n = len(pickable)
@@ -271,15 +296,17 @@ class LeastRequest(Balancer):
 
     def _check(self) -> None:
         super()._check()
-        pickable = pickable_indices(self._endpoints, self._failed)
+        pickable = pickable_indices(self._endpoints, self._skipped)
         self._loads.check(self._endpoints, pickable)
         picker = self._picker
         assert picker.pickable == tuple(pickable)
         weighted = len({self._endpoints[i].weight for i in pickable}) > 1
-        assert (picker.heap is not None) == weighted
-        if weighted:
+        assert (picker.heap is not None) == (weighted or (self._ramping and bool(pickable)))
+        if picker.heap is not None:
             heap = picker.heap
-            assert picker.inverse == {i: 1.0 / self._endpoints[i].weight for i in pickable}
+            assert set(picker.inverse) == set(pickable)
+            if not self._ramping:
+                assert picker.inverse == {i: 1.0 / self._endpoints[i].weight for i in pickable}
             assert sorted(i for _, _, i in heap) == pickable
             assert all(not heap[2 * p + c] < heap[p] for p in range(len(heap)) for c in (1, 2)
                        if 2 * p + c < len(heap))

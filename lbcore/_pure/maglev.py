@@ -44,6 +44,9 @@ class Maglev(HashBalancer):
     its weight share)`` connections: a key whose endpoint is full goes to the owner of
     the next slot with room (then `release` must be called; O(1) expected).
 
+    ``panic_threshold`` (percent; None: off): while fewer endpoints than that are healthy,
+    picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> endpoints = [Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)]
     >>> a = Maglev(endpoints, table_size=251)
@@ -57,9 +60,9 @@ class Maglev(HashBalancer):
 
     def __init__(
         self, endpoints: Any = (), *, table_size: int = MAGLEV_DEFAULT,
-        balance_factor: float | None = None,
+        balance_factor: float | None = None, panic_threshold: float | None = None,
     ) -> None:
-        super().__init__(endpoints, check_maglev_table_size(table_size), balance_factor)
+        super().__init__(endpoints, check_maglev_table_size(table_size), balance_factor, panic_threshold)
 
     def _layout(self, endpoints: tuple[Endpoint, ...]) -> tuple[Any, list[int]]:
         check_maglev_fit(self._table_size, len(endpoints))

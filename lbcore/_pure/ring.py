@@ -146,6 +146,9 @@ class RingHash(Balancer):
     in the pure twin), `update` O(P log P) for P points (160 per endpoint, 1024 to
     65536 in all).
 
+    ``panic_threshold`` (percent; None: off): while fewer endpoints than that are healthy,
+    picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> endpoints = [Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80), Endpoint("10.0.0.3", 80)]
     >>> ring = RingHash(endpoints)
@@ -163,7 +166,7 @@ class RingHash(Balancer):
 
     def __init__(
         self, endpoints: Iterable[Endpoint] = (), *, hash: str = "xxh64",
-        balance_factor: float | None = None,
+        balance_factor: float | None = None, panic_threshold: float | None = None,
     ) -> None:
         self._hash = check_ring_hash(hash)
         self._balance_factor = None if balance_factor is None else check_balance_factor(balance_factor)
@@ -171,7 +174,7 @@ class RingHash(Balancer):
         # No endpoints yet (None, not (): the first update must not look like a failure mark).
         self._ring = _Ring(None, None, [], [], array("i"), array("i"))
         self._loads = Loads("ring", (), (), None) if self._percent else None
-        super().__init__(endpoints)
+        super().__init__(endpoints, panic_threshold=panic_threshold)
 
     @property
     def hash(self) -> str:
@@ -215,6 +218,8 @@ class RingHash(Balancer):
         return ketama_hash(key) << 32 if self._hash == "ketama" else key_hash(key)
 
     def _pick_index(self, key_hash: int) -> int:
+        if self._note_picks:
+            self._note_pick()
         ring = self._ring
         if not ring.resolved:
             return -1
@@ -271,7 +276,7 @@ class RingHash(Balancer):
             assert ring.points == points and list(ring.owners) == list(owners)
         else:
             assert not ring.points
-        pickable = pickable_indices(self._endpoints, self._failed)
+        pickable = pickable_indices(self._endpoints, self._skipped)
         usable = set(pickable)
         check_resolution(ring.owners, [i if i in usable else -1 for i in entries], ring.resolved)
         assert (self._loads is None) == (self._percent == 0)

@@ -35,6 +35,9 @@ class RoundRobin(Balancer):
     Over any ``k * n`` consecutive picks each of the ``n`` pickable endpoints gets
     exactly ``k``.  `pick` is O(1).
 
+    ``panic_threshold`` (percent; None: off): while fewer endpoints than that are healthy,
+    picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> b = RoundRobin([Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)], rng=random.Random(1))
     >>> sorted(b.pick().ip for _ in range(2))
@@ -44,11 +47,13 @@ class RoundRobin(Balancer):
     scheduler = "rr"
     __slots__ = ("_cycle", "_cursor")
 
-    def __init__(self, endpoints: Iterable[Endpoint] = (), *, rng: Any = None) -> None:
+    def __init__(
+        self, endpoints: Iterable[Endpoint] = (), *, rng: Any = None, panic_threshold: float | None = None
+    ) -> None:
         self._cycle = Cycle((), ())
         # A free-running position; reduced modulo the cycle length on each rebuild.
         self._cursor = (rng if rng is not None else random.Random()).getrandbits(32)
-        super().__init__(endpoints)
+        super().__init__(endpoints, panic_threshold=panic_threshold)
 
     def _rebuild(self, endpoints: tuple[Endpoint, ...], pickable: list[int]) -> None:
         cycle = Cycle(tuple(endpoints[i] for i in pickable), tuple(pickable))
@@ -63,12 +68,16 @@ class RoundRobin(Balancer):
 
     def pick(self, key: Any = None) -> Endpoint:
         """The next endpoint in the cycle; O(1).  ``key`` is ignored."""
+        if self._note_picks:
+            self._note_pick()
         cycle = self._cycle
         if not cycle.endpoints:
             raise self._no_endpoints()
         return cycle.endpoints[self._advance(len(cycle.endpoints))]
 
     def _pick_index(self, key_hash: int) -> int:
+        if self._note_picks:
+            self._note_pick()
         cycle = self._cycle
         if not cycle.indices:
             return -1
@@ -76,6 +85,6 @@ class RoundRobin(Balancer):
 
     def _check(self) -> None:
         super()._check()
-        assert list(self._cycle.indices) == pickable_indices(self._endpoints, self._failed)
+        assert list(self._cycle.indices) == pickable_indices(self._endpoints, self._skipped)
         assert self._cycle.endpoints == tuple(self._endpoints[i] for i in self._cycle.indices)
         assert not self._cycle.indices or 0 <= self._cursor < len(self._cycle.indices)

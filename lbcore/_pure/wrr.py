@@ -25,6 +25,11 @@ The cursor (the position in the period) starts at a random offset, from an injec
 ``rng``, so that the processes of a fleet do not all send their first connections to
 the same endpoint (the herd effect of nginx PR #837).  It survives `update`, reduced
 modulo the new period.
+
+Slow start (lbcore/_shared/slow_start.py): while an endpoint ramps up, the cycle is
+built over the ramped integer weights (every weight times 1024, a ramping one times its
+factor too) and rebuilt at most every 1 % of the window, so a window of the new period
+holds each endpoint exactly its ramped weight.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from fractions import Fraction
 from typing import Any, Iterable
 
 from .._shared.endpoint_state import pickable_indices
+from .._shared.slow_start import DEFAULT_AGGRESSION, DEFAULT_MIN_WEIGHT, make_slow_start
 from ..models import Endpoint
 from .balancer import Balancer
 from .rr import Cycle  # the same picker: one period, as endpoints and indices
@@ -146,6 +152,14 @@ class WeightedRoundRobin(Balancer):
     ``weight`` times, interleaved as nginx does.  `pick` is O(1) (O(log n) for the
     rare weight sets whose cycle is too long to compute ahead).
 
+    ``slow_start`` (seconds; None or 0: off) ramps an endpoint added by `update` or
+    healthy again after `mark_failed` up over that window by Envoy's rule: weight times
+    ``max((t / window) ** (1 / slow_start_aggression), slow_start_min_weight / 100)``;
+    the endpoints given at construction do not ramp (all alike: no share would change).
+    The weights are refreshed on a pick at most every 1 % of the window (``clock``:
+    monotonic seconds).  ``panic_threshold`` (percent; None: off): while fewer endpoints
+    than that are healthy, picks ignore the failure marks (`panic`).
+
     >>> from lbcore import Endpoint
     >>> endpoints = [Endpoint(f"10.0.0.{i}", 80, weight=w) for i, w in ((1, 5), (2, 1), (3, 1))]
     >>> wrr = WeightedRoundRobin(endpoints, rng=random.Random(0))
@@ -154,23 +168,37 @@ class WeightedRoundRobin(Balancer):
     """
 
     scheduler = "wrr"
-    __slots__ = ("_cycle", "_deadlines", "_cursor")
+    __slots__ = ("_cycle", "_deadlines", "_cursor", "_weights")
 
-    def __init__(self, endpoints: Iterable[Endpoint] = (), *, rng: Any = None) -> None:
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint] = (),
+        *,
+        rng: Any = None,
+        slow_start: float | None = None,
+        slow_start_aggression: float = DEFAULT_AGGRESSION,
+        slow_start_min_weight: float = DEFAULT_MIN_WEIGHT,
+        clock: Any = None,
+        panic_threshold: float | None = None,
+    ) -> None:
+        ramp = make_slow_start(slow_start, slow_start_aggression, slow_start_min_weight, clock)
         self._cycle = Cycle((), ())
         self._deadlines: _Deadlines | None = None
+        self._weights: list[int] = []  # the reduced weights of the picker, ramped or not
         # A free-running position; reduced modulo the period on each rebuild.
         self._cursor = (rng if rng is not None else random.Random()).getrandbits(32)
-        super().__init__(endpoints)
+        super().__init__(endpoints, panic_threshold=panic_threshold, ramp=ramp)
 
     def _position(self) -> int:
         return self._deadlines.position() if self._deadlines is not None else self._cursor
 
     def _rebuild(self, endpoints: tuple[Endpoint, ...], pickable: list[int]) -> None:
         position = self._position()
-        cycle, deadlines = Cycle((), ()), None
+        cycle, deadlines, weights = Cycle((), ()), None, []
+        own = [endpoints[i].weight for i in pickable]
+        ramped = self._ramped(endpoints, pickable, own)
         if pickable:
-            weights = reduced_weights([endpoints[i].weight for i in pickable])
+            weights = reduced_weights(own if ramped is None else ramped)
             position %= sum(weights)
             if _fits_cycle(weights):
                 order = [pickable[p] for p in swrr_cycle(weights)]
@@ -178,7 +206,7 @@ class WeightedRoundRobin(Balancer):
             else:
                 chosen = tuple(endpoints[i] for i in pickable)
                 deadlines = _Deadlines(chosen, tuple(pickable), weights, position)
-        self._cycle, self._deadlines, self._cursor = cycle, deadlines, position
+        self._cycle, self._deadlines, self._cursor, self._weights = cycle, deadlines, position, weights
 
     def _advance(self, n: int) -> int:
         i = self._cursor
@@ -193,6 +221,8 @@ class WeightedRoundRobin(Balancer):
         >>> sorted(b.pick().ip for _ in range(3))
         ['10.0.0.1', '10.0.0.1', '10.0.0.2']
         """
+        if self._note_picks:
+            self._note_pick()
         cycle = self._cycle
         if cycle.endpoints:
             return cycle.endpoints[self._advance(len(cycle.endpoints))]
@@ -201,6 +231,8 @@ class WeightedRoundRobin(Balancer):
         raise self._no_endpoints()
 
     def _pick_index(self, key_hash: int) -> int:
+        if self._note_picks:
+            self._note_pick()
         cycle = self._cycle
         if cycle.indices:
             return cycle.indices[self._advance(len(cycle.indices))]
@@ -210,12 +242,15 @@ class WeightedRoundRobin(Balancer):
 
     def _check(self) -> None:
         super()._check()
-        pickable = pickable_indices(self._endpoints, self._failed)
+        pickable = pickable_indices(self._endpoints, self._skipped)
         cycle, deadlines = self._cycle, self._deadlines
         if not pickable:
             assert not cycle.indices and deadlines is None
             return
-        weights = reduced_weights([self._endpoints[i].weight for i in pickable])
+        weights = self._weights
+        assert len(weights) == len(pickable)
+        if not self._ramping:
+            assert weights == reduced_weights([self._endpoints[i].weight for i in pickable])
         if deadlines is None:
             assert _fits_cycle(weights)
             assert cycle.indices == tuple(pickable[p] for p in swrr_cycle(weights))

@@ -46,7 +46,8 @@ def key_function(service: Service) -> Callable[[tuple], str]:
 
 def balancer_config(service: Service) -> tuple:
     """What decides the balancer's kind; an update that keeps it keeps the balancer."""
-    return (service.scheduler, service.affinity_timeout, service.sched_flags, service.balance_factor)
+    return (service.scheduler, service.affinity_timeout, service.sched_flags, service.balance_factor,
+            service.slow_start, service.panic_threshold)
 
 
 class ServiceRuntime:

@@ -10,9 +10,11 @@ re-renders when health changes, from `inhibit_unhealthy` of its Services, and ap
 the diff as for any change.
 
 When every endpoint of a Service is unhealthy, every one gets weight 0: iptables and
-nftables then reject the Service's connections, and IPVS finds no destination (Envoy's panic
-threshold, which would spread over all of them instead, is a balancer option, not a
-data-plane one).  With ``sh``, ``dh`` and ``mh`` a weight-0 real server keeps its
+nftables then reject the Service's connections, and IPVS finds no destination.  Unless the
+Service has a ``panic_threshold``: while fewer than that percent of the endpoints that
+take new connections are healthy, every endpoint stays in with its weight (Envoy's
+panic: a storm of failed checks must not pile the load onto the few endpoints left),
+the rule the balancers apply (lbcore/_shared/panic.py).  With ``sh``, ``dh`` and ``mh`` a weight-0 real server keeps its
 buckets, so only the ``sh-fallback``/``mh-fallback`` flags send its clients elsewhere;
 see `lbcore.render.ipvs`.
 """
@@ -22,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Mapping
 
+from .._shared.endpoint_state import endpoint_key
+from .._shared.panic import in_panic
 from ..models import Service
 from .checker import HealthChecker
 
@@ -29,7 +33,8 @@ __all__ = ["inhibit_unhealthy"]
 
 
 def inhibit_unhealthy(services: Iterable[Service], checkers: Mapping[str, HealthChecker]) -> list[Service]:
-    """``services`` with each endpoint its service's checker holds unhealthy at weight 0.
+    """``services`` with each endpoint its service's checker holds unhealthy at weight 0,
+    unless that leaves fewer than the service's ``panic_threshold`` percent healthy.
 
     ``checkers`` maps a service name to its checker (`HealthMonitor.checkers`); a
     service without one, or with every endpoint healthy, comes back as the same object,
@@ -46,7 +51,7 @@ def inhibit_unhealthy(services: Iterable[Service], checkers: Mapping[str, Health
     result = []
     for service in services:
         checker = checkers.get(service.name)
-        if checker is not None and checker.unhealthy:
+        if checker is not None and checker.unhealthy and not _in_panic(service, checker):
             endpoints = tuple(
                 e if e.weight == 0 or checker.is_healthy(e) else dataclasses.replace(e, weight=0)
                 for e in service.endpoints
@@ -54,3 +59,10 @@ def inhibit_unhealthy(services: Iterable[Service], checkers: Mapping[str, Health
             service = dataclasses.replace(service, endpoints=endpoints)
         result.append(service)
     return result
+
+
+def _in_panic(service: Service, checker: HealthChecker) -> bool:
+    if service.panic_threshold is None:
+        return False
+    failed = frozenset(endpoint_key(e) for e in service.endpoints if not checker.is_healthy(e))
+    return in_panic(service.endpoints, failed, service.panic_threshold)

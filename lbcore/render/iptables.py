@@ -62,7 +62,8 @@ Schedulers: ``rr`` splits evenly (1/n, 1/(n-1), ... as ``%0.10f``; the last rule
 the rest), ``wrr`` by weight (w_i / sum of w_j for j >= i).  iptables cannot count
 connections or hash, so ``lc``, ``wlc``, ``dh``, ``sh``, ``mh``, ``p2c`` and ``ring`` (and
 with them a ``balance_factor``) raise `ConfigError` unless ``fallback=True``, which
-renders them as `FALLBACK` says.
+renders them as `FALLBACK` says.  The kernel cannot ramp an endpoint up either: a
+``slow_start`` is refused, or dropped with ``fallback=True``.
 """
 
 from __future__ import annotations
@@ -300,7 +301,10 @@ def _hooks(table: str, install: bool) -> list[str]:
 def _refuse_inexpressible(checked: dict[Key, Service], fallback: bool) -> None:
     """Raise `ConfigError` for the first Service, in key order, whose scheduler iptables
     cannot express, unless ``fallback``.  One pass in C when there is none."""
-    if fallback or _EXPRESSIBLE.issuperset(map(_scheduler_of, checked.values())):
+    if fallback or (
+        _EXPRESSIBLE.issuperset(map(_scheduler_of, checked.values()))
+        and not any(map(_slow_start_of, checked.values()))
+    ):
         return
     for service in in_key_order(checked):
         _split(service, fallback)
@@ -309,6 +313,12 @@ def _refuse_inexpressible(checked: dict[Key, Service], fallback: bool) -> None:
 def _split(service: Service, fallback: bool) -> str:
     """``rr`` or ``wrr``: how the Service's connections are split in iptables."""
     scheduler = service.scheduler
+    if service.slow_start and not fallback:
+        raise ConfigError(
+            "slow_start", service.slow_start,
+            f"of service {service.name!r} cannot be expressed in iptables (the kernel cannot "
+            "ramp an endpoint up); drop it, or fallback=True to render the split without slow start",
+        )
     if scheduler in _EXPRESSIBLE:
         return scheduler
     if not fallback:
@@ -324,6 +334,7 @@ def _split(service: Service, fallback: bool) -> str:
 
 _EXPRESSIBLE = frozenset(("rr", "wrr"))
 _scheduler_of = operator.attrgetter("scheduler")
+_slow_start_of = operator.attrgetter("slow_start")  # None, 0 (off) or seconds
 
 
 def _has_endpoints(service: Service) -> bool:

@@ -60,8 +60,10 @@ Order
 
 Forwarder-only fields (``listen``, ``max_connections``) have no IPVS meaning and are not
 rendered; everything else in a Service maps one to one, except what IPVS has no
-scheduler for: ``p2c``, ``ring`` and a ``balance_factor`` raise `ConfigError` unless
-``fallback=True``, which renders them as `FALLBACK` says.
+scheduler for: ``p2c``, ``ring``, a ``balance_factor`` and a ``slow_start`` (the kernel
+cannot ramp an endpoint up) raise `ConfigError` unless ``fallback=True``, which renders
+them as `FALLBACK` says and drops slow start.  A ``panic_threshold`` needs no kernel
+support: lbcore.health.kernel applies it when it turns health into weights.
 """
 
 from __future__ import annotations
@@ -130,6 +132,13 @@ def _refuse_inexpressible(services: Iterable[Service]) -> None:
                 f"of service {service.name!r} cannot be expressed in IPVS ({service.scheduler} "
                 "has no bounded loads there); drop it, or fallback=True to render the "
                 "scheduler without the bound",
+            )
+        if service.slow_start:
+            raise ConfigError(
+                "slow_start", service.slow_start,
+                f"of service {service.name!r} cannot be expressed in IPVS (the kernel cannot "
+                "ramp an endpoint up); drop it, or fallback=True to render the scheduler "
+                "without slow start",
             )
 
 
@@ -218,8 +227,8 @@ def render(services: Iterable[Service], *, fallback: bool = False) -> str:
     ``-A`` per service with ``-s`` scheduler, ``-p`` affinity timeout and ``-b`` flags;
     ``-a ... -m -w W`` per real server (masquerading, as kube-proxy).  Feed it to
     ``ipvsadm -R`` or ``ipvsadm-restore`` on an empty table (module docstring).
-    ``p2c``, ``ring`` and ``balance_factor`` raise `ConfigError` unless ``fallback``
-    (`FALLBACK`).
+    ``p2c``, ``ring``, ``balance_factor`` and ``slow_start`` raise `ConfigError` unless
+    ``fallback`` (`FALLBACK`; slow start is dropped).
 
     >>> from lbcore import Endpoint, Service
     >>> web = Service("default/web:http", "10.96.0.10", 80, scheduler="wrr",

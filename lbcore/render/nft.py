@@ -36,7 +36,8 @@ others need connection counts (or, for ring, a ring lookup) and are refused with
 `ConfigError` naming the Service and the scheduler, unless ``fallback=True``, which
 renders them as `FALLBACK` says (the iptables renderer's rule: lc as rr, wlc, p2c and
 ring as wrr).  A ``balance_factor`` (bounded loads) needs connection counts too: refused,
-or dropped with ``fallback=True``.
+or dropped with ``fallback=True``; so is a ``slow_start`` (the kernel cannot ramp an
+endpoint up).
 
 ClientIP affinity.  A sticky Service has its own chain, ``sticky-<hash>``, and map,
 ``affinity-<hash>-<timeout>``: client -> the id of its endpoint
@@ -341,6 +342,12 @@ def _scheduler(service: Service, fallback: bool) -> str:
             f"of service {service.name!r} cannot be expressed in nftables (bounded loads need "
             "connection counts); drop it, or fallback=True to render the scheduler without the bound",
         )
+    if service.slow_start and not fallback:
+        raise ConfigError(
+            "slow_start", service.slow_start,
+            f"of service {service.name!r} cannot be expressed in nftables (the kernel cannot "
+            "ramp an endpoint up); drop it, or fallback=True to render the scheduler without slow start",
+        )
     if scheduler in _RUNS:
         return scheduler
     if fallback and scheduler in FALLBACK:
@@ -358,7 +365,7 @@ def _refuse_unrunnable(checked: dict[Key, Service], fallback: bool) -> None:
     """Raise `ConfigError` for the first Service, in key order, nft cannot run."""
     if _RUNS.issuperset(map(_scheduler_of, checked.values())) and not any(
         map(_balance_factor_of, checked.values())
-    ):
+    ) and not any(map(_slow_start_of, checked.values())):
         return
     for key in sorted(checked):
         _scheduler(checked[key], fallback)
@@ -601,6 +608,7 @@ def _by_key(rendered: list[_Rendered], name: str) -> dict[str, str]:
 
 _scheduler_of = operator.attrgetter("scheduler")
 _balance_factor_of = operator.attrgetter("balance_factor")  # None, or a number >= 1
+_slow_start_of = operator.attrgetter("slow_start")  # None, 0 (off) or seconds
 _vip_of = operator.attrgetter("vip")
 _name_of = operator.attrgetter("name")
 _protocol_of = operator.attrgetter("protocol")

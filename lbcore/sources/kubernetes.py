@@ -24,7 +24,10 @@ document manifest, or the items of any ``List``, mapped the way kube-proxy maps 
   ``sessionAffinityConfig.clientIP.timeoutSeconds`` (default 10800).
 - The ``lbcore.io/scheduler`` annotation picks the scheduler (default ``rr``, as
   kube-proxy's IPVS mode); ``lbcore.io/balance-factor`` (a decimal string such as
-  ``"1.25"``) bounds the loads of ``mh`` and ``ring``; ``lbcore.io/health-check`` holds a
+  ``"1.25"``) bounds the loads of ``mh`` and ``ring``; ``lbcore.io/slow-start`` (seconds,
+  ``"30"``) ramps new endpoints up on ``wrr``, ``lc``, ``wlc`` and ``p2c``;
+  ``lbcore.io/panic-threshold`` (percent, ``"50"``) sets the panic threshold;
+  ``lbcore.io/health-check`` holds a
   ``health_check`` block of lbcore's format as JSON (``{"type": "http", "path":
   "/healthz"}``), for every port of the Service; any other ``lbcore.io/`` annotation is
   an error, so a typo cannot go unnoticed.
@@ -73,8 +76,13 @@ SCHEDULER_ANNOTATION = "lbcore.io/scheduler"
 BALANCE_FACTOR_ANNOTATION = "lbcore.io/balance-factor"
 #: The annotation that holds a Service's health check: lbcore's ``health_check`` block as JSON.
 HEALTH_CHECK_ANNOTATION = "lbcore.io/health-check"
+#: The annotation that ramps new endpoints up, in seconds (`Service.slow_start`).
+SLOW_START_ANNOTATION = "lbcore.io/slow-start"
+#: The annotation that sets the panic threshold, in percent (`Service.panic_threshold`).
+PANIC_THRESHOLD_ANNOTATION = "lbcore.io/panic-threshold"
 _ANNOTATION_PREFIX = "lbcore.io/"
-_ANNOTATIONS = (SCHEDULER_ANNOTATION, BALANCE_FACTOR_ANNOTATION, HEALTH_CHECK_ANNOTATION)
+_ANNOTATIONS = (SCHEDULER_ANNOTATION, BALANCE_FACTOR_ANNOTATION, HEALTH_CHECK_ANNOTATION,
+                SLOW_START_ANNOTATION, PANIC_THRESHOLD_ANNOTATION)
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
 #: discovery.k8s.io/v1 ``LabelServiceName``: joins a slice to its Service.
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -89,6 +97,8 @@ _FAMILIES = {"IPv4": 4, "IPv6": 6}
 _TIMEOUT_PATH = "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
 _SCHEDULER_PATH = f"metadata.annotations[{SCHEDULER_ANNOTATION}]"
 _BALANCE_FACTOR_PATH = f"metadata.annotations[{BALANCE_FACTOR_ANNOTATION}]"
+_SLOW_START_PATH = f"metadata.annotations[{SLOW_START_ANNOTATION}]"
+_PANIC_THRESHOLD_PATH = f"metadata.annotations[{PANIC_THRESHOLD_ANNOTATION}]"
 
 
 class _Reader:
@@ -174,6 +184,8 @@ class _ServiceObject:
     scheduler: object = "rr"
     affinity_timeout: int | None = None
     balance_factor: float | None = None
+    slow_start: float | None = None
+    panic_threshold: float | None = None
     health_check: HealthCheck | None = None
     #: A problem was reported: the model still checks the rest, but nothing maps.
     failed: bool = False
@@ -326,19 +338,28 @@ def _read_ports(spec: dict, reader: _Reader, service: _ServiceObject) -> None:
             service.ports.append((path, name, protocol, number))
 
 
+def _decimal(annotations: dict, key: str, path: str, example: str, reader: _Reader) -> float | int | None:
+    """The number an annotation holds as a decimal string; the model checks its range."""
+    value = annotations.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
+        return float(value) if "." in value else int(value)
+    reader.report(path, value, f"must be a decimal number in a string, e.g. {example}")
+    return None
+
+
 def _read_annotations(annotations: dict, reader: _Reader, service: _ServiceObject) -> None:
     for key, value in annotations.items():
         if isinstance(key, str) and key.startswith(_ANNOTATION_PREFIX) and key not in _ANNOTATIONS:
             reader.report(f"metadata.annotations[{key}]", value,
                           unknown_key(key, _ANNOTATIONS, "is not an lbcore annotation"))
     service.scheduler = annotations.get(SCHEDULER_ANNOTATION, "rr")  # the model checks it
-    factor = annotations.get(BALANCE_FACTOR_ANNOTATION)
-    if factor is not None:
-        # Annotation values are strings; the model checks the number.
-        if isinstance(factor, str) and _DECIMAL.fullmatch(factor):
-            service.balance_factor = float(factor) if "." in factor else int(factor)
-        else:
-            reader.report(_BALANCE_FACTOR_PATH, factor, 'must be a decimal number in a string, e.g. "1.25"')
+    service.balance_factor = _decimal(annotations, BALANCE_FACTOR_ANNOTATION, _BALANCE_FACTOR_PATH,
+                                      '"1.25"', reader)
+    service.slow_start = _decimal(annotations, SLOW_START_ANNOTATION, _SLOW_START_PATH, '"30"', reader)
+    service.panic_threshold = _decimal(annotations, PANIC_THRESHOLD_ANNOTATION, _PANIC_THRESHOLD_PATH,
+                                       '"50"', reader)
     text = annotations.get(HEALTH_CHECK_ANNOTATION)
     if text is not None:
         path = f"metadata.annotations[{HEALTH_CHECK_ANNOTATION}]"
@@ -466,6 +487,8 @@ def _services(service: _ServiceObject, slices: list[_Slice], problems: Problems)
                 "protocol": protocol.lower(), "scheduler": service.scheduler,
                 "affinity_timeout": service.affinity_timeout,
                 "balance_factor": service.balance_factor,
+                "slow_start": service.slow_start,
+                "panic_threshold": service.panic_threshold,
                 "health_check": service.health_check,
                 "endpoints": _endpoints(family, port_name, protocol, slices),
             }
@@ -474,6 +497,7 @@ def _services(service: _ServiceObject, slices: list[_Slice], problems: Problems)
                 "name": "metadata.name", "vip": vip_path, "port": f"{path}.port",
                 "protocol": f"{path}.protocol", "scheduler": _SCHEDULER_PATH,
                 "affinity_timeout": _TIMEOUT_PATH, "balance_factor": _BALANCE_FACTOR_PATH,
+                "slow_start": _SLOW_START_PATH, "panic_threshold": _PANIC_THRESHOLD_PATH,
             }
             lb_service = build(Service, fields, problems, service.where, what="a Service", paths=paths)
             if lb_service is not None and not service.failed:
