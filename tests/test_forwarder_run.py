@@ -167,6 +167,8 @@ def test_prometheus_endpoint_serves_the_stats(tmp_path):
     assert f"lbcore_forwarder_connections_total{{{endpoint}}} 1.0" in body
     assert f"lbcore_forwarder_bytes_out_total{{{endpoint}}} 1000.0" in body
     assert 'lbcore_forwarder_refused_total{service="web"} 0.0' in body
+    assert 'lbcore_forwarder_panic{service="web"} 0.0' in body
+    assert 'lbcore_forwarder_panic_picks_total{service="web"} 0.0' in body
 
 
 @pytest.mark.parametrize(

@@ -135,6 +135,38 @@ def test_server_speaks_first_and_client_stays_half_open(loop_kind):
     assert run_async(loop_kind, main()) == (b"hello\n", b"late words")
 
 
+@pytest.mark.parametrize("threshold", [None, 50])
+def test_panic_threshold_shows_in_stats_and_keeps_trying_failed_endpoints(loop_kind, threshold):
+    # Two of three endpoints refuse: once both are marked failed, 1 of 3 is healthy,
+    # below a 50 % threshold, so picks go to every endpoint again (the relay retries
+    # past the refusals, so the client still sees only "a").  Without a threshold each
+    # dead endpoint is tried once and then left to cool down.
+    async def main():
+        (a,) = await backends("a")
+        dead = [Endpoint("127.0.0.1", free_port()) for _ in range(2)]
+        clock = ManualClock()
+        fw = Forwarder([service("web", [*dead, a.endpoint], panic_threshold=threshold)],
+                       cooldown=10, clock=clock)
+        await fw.start()
+        answers = [await who(fw.addresses["web"]) for _ in range(12)]
+        during = fw.stats()["web"]
+        clock.advance(10)  # the cool-downs end: both marks are lifted, the panic with them
+        after = fw.stats()["web"]
+        await fw.stop()
+        return answers, during, after, [e.address for e in dead]
+
+    answers, during, after, dead = run_async(loop_kind, main())
+    assert answers == ["a"] * 12
+    failures = [during["endpoints"][address]["failures"] for address in dead]
+    if threshold is None:
+        assert (during["panic"], during["panic_picks"]) == (False, 0)
+        assert failures == [1, 1]
+    else:
+        assert during["panic"] and during["panic_picks"] > 0
+        assert min(failures) >= 1 and sum(failures) > 2  # tried again in panic
+    assert (after["panic"], after["panic_picks"]) == (False, during["panic_picks"])
+
+
 def test_refused_endpoint_is_retried_marked_failed_and_recovers(loop_kind):
     async def main():
         (a,) = await backends("a")

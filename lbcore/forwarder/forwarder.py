@@ -286,13 +286,16 @@ class Forwarder:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per service and per endpoint: active, total, failures, bytes in and out.
 
+        Per service also ``panic`` (its balancer ignores failure marks: fewer endpoints
+        than its ``panic_threshold`` are healthy) and ``panic_picks`` (picks made so).
+
         Plain data (dicts, numbers, strings, booleans); services removed by an update
         appear with ``removed: True`` while their connections drain.  O(connections).
         """
-        result = {name: rt.stats.snapshot() for name, rt in self._runtimes.items()}
+        result = {name: _snapshot(rt) for name, rt in self._runtimes.items()}
         for rt in self._draining:
             name = rt.name if rt.name not in result else f"{rt.name} ({rt.protocol}, removed)"
-            result[name] = rt.stats.snapshot()
+            result[name] = _snapshot(rt)
         return result
 
     async def stop(self) -> None:
@@ -331,3 +334,12 @@ class Forwarder:
                 break
             await asyncio.sleep(0.001)
         self._poller.close()
+
+
+def _snapshot(rt: Any) -> dict[str, Any]:
+    """A service's stats with its balancer's panic state (Envoy's ``lb_healthy_panic``)."""
+    snapshot = rt.stats.snapshot()
+    balancer = rt.balancer
+    snapshot["panic"] = bool(balancer is not None and balancer.panic)
+    snapshot["panic_picks"] = 0 if balancer is None else balancer.panic_picks
+    return snapshot

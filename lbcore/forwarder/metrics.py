@@ -56,8 +56,16 @@ def _collector(forwarder: Any) -> Any:
                 key: CounterMetricFamily(f"lbcore_forwarder_{key}", text, labels=["service"])
                 for key, text in _SERVICE_COUNTERS
             }
+            panic = GaugeMetricFamily(
+                "lbcore_forwarder_panic",
+                "1 while the service's balancer ignores failure marks (below its panic threshold)",
+                labels=["service"],
+            )
+            per_service["panic_picks"] = CounterMetricFamily(
+                "lbcore_forwarder_panic_picks", "Picks made in panic", labels=["service"])
             stats = forwarder.stats()
             for name, service in stats.items():
+                panic.add_metric([name], int(service["panic"]))
                 for key, family in per_service.items():
                     family.add_metric([name], service[key])
                 for address, endpoint in service["endpoints"].items():
@@ -69,6 +77,7 @@ def _collector(forwarder: Any) -> Any:
             yield failed
             yield from counters.values()
             yield from per_service.values()
+            yield panic
             yield from health_metrics(stats)
 
     return ForwarderCollector()
