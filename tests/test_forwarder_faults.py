@@ -78,6 +78,9 @@ def test_endpoint_removed_during_transfers_drains_byte_exact(loop_kind):
         await eventually(
             lambda: sum(e["active"] for e in fw.stats()["web"]["endpoints"].values()) == 6
         )
+        # The forwarder counts a connection once its connect is done; a backend once it
+        # has run its accept: wait for both, so ``a.accepted`` below is final.
+        await eventually(lambda: a.accepted + b.accepted == 6)
         in_flight_on_a = fw.stats()["web"]["endpoints"][a.endpoint.address]["active"]
         fw.update([service("web", [b.endpoint])])
         draining = fw.stats()["web"]["endpoints"][a.endpoint.address]
