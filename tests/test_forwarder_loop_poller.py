@@ -29,9 +29,9 @@ def test_a_forwarder_on_the_loop_poller(loop_kind, monkeypatch):
     class CountedLoopPoller(poller_module.LoopPoller):  # the real one, its calls counted
         __slots__ = ()
 
-        def watch(self, fd: int, owner: object, events: int) -> None:
+        def watch(self, fd: int, events: int, on_readable=None, on_writable=None) -> None:
             watches.append(events)
-            super().watch(fd, owner, events)
+            super().watch(fd, events, on_readable, on_writable)
 
     def loop_poller(loop: asyncio.AbstractEventLoop) -> poller_module.LoopPoller:
         made.append(CountedLoopPoller(loop))

@@ -455,24 +455,31 @@ def test_the_poller_unwatches_and_dispatches_both_directions(loop_kind, make_pol
         poller = make_poller(loop)
         a, b = socket.socketpair()
         owner = Owner()
-        poller.watch(a.fileno(), owner, poller_module.WRITE)
+        fd = a.fileno()
+        poller.watch(fd, poller_module.WRITE, None, owner._writable)
         await asyncio.sleep(0.02)
         wrote = "w" in owner.log and "r" not in owner.log
-        poller.watch(a.fileno(), owner, poller_module.READ)
+        poller.watch(fd, poller_module.READ, owner._readable, None)
         owner.log.clear()
         await asyncio.sleep(0.02)
         quiet = owner.log == []  # nothing to read yet, and no longer watching writes
         b.send(b"x")
         await asyncio.sleep(0.02)
         read = "r" in owner.log and "w" not in owner.log
-        poller.watch(a.fileno(), owner, 0)
+        # Lent to another callback (the copier's way): the same events, the new callee.
+        borrower = Owner()
+        poller.watch(fd, poller_module.READ, borrower._readable, None)
         owner.log.clear()
+        await asyncio.sleep(0.02)
+        lent = owner.log == [] and "r" in borrower.log
+        poller.watch(fd, 0)
+        borrower.log.clear()
         b.send(b"y")
         await asyncio.sleep(0.02)
-        gone = owner.log == []
+        gone = owner.log == [] == borrower.log
         poller.close()
         a.close()
         b.close()
-        return wrote, quiet, read, gone
+        return wrote, quiet, read, lent, gone
 
-    assert run_async(loop_kind, main()) == (True, True, True, True)
+    assert run_async(loop_kind, main()) == (True, True, True, True, True)

@@ -19,7 +19,7 @@ Where there is no epoll (not Linux), `LoopPoller` does the same through the loop
 from __future__ import annotations
 
 import select
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["Poller", "LoopPoller", "make_poller", "READ", "WRITE"]
 
@@ -33,29 +33,41 @@ if hasattr(select, "epoll"):
 
 
 class Poller:
-    """Sockets watched through one epoll set; each has a ``_readable``/``_writable``."""
+    """Sockets watched through one epoll set; each with a callback per direction."""
 
     __slots__ = ("loop", "epoll", "watched")
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
         self.epoll = select.epoll()
-        self.watched: dict[int, list] = {}  # fd -> [socket's owner, READ | WRITE bits]
+        # fd -> [READ | WRITE bits, called when readable, called when writable]
+        self.watched: dict[int, list] = {}
         loop.add_reader(self.epoll.fileno(), self._ready)
 
-    def watch(self, fd: int, owner: Any, events: int) -> None:
-        """Wake ``owner`` for ``events`` (READ, WRITE, both, or 0: not at all) on ``fd``."""
+    def watch(
+        self, fd: int, events: int, on_readable: Callable[[], Any] | None = None,
+        on_writable: Callable[[], Any] | None = None,
+    ) -> None:
+        """Call ``on_readable`` (``on_writable``) when ``fd`` is readable (writable) for
+        ``events`` (READ, WRITE, both, or 0: not at all).
+
+        The kernel hears only of a change of ``events``: handing a direction to another
+        callback (a stream lending its readiness to the copier) costs no system call."""
         entry = self.watched.get(fd)
         if entry is None:
             if events:
                 self.epoll.register(fd, _MASKS[events])
-                self.watched[fd] = [owner, events]
-        elif not events:
+                self.watched[fd] = [events, on_readable, on_writable]
+            return
+        if not events:
             del self.watched[fd]
             self.epoll.unregister(fd)
-        elif events != entry[1]:
-            entry[1] = events
+            return
+        if events != entry[0]:
+            entry[0] = events
             self.epoll.modify(fd, _MASKS[events])
+        entry[1] = on_readable
+        entry[2] = on_writable
 
     def _ready(self) -> None:
         watched = self.watched
@@ -63,14 +75,12 @@ class Poller:
             entry = watched.get(fd)
             if entry is None:
                 continue
-            owner = entry[0]
-            if happened & (_IN | _ERR) and entry[1] & READ:
-                owner._readable()
-                entry = watched.get(fd)
-                if entry is None or entry[0] is not owner:
+            if happened & (_IN | _ERR) and entry[0] & READ:
+                entry[1]()
+                if watched.get(fd) is not entry:  # closed (and maybe reused) meanwhile
                     continue
-            if happened & (_OUT | _ERR) and entry[1] & WRITE:
-                owner._writable()
+            if happened & (_OUT | _ERR) and entry[0] & WRITE:
+                entry[2]()
 
     def close(self) -> None:
         self.loop.remove_reader(self.epoll.fileno())
@@ -85,25 +95,30 @@ class LoopPoller:
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
-        self.watched: dict[int, int] = {}
+        self.watched: dict[int, list] = {}  # fd -> [events, on_readable, on_writable]
 
-    def watch(self, fd: int, owner: Any, events: int) -> None:
-        was = self.watched.pop(fd, 0)
+    def watch(
+        self, fd: int, events: int, on_readable: Callable[[], Any] | None = None,
+        on_writable: Callable[[], Any] | None = None,
+    ) -> None:
+        was, reader, writer = self.watched.pop(fd, (0, None, None))
         if events:
-            self.watched[fd] = events
+            self.watched[fd] = [events, on_readable, on_writable]
         loop = self.loop
-        if events & READ and not was & READ:
-            loop.add_reader(fd, owner._readable)
-        elif was & READ and not events & READ:
+        if events & READ:
+            if not was & READ or on_readable != reader:
+                loop.add_reader(fd, on_readable)
+        elif was & READ:
             loop.remove_reader(fd)
-        if events & WRITE and not was & WRITE:
-            loop.add_writer(fd, owner._writable)
-        elif was & WRITE and not events & WRITE:
+        if events & WRITE:
+            if not was & WRITE or on_writable != writer:
+                loop.add_writer(fd, on_writable)
+        elif was & WRITE:
             loop.remove_writer(fd)
 
     def close(self) -> None:
         for fd in list(self.watched):
-            self.watch(fd, None, 0)
+            self.watch(fd, 0)
 
 
 def make_poller(loop: Any) -> Poller | LoopPoller:
