@@ -440,7 +440,7 @@ def test_a_client_reset_in_the_copier_closes_the_endpoint_connection(loop_kind):
 
 @pytest.mark.parametrize("how", ["idle timeout", "stop"])
 def test_idle_timeout_and_stop_really_close_a_copier_connection(loop_kind, how):
-    """Both the client and the endpoint see the end: no duplicate keeps a socket open."""
+    """Both the client and the endpoint see the end: the copier never keeps a socket open."""
 
     async def main():
         server, endings = await _line_server(lambda line: b"pong\n")

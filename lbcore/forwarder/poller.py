@@ -7,6 +7,12 @@ bench/README.md, "Owning the sockets").  Here a socket is added once, changed
 when it must wait for writability, and deleted once; the loop wakes us when any of
 them is ready, and one epoll_wait(0) fetches them all.
 
+Each watched descriptor has one callback per direction, so a socket's readiness can be
+lent to another handler without a second registration: a `stream.Stream` lends its
+socket's readability to the relay's copier, or to a splice pump, and takes it back; the
+kernel hears of it only if the events watched change (one owner per descriptor,
+issue 13).
+
 Dispatch follows the loop's rules: level-triggered, an error or hang-up wakes whatever
 the socket waits for.  A descriptor closed and reused within one batch may see an event
 meant for its predecessor; the sockets' callbacks treat a spurious wake-up as a no-op
@@ -30,6 +36,8 @@ if hasattr(select, "epoll"):
     _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
     _ERR = select.EPOLLERR | select.EPOLLHUP
     _MASKS = {READ: _IN, WRITE: _OUT, READ | WRITE: _IN | _OUT}
+    _READABLE = _IN | _ERR  # an error or hang-up wakes both directions (the loop's rule)
+    _WRITABLE = _OUT | _ERR
 
 
 class Poller:
@@ -70,17 +78,24 @@ class Poller:
         entry[2] = on_writable
 
     def _ready(self) -> None:
+        # Every steady-state request passes here twice (the copier's sockets): locals
+        # only, and a callback of None is a direction not watched.
         watched = self.watched
+        readable, writable = _READABLE, _WRITABLE
         for fd, happened in self.epoll.poll(0):
             entry = watched.get(fd)
             if entry is None:
                 continue
-            if happened & (_IN | _ERR) and entry[0] & READ:
-                entry[1]()
-                if watched.get(fd) is not entry:  # closed (and maybe reused) meanwhile
-                    continue
-            if happened & (_OUT | _ERR) and entry[0] & WRITE:
-                entry[2]()
+            if happened & readable:
+                on_readable = entry[1]
+                if on_readable is not None:
+                    on_readable()
+                    if not happened & writable or watched.get(fd) is not entry:
+                        continue  # (not entry: closed, and maybe reused, meanwhile)
+            if happened & writable:
+                on_writable = entry[2]
+                if on_writable is not None:
+                    on_writable()
 
     def close(self) -> None:
         self.loop.remove_reader(self.epoll.fileno())
