@@ -25,7 +25,8 @@ Where there is no epoll (not Linux), `LoopPoller` does the same through the loop
 from __future__ import annotations
 
 import select
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["Poller", "LoopPoller", "make_poller", "READ", "WRITE"]
 

@@ -68,7 +68,7 @@ class Pump:
         self.waiting = False  # for the destination to become writable
         self.source.lend_reads(self, self._readable)
         # Held from the start, wanted only while waiting: the destination's transport
-        # then makes the pump let go before it closes.
+        # makes the pump let go before it closes.
         self.destination.lend_writes(self, None)
 
     def _readable(self) -> None:

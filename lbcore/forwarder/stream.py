@@ -244,8 +244,10 @@ class Stream:
     # -- lending the socket's readiness (the relay's copier and splice pump) -------------
 
     def lend_reads(self, borrower: Any, on_readable: Any) -> None:
-        """From now on the socket's readability calls ``on_readable`` (None: nothing
-        wants it now), not this stream, until ``take_back(borrower)``.
+        """From now on the socket's readability calls ``on_readable``, not this stream,
+        until ``take_back(borrower)``.  ``on_readable`` None: the borrower holds the
+        socket but wants no reads now, and the stream's own reading applies (the relay
+        keeps a pumped source paused).
 
         One descriptor, one registration: the borrower moves bytes on this socket's
         own descriptor and is woken through the same poller entry, so lending costs no
@@ -402,10 +404,13 @@ class Stream:
             self._rewatch()
 
     def _rewatch(self) -> None:
-        """Tell the poller who is woken now: a borrower for a direction lent out, else
+        """Tell the poller who is woken now: a borrower that wants a direction, else
         this stream if it reads (writes)."""
-        reader, writer = self.reader, self.writer
-        on_readable = reader[1] if reader is not None else self._readable if self.reading else None
-        on_writable = writer[1] if writer is not None else self._writable if self.writing else None
+        on_readable = self.reader[1] if self.reader is not None else None
+        if on_readable is None and self.reading:
+            on_readable = self._readable
+        on_writable = self.writer[1] if self.writer is not None else None
+        if on_writable is None and self.writing:
+            on_writable = self._writable
         self.poller.watch(self.fd, (READ if on_readable is not None else 0)
                           | (WRITE if on_writable is not None else 0), on_readable, on_writable)
