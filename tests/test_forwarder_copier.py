@@ -1,10 +1,10 @@
 """The steady-state copier: a persistent connection's bytes between raw sockets.
 
-First the two twins of `Copier` alone, on real TCP sockets on 127.0.0.1 under a real
-event loop, with a recording stand-in for the relay they report to; then the forwarder
-with a copier in charge: byte-exact, backpressure, half-close, resets, idle timeout and
-stop, each checked to reach the endpoint (the copier's duplicate descriptors must not
-keep a socket open).
+First the two twins of `Copier` alone, on real TCP sockets on 127.0.0.1 in real
+transports (`stream.Stream`) under a real event loop and both pollers, with a recording
+stand-in for the relay they report to; then the forwarder with a copier in charge:
+byte-exact, backpressure, half-close, resets, idle timeout and stop, each checked to
+reach the endpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 
 from lbcore.forwarder import Forwarder, ManualClock
+from lbcore.forwarder import poller as poller_module
+from lbcore.forwarder.stream import accepted
 from lbcore._pure import copier as _copier_py
 
 from forwarder_support import LOOPS, digest, payload, run_async, service
@@ -43,6 +45,12 @@ def twin(request: pytest.FixtureRequest) -> types.ModuleType:
     if _copier_compiled is None:
         pytest.skip("compiled twins not built (test_build.py fails if they should be)")
     return _copier_compiled
+
+
+@pytest.fixture(params=["epoll", "loop"])
+def make_poller(request: pytest.FixtureRequest) -> Any:
+    """The forwarder's own epoll set, or the loop's watching (where there is no epoll)."""
+    return poller_module.Poller if request.param == "epoll" else poller_module.LoopPoller
 
 
 def test_both_twins_use_one_buffer_size():
@@ -74,17 +82,38 @@ def _tcp_pair() -> tuple[socket.socket, socket.socket]:
     return outer, inner
 
 
-class _Rig:
-    """client peer ⇄ [client_fd | Copier | upstream_fd] ⇄ upstream peer, all TCP."""
+class _Reader(asyncio.Protocol):
+    """A transport's own protocol: what the stream reads once it has its socket back."""
 
-    def __init__(self, twin: types.ModuleType, bulk_hands_back: bool = False) -> None:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def eof_received(self) -> bool:
+        return True
+
+
+class _Rig:
+    """client peer ⇄ [client stream | Copier | upstream stream] ⇄ upstream peer, all TCP."""
+
+    def __init__(
+        self, twin: types.ModuleType, make_poller: Any, bulk_hands_back: bool = False
+    ) -> None:
         self.loop = asyncio.new_event_loop()
+        self.poller = make_poller(self.loop)
         self.client_peer, client_inner = _tcp_pair()
         self.upstream_peer, upstream_inner = _tcp_pair()
-        self.inner = (client_inner, upstream_inner)
+        self.readers = (_Reader(), _Reader())
+        self.streams = tuple(
+            accepted(self.loop, self.poller, inner.detach(), socket.AF_INET, ("127.0.0.1", 0),
+                     reader)
+            for inner, reader in zip((client_inner, upstream_inner), self.readers)
+        )
+        self.fds = tuple(stream.fd for stream in self.streams)
         self.relay = _Relay()
-        self.fds = (os.dup(client_inner.fileno()), os.dup(upstream_inner.fileno()))
-        self.copier = twin.Copier(self.relay, self.loop, *self.fds, bulk_hands_back)
+        self.copier = twin.Copier(self.relay, *self.streams, bulk_hands_back)
         self.copier.start()
 
     def turn(self, seconds: float = 0.05) -> None:
@@ -92,8 +121,11 @@ class _Rig:
 
     def close(self) -> None:
         self.copier.close()
-        for sock in (self.client_peer, self.upstream_peer, *self.inner):
+        for stream in self.streams:
+            stream.abort()
+        for sock in (self.client_peer, self.upstream_peer):
             sock.close()
+        self.poller.close()
         self.loop.close()
 
 
@@ -107,8 +139,8 @@ def _read_all(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def test_a_copier_copies_both_ways_and_counts(twin):
-    rig = _Rig(twin)
+def test_a_copier_copies_both_ways_and_counts(twin, make_poller):
+    rig = _Rig(twin, make_poller)
     try:
         rig.client_peer.sendall(b"GET / HTTP/1.1\r\n\r\n")
         rig.turn()
@@ -124,8 +156,8 @@ def test_a_copier_copies_both_ways_and_counts(twin):
         rig.close()
 
 
-def test_end_of_stream_hands_back_without_bytes(twin):
-    rig = _Rig(twin)
+def test_end_of_stream_hands_back_without_bytes(twin, make_poller):
+    rig = _Rig(twin, make_poller)
     try:
         rig.upstream_peer.shutdown(socket.SHUT_WR)
         rig.turn()
@@ -134,8 +166,8 @@ def test_end_of_stream_hands_back_without_bytes(twin):
         rig.close()
 
 
-def test_a_reset_hands_back_the_error(twin):
-    rig = _Rig(twin)
+def test_a_reset_hands_back_the_error(twin, make_poller):
+    rig = _Rig(twin, make_poller)
     try:
         rig.client_peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         rig.client_peer.close()
@@ -147,11 +179,11 @@ def test_a_reset_hands_back_the_error(twin):
         rig.close()
 
 
-def test_a_full_destination_hands_back_exactly_the_unsent_bytes(twin):
-    rig = _Rig(twin)
+def test_a_full_destination_hands_back_exactly_the_unsent_bytes(twin, make_poller):
+    rig = _Rig(twin, make_poller)
     try:
         # The upstream peer reads nothing: its window and our send buffer fill up.
-        rig.inner[1].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        rig.streams[1].get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         data = payload(4_000_000)
         rig.client_peer.setblocking(False)
         sent = 0
@@ -172,10 +204,10 @@ def test_a_full_destination_hands_back_exactly_the_unsent_bytes(twin):
         rig.close()
 
 
-def test_a_full_read_hands_back_for_splice_only_when_asked(twin):
+def test_a_full_read_hands_back_for_splice_only_when_asked(twin, make_poller):
     size = 2 * 65536 + 1000  # queued before the copier runs (small enough for the buffers)
     for bulk_hands_back in (True, False):
-        rig = _Rig(twin, bulk_hands_back)
+        rig = _Rig(twin, make_poller, bulk_hands_back)
         try:
             rig.upstream_peer.sendall(payload(size))
             rig.turn(0.2)
@@ -191,18 +223,23 @@ def test_a_full_read_hands_back_for_splice_only_when_asked(twin):
             rig.close()
 
 
-def test_close_stops_watching_and_closes_both_descriptors_once(twin):
-    rig = _Rig(twin)
+def test_close_gives_both_sockets_back_to_their_transports_once(twin, make_poller):
+    """The copier never owns a descriptor: closed, it leaves both sockets open and
+    watched by their own transports, which read again."""
+    rig = _Rig(twin, make_poller)
     try:
         rig.copier.close()
         rig.copier.close()  # idempotent
         for fd in rig.fds:
-            with pytest.raises(OSError) as raised:
-                os.fstat(fd)
-            assert raised.value.errno == errno.EBADF
+            os.fstat(fd)  # still open: only the transport closes it
+        assert {fd: rig.poller.watched[fd][1] for fd in rig.fds} == {
+            stream.fd: stream._readable for stream in rig.streams
+        }
         rig.client_peer.sendall(b"after close")
+        rig.upstream_peer.sendall(b"and back")
         rig.turn()
-        assert rig.copier.client_bytes == 0  # nothing watches the socket any more
+        assert rig.copier.client_bytes == rig.copier.upstream_bytes == 0
+        assert [bytes(reader.data) for reader in rig.readers] == [b"after close", b"and back"]
     finally:
         rig.close()
 
@@ -403,7 +440,7 @@ def test_a_client_reset_in_the_copier_closes_the_endpoint_connection(loop_kind):
 
 @pytest.mark.parametrize("how", ["idle timeout", "stop"])
 def test_idle_timeout_and_stop_really_close_a_copier_connection(loop_kind, how):
-    """Both the client and the endpoint see the end: no duplicate keeps a socket open."""
+    """Both the client and the endpoint see the end: the copier never keeps a socket open."""
 
     async def main():
         server, endings = await _line_server(lambda line: b"pong\n")

@@ -3,7 +3,8 @@
 On Linux the forwarder watches its sockets through its own epoll set; here the same
 forwarder runs with every socket watched by the event loop instead, through the paths
 that wait for the loop: a refused endpoint retried, bytes both ways with a slow reader
-(backpressure), half-close, and a stop that leaves nothing watched.
+(backpressure), half-close, and a stop that leaves nothing watched; and a persistent
+connection whose sockets the copier, then splice pumps, borrow.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ def test_a_forwarder_on_the_loop_poller(loop_kind, monkeypatch):
     class CountedLoopPoller(poller_module.LoopPoller):  # the real one, its calls counted
         __slots__ = ()
 
-        def watch(self, fd: int, owner: object, events: int) -> None:
+        def watch(self, fd: int, events: int, on_readable=None, on_writable=None) -> None:
             watches.append(events)
-            super().watch(fd, owner, events)
+            super().watch(fd, events, on_readable, on_writable)
 
     def loop_poller(loop: asyncio.AbstractEventLoop) -> poller_module.LoopPoller:
         made.append(CountedLoopPoller(loop))
@@ -74,3 +75,53 @@ def test_a_forwarder_on_the_loop_poller(loop_kind, monkeypatch):
     assert stats["failures"] == 1
     assert stats["unavailable"] == 0
     assert watched_after == {}  # every socket unwatched
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_the_copier_and_splice_pumps_on_the_loop_poller(loop_kind, monkeypatch):
+    """A persistent connection moves to the copier, then a bulk transfer each way to
+    splice pumps, with a slow reader (the pump waits for writability), then half-close:
+    every borrowing goes through the loop's ``add_reader``/``add_writer`` on the
+    sockets' own descriptors, and nothing stays watched."""
+    made: list[poller_module.LoopPoller] = []
+
+    def loop_poller(loop: asyncio.AbstractEventLoop) -> poller_module.LoopPoller:
+        made.append(poller_module.LoopPoller(loop))
+        return made[-1]
+
+    monkeypatch.setattr(forwarder_module, "make_poller", loop_poller)
+    big = 4_000_000
+
+    async def main():
+        (a,) = await backends("a")
+        fw = Forwarder([service("web", [a.endpoint])])
+        await fw.start()
+        reader, writer = await asyncio.open_connection(*fw.addresses["web"], limit=1 << 16)
+        writer.write(b"echo\n")
+        copying = []
+        for i in range(20):
+            line = b"ping %d\n" % i
+            writer.write(line)
+            assert await reader.readexactly(len(line)) == line
+            (relay,) = [r for rt in fw._all_runtimes() for r in rt.stats.live]
+            copying.append(relay.copier is not None)
+        writer.write(payload(big))
+        echoed = bytearray()
+        while len(echoed) < big:
+            echoed += await reader.read(1 << 16)
+            await asyncio.sleep(0.001)  # a slow reader: the pumps wait for writability
+        pumps = relay.client.pump is not None, relay.upstream.pump is not None
+        writer.write_eof()
+        tail = await reader.read()
+        writer.close()
+        stats = fw.stats()["web"]
+        await fw.stop()
+        return copying, digest(bytes(echoed)), pumps, tail, stats, dict(made[0].watched)
+
+    copying, echoed, pumps, tail, stats, watched_after = run_async(loop_kind, main())
+    assert copying[0] is False and all(copying[1:])
+    assert echoed == digest(payload(big)) and tail == b""
+    assert pumps == (True, True)
+    pings = sum(len(b"ping %d\n" % i) for i in range(20))
+    assert (stats["bytes_in"], stats["bytes_out"]) == (len(b"echo\n") + pings + big, pings + big)
+    assert watched_after == {}

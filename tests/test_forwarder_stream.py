@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import socket
 from typing import Any
 
@@ -452,24 +453,86 @@ def test_the_poller_unwatches_and_dispatches_both_directions(loop_kind, make_pol
         poller = make_poller(loop)
         a, b = socket.socketpair()
         owner = Owner()
-        poller.watch(a.fileno(), owner, poller_module.WRITE)
+        fd = a.fileno()
+        poller.watch(fd, poller_module.WRITE, None, owner._writable)
         await eventually(lambda: owner.log)
         wrote = "w" in owner.log and "r" not in owner.log
-        poller.watch(a.fileno(), owner, poller_module.READ)
+        poller.watch(fd, poller_module.READ, owner._readable, None)
         owner.log.clear()
         await asyncio.sleep(0.02)  # a wake-up would come within a loop turn or two
         quiet = owner.log == []  # nothing to read yet, and no longer watching writes
         b.send(b"x")
         await eventually(lambda: owner.log)
         read = "r" in owner.log and "w" not in owner.log
-        poller.watch(a.fileno(), owner, 0)
+        # Lent to another callback (the copier's way): the same events, the new callee.
+        borrower = Owner()
+        poller.watch(fd, poller_module.READ, borrower._readable, None)
         owner.log.clear()
+        await asyncio.sleep(0.02)
+        lent = owner.log == [] and "r" in borrower.log
+        poller.watch(fd, 0)
+        borrower.log.clear()
         b.send(b"y")
         await asyncio.sleep(0.02)  # as above
-        gone = owner.log == []
+        gone = owner.log == [] == borrower.log
         poller.close()
         a.close()
         b.close()
-        return wrote, quiet, read, gone
+        return wrote, quiet, read, lent, gone
 
-    assert run_async(loop_kind, main()) == (True, True, True, True)
+    assert run_async(loop_kind, main()) == (True, True, True, True, True)
+
+
+class Borrower:
+    """What the copier and the splice pump are to a stream: it borrows the socket's
+    readiness, and lets go (``take_back``) when told to close."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.log: list[str] = []
+
+    def readable(self) -> None:
+        self.log.append("r")
+        self.stream.get_extra_info("socket").recv(100)
+
+    def close(self) -> None:
+        # The descriptor must still be open: nothing may have been given its number yet.
+        self.log.append("close, fd open" if _is_open(self.stream.fd) else "close, fd closed")
+        self.stream.take_back(self)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_stream_lends_its_readiness_and_its_borrower_lets_go_before_it_closes(
+    loop_kind, make_poller
+):
+    async def main():
+        async with dialed(make_poller) as (loop, stream, protocol, conn):
+            await asyncio.sleep(0.02)  # connected
+            borrower = Borrower(stream)
+            stream.lend_reads(borrower, borrower.readable)
+            conn.send(b"to the borrower")
+            await asyncio.sleep(0.02)
+            lent = list(borrower.log), bytes(protocol.data)
+            stream.take_back(borrower)
+            conn.send(b"to the stream")
+            await asyncio.sleep(0.02)
+            back = list(borrower.log), bytes(protocol.data)
+            stream.lend_reads(borrower, borrower.readable)
+            stream.abort()  # still lent: the stream makes its borrower let go first
+            fd = stream.fd
+            watched = fd in stream.poller.watched
+            await protocol.lost
+            return lent, back, borrower.log, watched, _is_open(fd)
+
+    lent, back, log, watched, still_open = run_async(loop_kind, main())
+    assert lent == (["r"], b"")
+    assert back == (["r"], b"to the stream")
+    assert log == ["r", "close, fd open"]
+    assert not watched and not still_open

@@ -3,7 +3,6 @@
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport EAGAIN, EINTR, errno
-from posix.unistd cimport close as close_fd
 
 import os
 
@@ -33,18 +32,21 @@ cdef object _error(int err):
 
 
 cdef class Copier:
-    """Copies bytes both ways between ``client_fd`` and ``upstream_fd`` (owned from now on)."""
+    """Copies bytes both ways between the sockets of the ``client`` and ``upstream``
+    transports (`stream.Stream`), from `start` until `close`."""
 
-    cdef object relay, loop
-    cdef readonly int client_fd, upstream_fd
+    cdef object relay
+    cdef readonly object client, upstream
+    cdef int client_fd, upstream_fd  # the transports' own descriptors, never closed here
     cdef readonly unsigned long long client_bytes, upstream_bytes
     cdef bint bulk_hands_back, started
 
-    def __init__(self, relay, loop, int client_fd, int upstream_fd, bint bulk_hands_back):
+    def __init__(self, relay, client, upstream, bint bulk_hands_back):
         self.relay = relay
-        self.loop = loop
-        self.client_fd = client_fd
-        self.upstream_fd = upstream_fd
+        self.client = client
+        self.upstream = upstream
+        self.client_fd = client.get_extra_info("socket").fileno()
+        self.upstream_fd = upstream.get_extra_info("socket").fileno()
         self.bulk_hands_back = bulk_hands_back
 
     def send(self, bytes data):
@@ -60,9 +62,10 @@ cdef class Copier:
         return sent
 
     def start(self):
-        self.loop.add_reader(self.client_fd, self.client_readable)
+        """Borrow both sockets' readability from their transports."""
         self.started = True
-        self.loop.add_reader(self.upstream_fd, self.upstream_readable)
+        self.client.lend_reads(self, self.client_readable)
+        self.upstream.lend_reads(self, self.upstream_readable)
 
     def client_readable(self):
         self._move(self.client_fd, True)
@@ -101,21 +104,13 @@ cdef class Copier:
         return 0
 
     cdef _hand_back(self, bint from_client, rest, exc):
-        self._stop_watching()  # nothing more is read, whatever the relay does next
+        self.close()  # nothing more is read, whatever the relay does next
         relay = self.relay
         relay.copier_left(relay.client if from_client else relay.upstream, rest, exc)
 
-    cdef _stop_watching(self):
+    def close(self):
+        """Give both sockets back to their transports; idempotent."""
         if self.started:
             self.started = False
-            self.loop.remove_reader(self.client_fd)
-            self.loop.remove_reader(self.upstream_fd)
-
-    def close(self):
-        """Stop watching and close both descriptors; idempotent."""
-        self._stop_watching()
-        if self.client_fd >= 0:
-            close_fd(self.client_fd)
-        if self.upstream_fd >= 0:
-            close_fd(self.upstream_fd)
-        self.client_fd = self.upstream_fd = -1
+            self.client.take_back(self)
+            self.upstream.take_back(self)

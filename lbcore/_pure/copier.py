@@ -2,17 +2,15 @@
 
 Once a connection has carried a request and its answer and the client sends again, it
 is a persistent connection in its steady state, and the relay hands both directions to
-a `Copier`: the event loop watches the two sockets, and each readable one costs a
-callback, one ``recv`` and one ``send`` of what it read to the other socket.  The
-compiled twin reads into a static buffer: no bytes object, no protocol callback, no
-transport write queue per read, which was most of the forwarder's own CPU per request
-(bench/README.md).  (Tried and measured slower: one epoll instance of the copiers' own,
-watched by the loop as one descriptor, to take every ready socket in one callback; the
-nested epoll costs the kernel more than the callbacks it saves.)
+a `Copier`: the two transports lend it their sockets' readability (``lend_reads``), and
+each readable socket costs a callback, one ``recv`` and one ``send`` of what it read to
+the other socket.  The compiled twin reads into a static buffer: no bytes object, no
+protocol callback, no transport write queue per read, which was most of the forwarder's
+own CPU per request (bench/README.md).
 
-A copier handles only the common case.  For anything else it stops watching and hands
-the connection back to the relay (``relay.copier_left(side, rest, error)``), which
-closes the copier and resumes its transports:
+A copier handles only the common case.  For anything else it gives the sockets back to
+their transports and hands the connection back to the relay
+(``relay.copier_left(side, rest, error)``), whose transports read again:
 
 - the other socket would block (``rest`` is what the send left over: the relay queues it
   in the transport, whose flow control then applies backpressure);
@@ -20,10 +18,20 @@ closes the copier and resumes its transports:
 - an error of either socket (``error``: the relay aborts both sides);
 - a full buffer when bulk transfers may splice (the transport's next read starts it).
 
-Like the splice pump, a copier works on duplicated descriptors (the transports keep
-owning the sockets; see `splice` for why) and owns those duplicates: `Copier.close`
-closes them.  It counts
-the bytes it moved each way in ``client_bytes`` and ``upstream_bytes``.
+One owner per descriptor: a copier works on the transports' own descriptors, woken
+through the poller entry each transport already has (no duplicate, no second watch, no
+system call to hand over: the events watched stay READ).  It never closes a socket:
+`Copier.close` gives both back, and a transport that closes while still lending makes
+its borrower let go first.  It counts the bytes it moved each way in ``client_bytes`` and
+``upstream_bytes``.
+
+What that saves and costs, measured with strace and wrk (issue 13): a hand-over used to
+cost a dup, a close and the loop's watching of each duplicate (2 dup, 2 ioctl, 16
+epoll_ctl and 2 close per persistent connection under uvloop); now none.  The copier's
+wake-ups come through the forwarder's own epoll set, as the transports' do: one more
+``epoll_wait`` per batch of ready sockets and a Python dispatch per event, about 3 % more
+CPU per keep-alive request than loop readers of its own (8.2 against 8.0 µs), what a
+copier-only epoll set was measured at before (bench/README.md).
 """
 
 from __future__ import annotations
@@ -40,27 +48,23 @@ _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class Copier:
-    """Copies bytes both ways between ``client_fd`` and ``upstream_fd`` (owned from now on)."""
+    """Copies bytes both ways between the sockets of the ``client`` and ``upstream``
+    transports (`stream.Stream`), from `start` until `close`."""
 
-    __slots__ = ("relay", "loop", "client_fd", "upstream_fd", "client_bytes", "upstream_bytes",
+    __slots__ = ("relay", "client", "upstream", "client_bytes", "upstream_bytes",
                  "bulk_hands_back", "_client", "_upstream", "_started")
 
-    def __init__(self, relay: Any, loop: Any, client_fd: int, upstream_fd: int,
-                 bulk_hands_back: bool) -> None:
+    def __init__(self, relay: Any, client: Any, upstream: Any, bulk_hands_back: bool) -> None:
         self.relay = relay
-        self.loop = loop
-        self.client_fd = client_fd
-        self.upstream_fd = upstream_fd
+        self.client = client
+        self.upstream = upstream
         self.client_bytes = self.upstream_bytes = 0  # moved from each side
         self.bulk_hands_back = bulk_hands_back
-        self._client = socket.socket(fileno=client_fd)
-        try:
-            self._upstream = socket.socket(fileno=upstream_fd)
-        except OSError:
-            self._client.detach()  # the caller still owns the descriptors
-            raise
-        # No buffer of its own (the compiled twin shares one static buffer, safe under
-        # the GIL; here the GIL is dropped inside recv and send): a read is a bytes object.
+        # The transports' own socket objects (never closed here).  No buffer of its own
+        # (the compiled twin shares one static buffer, safe under the GIL; here the GIL
+        # is dropped inside recv and send): a read is a bytes object.
+        self._client = client.get_extra_info("socket")
+        self._upstream = upstream.get_extra_info("socket")
         self._started = False
 
     def send(self, data: bytes) -> int:
@@ -74,9 +78,10 @@ class Copier:
             return 0
 
     def start(self) -> None:
-        self.loop.add_reader(self.client_fd, self.client_readable)
+        """Borrow both sockets' readability from their transports."""
         self._started = True
-        self.loop.add_reader(self.upstream_fd, self.upstream_readable)
+        self.client.lend_reads(self, self.client_readable)
+        self.upstream.lend_reads(self, self.upstream_readable)
 
     def client_readable(self) -> None:
         self._move(self._client, self._upstream, True)
@@ -84,7 +89,7 @@ class Copier:
     def upstream_readable(self) -> None:
         self._move(self._upstream, self._client, False)
 
-    def _move(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+    def _move(self, src: Any, dst: Any, from_client: bool) -> None:
         """One read from ``src`` sent on to ``dst``."""
         try:
             data = src.recv(BUFFER_SIZE)
@@ -114,19 +119,13 @@ class Copier:
             self._hand_back(from_client, None, None)
 
     def _hand_back(self, from_client: bool, rest: bytes | None, exc: OSError | None) -> None:
-        self._stop_watching()  # nothing more is read, whatever the relay does next
+        self.close()  # nothing more is read, whatever the relay does next
         relay = self.relay
         relay.copier_left(relay.client if from_client else relay.upstream, rest, exc)
 
-    def _stop_watching(self) -> None:
+    def close(self) -> None:
+        """Give both sockets back to their transports; idempotent."""
         if self._started:
             self._started = False
-            self.loop.remove_reader(self.client_fd)
-            self.loop.remove_reader(self.upstream_fd)
-
-    def close(self) -> None:
-        """Stop watching and close both descriptors; idempotent."""
-        self._stop_watching()
-        self._client.close()  # idempotent, as socket.close is
-        self._upstream.close()
-        self.client_fd = self.upstream_fd = -1
+            self.client.take_back(self)
+            self.upstream.take_back(self)

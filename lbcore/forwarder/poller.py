@@ -7,6 +7,12 @@ bench/README.md, "Owning the sockets").  Here a socket is added once, changed
 when it must wait for writability, and deleted once; the loop wakes us when any of
 them is ready, and one epoll_wait(0) fetches them all.
 
+Each watched descriptor has one callback per direction, so a socket's readiness can be
+lent to another handler without a second registration: a `stream.Stream` lends its
+socket's readability to the relay's copier, or to a splice pump, and takes it back; the
+kernel hears of it only if the events watched change (one owner per descriptor,
+issue 13).
+
 Dispatch follows the loop's rules: level-triggered, an error or hang-up wakes whatever
 the socket waits for.  A descriptor closed and reused within one batch may see an event
 meant for its predecessor; the sockets' callbacks treat a spurious wake-up as a no-op
@@ -19,6 +25,7 @@ Where there is no epoll (not Linux), `LoopPoller` does the same through the loop
 from __future__ import annotations
 
 import select
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Poller", "LoopPoller", "make_poller", "READ", "WRITE"]
@@ -30,47 +37,66 @@ if hasattr(select, "epoll"):
     _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
     _ERR = select.EPOLLERR | select.EPOLLHUP
     _MASKS = {READ: _IN, WRITE: _OUT, READ | WRITE: _IN | _OUT}
+    _READABLE = _IN | _ERR  # an error or hang-up wakes both directions (the loop's rule)
+    _WRITABLE = _OUT | _ERR
 
 
 class Poller:
-    """Sockets watched through one epoll set; each has a ``_readable``/``_writable``."""
+    """Sockets watched through one epoll set; each with a callback per direction."""
 
     __slots__ = ("loop", "epoll", "watched")
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
         self.epoll = select.epoll()
-        self.watched: dict[int, list] = {}  # fd -> [socket's owner, READ | WRITE bits]
+        # fd -> [READ | WRITE bits, called when readable, called when writable]
+        self.watched: dict[int, list] = {}
         loop.add_reader(self.epoll.fileno(), self._ready)
 
-    def watch(self, fd: int, owner: Any, events: int) -> None:
-        """Wake ``owner`` for ``events`` (READ, WRITE, both, or 0: not at all) on ``fd``."""
+    def watch(
+        self, fd: int, events: int, on_readable: Callable[[], Any] | None = None,
+        on_writable: Callable[[], Any] | None = None,
+    ) -> None:
+        """Call ``on_readable`` (``on_writable``) when ``fd`` is readable (writable) for
+        ``events`` (READ, WRITE, both, or 0: not at all).
+
+        The kernel hears only of a change of ``events``: handing a direction to another
+        callback (a stream lending its readiness to the copier) costs no system call."""
         entry = self.watched.get(fd)
         if entry is None:
             if events:
                 self.epoll.register(fd, _MASKS[events])
-                self.watched[fd] = [owner, events]
-        elif not events:
+                self.watched[fd] = [events, on_readable, on_writable]
+            return
+        if not events:
             del self.watched[fd]
             self.epoll.unregister(fd)
-        elif events != entry[1]:
-            entry[1] = events
+            return
+        if events != entry[0]:
+            entry[0] = events
             self.epoll.modify(fd, _MASKS[events])
+        entry[1] = on_readable
+        entry[2] = on_writable
 
     def _ready(self) -> None:
+        # Every steady-state request passes here twice (the copier's sockets): locals
+        # only, and a callback of None is a direction not watched.
         watched = self.watched
+        readable, writable = _READABLE, _WRITABLE
         for fd, happened in self.epoll.poll(0):
             entry = watched.get(fd)
             if entry is None:
                 continue
-            owner = entry[0]
-            if happened & (_IN | _ERR) and entry[1] & READ:
-                owner._readable()
-                entry = watched.get(fd)
-                if entry is None or entry[0] is not owner:
-                    continue
-            if happened & (_OUT | _ERR) and entry[1] & WRITE:
-                owner._writable()
+            if happened & readable:
+                on_readable = entry[1]
+                if on_readable is not None:
+                    on_readable()
+                    if not happened & writable or watched.get(fd) is not entry:
+                        continue  # (not entry: closed, and maybe reused, meanwhile)
+            if happened & writable:
+                on_writable = entry[2]
+                if on_writable is not None:
+                    on_writable()
 
     def close(self) -> None:
         self.loop.remove_reader(self.epoll.fileno())
@@ -85,25 +111,30 @@ class LoopPoller:
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
-        self.watched: dict[int, int] = {}
+        self.watched: dict[int, list] = {}  # fd -> [events, on_readable, on_writable]
 
-    def watch(self, fd: int, owner: Any, events: int) -> None:
-        was = self.watched.pop(fd, 0)
+    def watch(
+        self, fd: int, events: int, on_readable: Callable[[], Any] | None = None,
+        on_writable: Callable[[], Any] | None = None,
+    ) -> None:
+        was, reader, writer = self.watched.pop(fd, (0, None, None))
         if events:
-            self.watched[fd] = events
+            self.watched[fd] = [events, on_readable, on_writable]
         loop = self.loop
-        if events & READ and not was & READ:
-            loop.add_reader(fd, owner._readable)
-        elif was & READ and not events & READ:
+        if events & READ:
+            if not was & READ or on_readable != reader:
+                loop.add_reader(fd, on_readable)
+        elif was & READ:
             loop.remove_reader(fd)
-        if events & WRITE and not was & WRITE:
-            loop.add_writer(fd, owner._writable)
-        elif was & WRITE and not events & WRITE:
+        if events & WRITE:
+            if not was & WRITE or on_writable != writer:
+                loop.add_writer(fd, on_writable)
+        elif was & WRITE:
             loop.remove_writer(fd)
 
     def close(self) -> None:
         for fd in list(self.watched):
-            self.watch(fd, None, 0)
+            self.watch(fd, 0)
 
 
 def make_poller(loop: Any) -> Poller | LoopPoller:

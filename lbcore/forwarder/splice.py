@@ -7,10 +7,13 @@ has nothing queued, that direction leaves its transport and runs as a pump:
 The pipe is the pump's only buffer, so a slow reader holds at most `PIPE_SIZE` bytes per
 direction; reading stops while the pipe cannot drain.
 
-The transports keep owning their sockets (for the other direction and for closing), so
-the pump works on duplicated descriptors, a second name for the same socket that the
-pump owns and closes itself: whichever of the two closes first, the other never holds a
-number the kernel may already have given to a new socket.
+The transports keep owning their sockets (for the other direction and for closing); the
+pump borrows the source's readability and, while the pipe cannot drain, the
+destination's writability (`stream.Stream.lend_reads`, ``lend_writes``): the sockets' own
+descriptors, woken through their one poller entry.  The pump owns only its pipe.  A
+transport that closes while lending (the other direction ended in an error, say) makes
+the pump let go first (`Pump.close`), so the pump never holds a number the kernel may
+already have given to a new socket.
 """
 
 from __future__ import annotations
@@ -49,24 +52,24 @@ class Pump:
     """
 
     __slots__ = (
-        "relay", "side", "loop", "src", "dst", "pipe_r", "pipe_w", "size", "pending", "waiting",
+        "relay", "side", "source", "destination", "src", "dst", "pipe_r", "pipe_w", "size",
+        "pending", "waiting",
     )
 
-    def __init__(self, relay: Any, side: Any, loop: Any) -> None:
+    def __init__(self, relay: Any, side: Any) -> None:
         self.relay = relay
         self.side = side
-        self.loop = loop
-        self.src = self.dst = self.pipe_r = self.pipe_w = -1
-        try:
-            self.src = os.dup(side.transport.get_extra_info("socket").fileno())
-            self.dst = os.dup(side.peer.transport.get_extra_info("socket").fileno())
-            self.pipe_r, self.pipe_w, self.size = _pipe()
-        except BaseException:
-            self.close()
-            raise
+        self.source = side.transport
+        self.destination = side.peer.transport
+        self.src = self.source.get_extra_info("socket").fileno()
+        self.dst = self.destination.get_extra_info("socket").fileno()
+        self.pipe_r, self.pipe_w, self.size = _pipe()
         self.pending = 0  # bytes in the pipe
         self.waiting = False  # for the destination to become writable
-        loop.add_reader(self.src, self._readable)
+        self.source.lend_reads(self, self._readable)
+        # Held from the start, wanted only while waiting: the destination's transport
+        # makes the pump let go before it closes.
+        self.destination.lend_writes(self, None)
 
     def _readable(self) -> None:
         try:
@@ -77,7 +80,7 @@ class Pump:
             self.relay.abort(exc)
             return
         if n == 0:
-            self.loop.remove_reader(self.src)
+            self.close()  # the pipe is empty: this direction is over
             self.relay.eof_from(self.side)
             return
         self.side.bytes += n
@@ -94,8 +97,8 @@ class Pump:
         except BlockingIOError:
             if not self.waiting:  # backpressure: stop reading until the pipe drains
                 self.waiting = True
-                self.loop.remove_reader(self.src)
-                self.loop.add_writer(self.dst, self._writable)
+                self.source.lend_reads(self, None)
+                self.destination.lend_writes(self, self._writable)
             return
         except OSError as exc:
             self.relay.abort(exc)
@@ -103,16 +106,15 @@ class Pump:
         if self.waiting:
             self.relay.seen = -1  # a slow reader that drains is not idle
             self.waiting = False
-            self.loop.remove_writer(self.dst)
-            self.loop.add_reader(self.src, self._readable)
+            self.destination.lend_writes(self, None)
+            self.source.lend_reads(self, self._readable)
 
     def close(self) -> None:
-        """Stop watching and close the duplicates and the pipe; idempotent."""
-        if self.src >= 0:
-            self.loop.remove_reader(self.src)
-        if self.dst >= 0:
-            self.loop.remove_writer(self.dst)
-        for fd in (self.src, self.dst, self.pipe_r, self.pipe_w):
-            if fd >= 0:
-                os.close(fd)
+        """Give the sockets back and close the pipe; idempotent."""
+        if self.pipe_r < 0:
+            return
+        self.source.take_back(self)
+        self.destination.take_back(self)
+        os.close(self.pipe_r)
+        os.close(self.pipe_w)
         self.src = self.dst = self.pipe_r = self.pipe_w = -1

@@ -105,7 +105,7 @@ class Stream:
     __slots__ = (
         "loop", "poller", "sock", "fd", "peer", "protocol", "buffer", "size", "dialing",
         "error", "reading", "paused", "at_eof", "writing", "eof_wanted", "closing", "closed",
-        "protocol_paused", "deadline",
+        "protocol_paused", "deadline", "reader", "writer",
     )
 
     def __init__(
@@ -130,10 +130,13 @@ class Stream:
         self.closed = False
         self.protocol_paused = False
         self.deadline: list | None = None  # a `Deadlines` entry, let go once decided
+        # A direction lent out (`lend_reads`, `lend_writes`): (borrower, its callback).
+        self.reader: tuple[Any, Any] | None = None
+        self.writer: tuple[Any, Any] | None = None
         # Read from the start: a refused or reset connect shows here first, and so do
         # the first bytes of a server that speaks first.
         self.reading = True
-        poller.watch(self.fd, self, READ)
+        poller.watch(self.fd, READ, self._readable)
 
     # -- the transport calls the relay makes ------------------------------------------
 
@@ -238,6 +241,37 @@ class Stream:
         else:
             self._fail(exc)
 
+    # -- lending the socket's readiness (the relay's copier and splice pump) -------------
+
+    def lend_reads(self, borrower: Any, on_readable: Any) -> None:
+        """From now on the socket's readability calls ``on_readable``, not this stream,
+        until ``take_back(borrower)``.  ``on_readable`` None: the borrower holds the
+        socket but wants no reads now, and the stream's own reading applies (the relay
+        keeps a pumped source paused).
+
+        One descriptor, one registration: the borrower moves bytes on this socket's
+        own descriptor and is woken through the same poller entry, so lending costs no
+        system call unless the events watched change.  The stream stays the one owner:
+        before it closes the socket it calls ``borrower.close()``, which must take the
+        socket back (a splice pump may still hold it when the other direction ends).
+        """
+        self.reader = (borrower, on_readable)
+        self._rewatch()
+
+    def lend_writes(self, borrower: Any, on_writable: Any) -> None:
+        """`lend_reads` for writability (a splice pump waiting for its destination)."""
+        self.writer = (borrower, on_writable)
+        self._rewatch()
+
+    def take_back(self, borrower: Any) -> None:
+        """Whatever ``borrower`` was lent returns to this stream's own reading/writing."""
+        if self.reader is not None and self.reader[0] is borrower:
+            self.reader = None
+        if self.writer is not None and self.writer[0] is borrower:
+            self.writer = None
+        if not self.closed:
+            self._rewatch()
+
     # -- event-loop callbacks -------------------------------------------------------
 
     def _readable(self) -> None:
@@ -340,9 +374,12 @@ class Stream:
     def _release_socket(self) -> None:
         self.closed = True
         self._drop_deadline()
-        if self.reading or self.writing:
-            self.reading = self.writing = False
-            self.poller.watch(self.fd, self, 0)
+        for lent in (self.reader, self.writer):
+            if lent is not None:
+                lent[0].close()  # the borrower lets go before the descriptor closes
+        assert self.reader is None and self.writer is None, "a borrower kept the socket"
+        self.reading = self.writing = False
+        self.poller.watch(self.fd, 0)
         self.sock.close()
 
     def _lost(self, exc: OSError | None) -> None:
@@ -359,9 +396,21 @@ class Stream:
         want = not (self.paused or self.at_eof or self.closing or self.closed)
         if want != self.reading:
             self.reading = want
-            self.poller.watch(self.fd, self, (READ if want else 0) | (WRITE if self.writing else 0))
+            self._rewatch()
 
     def _watch_writes(self, want: bool) -> None:
         if want != self.writing and not (want and self.closed):
             self.writing = want
-            self.poller.watch(self.fd, self, (READ if self.reading else 0) | (WRITE if want else 0))
+            self._rewatch()
+
+    def _rewatch(self) -> None:
+        """Tell the poller who is woken now: a borrower that wants a direction, else
+        this stream if it reads (writes)."""
+        on_readable = self.reader[1] if self.reader is not None else None
+        if on_readable is None and self.reading:
+            on_readable = self._readable
+        on_writable = self.writer[1] if self.writer is not None else None
+        if on_writable is None and self.writing:
+            on_writable = self._writable
+        self.poller.watch(self.fd, (READ if on_readable is not None else 0)
+                          | (WRITE if on_writable is not None else 0), on_readable, on_writable)

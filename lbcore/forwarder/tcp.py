@@ -23,9 +23,10 @@ cannot avoid: a request the dead endpoint processed without answering runs twice
 Turn it off with ``retry_unanswered=False``.
 
 Steady state: once the endpoint has answered and the client sends again, the
-connection is persistent, and both directions move to a `Copier` (``_copier_py``, or
-its compiled twin) that copies between the raw sockets from event-loop callbacks, with
-no bytes object or protocol call per read.  It hands the connection back to the
+connection is persistent, and both directions move to a `Copier` (``_pure.copier``, or
+its compiled twin) that copies between the raw sockets, woken through the transports'
+own poller entries (they lend it their readability: no duplicate descriptor, no second
+watch), with no bytes object or protocol call per read.  It hands the connection back to the
 transports for anything but a complete copy: backpressure, end of stream, an error, a
 bulk read (see `Relay.copier_left`).  A one-request connection never pays for it.
 """
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import struct
 from typing import TYPE_CHECKING, Any
@@ -299,63 +299,37 @@ class Relay:
             or upstream.transport.get_write_buffer_size()
         ):
             return False
-        copier = self._new_copier()
-        if copier is None:
-            return False
+        copier = Copier(self, client.transport, upstream.transport, self.splice)
         try:
             sent = copier.send(data)
         except OSError:
-            copier.close()
             return False  # the transport's write meets the same error and reports it
         client.bytes += len(data)
         if sent < len(data):  # the endpoint is slow to read: stay with the transports
-            copier.close()
             upstream.transport.write(data[sent:])
             return True
-        client.transport.pause_reading()
-        upstream.transport.pause_reading()
+        # The transports keep reading-interest and registration; the copier borrows
+        # them (no system call: the events watched stay READ on both sockets).
         self.copier = copier
-        try:
-            copier.start()
-        except OSError as exc:  # the loop refused the descriptors: back to the transports
-            self._no_copier(exc)
-            self.copier_left(client, None, None)
+        copier.start()
         return True
 
-    def _new_copier(self) -> Copier | None:
-        fds: list[int] = []
-        try:
-            for side in (self.client, self.upstream):
-                sock = side.transport.get_extra_info("socket")  # type: ignore[union-attr]
-                fds.append(os.dup(sock.fileno()))
-            return Copier(self, self.runtime.loop, fds[0], fds[1], self.splice)
-        except OSError as exc:  # out of descriptors, say: keep to the transports
-            for fd in fds:
-                os.close(fd)
-            self._no_copier(exc)
-            return None
-
-    def _no_copier(self, exc: OSError) -> None:
-        log.warning("%s: copier unavailable, copying through transports: %s",
-                    self.runtime.name, exc)
-        self.copy = False
-
     def copier_left(self, side: _Side, rest: bytes | None, exc: OSError | None) -> None:
-        """The copier, no longer watching, hands the connection back: ``rest`` is
-        ``side``'s unsent bytes, ``exc`` an error of either socket."""
+        """The copier has given the sockets back and hands the connection back: ``rest``
+        is ``side``'s unsent bytes, ``exc`` an error of either socket."""
         self._stop_copier()
         if exc is not None:
             self.abort(exc)
             return
-        self.client.transport.resume_reading()
-        self.upstream.transport.resume_reading()  # type: ignore[union-attr]
         if rest:
             side.peer.transport.write(rest)  # queued, so the transport's flow control applies
 
     def _stop_copier(self) -> None:
-        # Before any transport closes: the copier's duplicates keep the sockets open.
-        # While a copier runs, the transports are paused and quiet, so only its own
-        # hand-back (`copier_left`) or `abort` (errors, idle, stop) ends a connection.
+        # Before any transport closes: one owner per descriptor, and the transport is
+        # it; the copier must have given the sockets back first (a transport closing
+        # while still lending would make it, `Stream.lend_reads`).  While a copier runs
+        # the transports are quiet, so only its own hand-back (`copier_left`) or `abort`
+        # (errors, idle, stop) ends a connection.
         copier = self.copier
         if copier is not None:
             self.copier = None
@@ -369,7 +343,7 @@ class Relay:
             return  # keep order (and the replay): try again on the next bulk read
         side.transport.pause_reading()
         try:
-            side.pump = splice.Pump(self, side, self.runtime.loop)
+            side.pump = splice.Pump(self, side)
         except OSError as exc:  # out of descriptors, say: keep copying
             log.warning("%s: splice unavailable, copying instead: %s", self.runtime.name, exc)
             self.splice = False
