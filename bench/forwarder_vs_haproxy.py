@@ -93,7 +93,7 @@ TARGETS = [
 ]
 
 # The drop rule, fixed before measuring (and before run 1 counted: an earlier try with
-# one rule for every figure, a 0.5-core limit on other load, was stopped after 9
+# one rule for every figure, a 0.5-core limit on other load, was stopped after 15
 # measurements, all of them over the limit at load average 4-5.5; see bench/README.md).
 #   - A round of a workload is dropped, every figure of every proxy, when one proxy's
 #     measurement in it failed (wrk exit), had socket errors (connect, read, write,
