@@ -399,7 +399,9 @@ def measure(kind: str, load: Workload, duration: int, workdir: Path, backends: l
     if run["non_2xx_3xx"]:
         bad.append(f"{run['non_2xx_3xx']} non-2xx/3xx responses")
     m["bad"] = "; ".join(bad) or None
-    m["noisy"] = f"other processes used {outside:.2f} of a core" if outside > MAX_OUTSIDE_CPU else None
+    m["noisy"] = None
+    if outside > MAX_OUTSIDE_CPU:
+        m["noisy"] = f"other processes used {outside:.2f} of a core"
     return m
 
 
@@ -497,7 +499,8 @@ def print_summary(summary: dict[str, Any], workloads: list[str]) -> None:
                 if "medians" not in part:
                     print(f"  {view} {figure}: no rounds")
                     continue
-                shown = "{:,.3f}" if unit == "GB/s" else "{:,.1f}" if figure == "cpu_us" else "{:,.0f}"
+                shown = ("{:,.3f}" if unit == "GB/s" else "{:,.1f}" if figure == "cpu_us"
+                         else "{:,.0f}")
                 print(f"  {view} {figure} ({unit}), rounds {part['rounds']}: medians "
                       + "  ".join(f"{k} {shown.format(v[figure])}"
                                   for k, v in part["medians"].items()))
