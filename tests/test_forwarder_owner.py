@@ -19,7 +19,7 @@ import pytest
 from lbcore import Endpoint
 from lbcore.forwarder import Forwarder
 
-from forwarder_support import LOOPS, payload, run_async, service
+from forwarder_support import LOOPS, eventually, payload, run_async, service
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fdinfo"), reason="Linux /proc")
 
@@ -70,14 +70,6 @@ def registrations(fd: int) -> list[int]:
                 except OSError:  # a descriptor closed since
                     pass
     return found
-
-
-async def wait_for(predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 def only_relay(fw: Forwarder):
@@ -150,8 +142,8 @@ def test_a_copied_connection_holds_one_descriptor_per_socket(loop_kind, ending):
         else:
             assert await asyncio.wait_for(reader.read(), 5) == b""  # the forwarder closed
             writer.close()
-        await wait_for(lambda: ended and not fw.stats()["web"]["active"])
-        await wait_for(lambda: opened_since(baseline) == (0, 0))
+        await eventually(lambda: ended and not fw.stats()["web"]["active"])
+        await eventually(lambda: opened_since(baseline) == (0, 0))
         await fw.stop()
         server.close()
         return before, copying, watched_by, poller_epoll
@@ -202,8 +194,8 @@ def test_a_spliced_connection_holds_one_descriptor_per_socket_and_a_pipe(loop_ki
             writer.close()
         else:
             reset(writer)
-        await wait_for(lambda: ended and not fw.stats()["web"]["active"])
-        await wait_for(lambda: opened_since(baseline) == (0, 0))
+        await eventually(lambda: ended and not fw.stats()["web"]["active"])
+        await eventually(lambda: opened_since(baseline) == (0, 0))
         stats = fw.stats()["web"]
         await fw.stop()
         server.close()
