@@ -24,7 +24,7 @@ from libc.stdint cimport int32_t, uint64_t
 from libc.string cimport memcpy
 
 from lbcore._fast.balancer cimport Balancer
-from lbcore._fast.loads cimport Loads, loads_add, loads_remove, u128
+from lbcore._fast.loads cimport Loads, loads_add, loads_add_checked, loads_release, u128
 from lbcore._fast.tournament cimport EMPTY_KEY, key_t, key_to_int, tree_size
 
 import random
@@ -330,16 +330,10 @@ cdef class LeastRequest(Balancer):
 
     def release(self, endpoint):
         """A connection to endpoint has ended: one active connection less; O(1)."""
-        cdef Loads loads = self._loads
-        cdef Py_ssize_t index = loads.find(endpoint)
-        if index >= 0:
-            loads_remove(loads, index)
+        loads_release(self._loads, endpoint)
 
     cdef int _count(self, Py_ssize_t index) except -1:
-        cdef Loads loads = self._loads
-        if not 0 <= index < loads.n:
-            raise IndexError(f"endpoint index {index} out of range")
-        return loads_add(loads, index)
+        return loads_add_checked(self._loads, index)
 
     def _active_counts(self):
         """Active connections by endpoint address (for tests and stats)."""

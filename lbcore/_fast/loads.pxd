@@ -67,6 +67,21 @@ cdef inline void loads_remove(Loads loads, Py_ssize_t index) noexcept:
             loads.total -= 1
 
 
+cdef inline int loads_release(Loads loads, object endpoint) except -1:
+    """A balancer's release(endpoint): one connection less on it; ignored if not in the set."""
+    cdef Py_ssize_t index = loads.find(endpoint)
+    if index >= 0:
+        loads_remove(loads, index)
+    return 0
+
+
+cdef inline int loads_add_checked(Loads loads, Py_ssize_t index) except -1:
+    """loads_add for an index from outside (Affinity's sessions): IndexError if out of range."""
+    if not 0 <= index < loads.n:
+        raise IndexError(f"endpoint index {index} out of range")
+    return loads_add(loads, index)
+
+
 cdef inline bint has_room(Loads loads, Py_ssize_t index, uint64_t percent) noexcept:
     """a == 0 or a * 100 * W < p * (A + 1) * w: endpoints[index] is below its bound."""
     # Two 64 x 64 -> 128-bit products: weights below 2**31, fewer than 2**20 percent.

@@ -26,7 +26,7 @@ from libc.string cimport memcpy, memset
 from lbcore._fast.balancer cimport Balancer
 from lbcore._fast.hash_balancer cimport _resolve_fallback
 from lbcore._fast.hashing cimport SEED, hash_key, xxh64, xxh64_u64
-from lbcore._fast.loads cimport Loads, loads_add, loads_remove, probe
+from lbcore._fast.loads cimport Loads, loads_add, loads_add_checked, loads_release, probe
 from lbcore._fast.md5 cimport md5
 
 from lbcore._shared.endpoint_state import pickable_indices
@@ -402,18 +402,11 @@ cdef class RingHash(Balancer):
 
     def release(self, endpoint):
         """A connection picked earlier has ended: counted with balance_factor, else a no-op."""
-        cdef Py_ssize_t index
         if self._loads is not None:
-            index = self._loads.find(endpoint)
-            if index >= 0:
-                loads_remove(self._loads, index)
+            loads_release(self._loads, endpoint)
 
     cdef int _count(self, Py_ssize_t index) except -1:
-        if self._loads is None:
-            return 0
-        if not 0 <= index < self._loads.n:
-            raise IndexError(f"endpoint index {index} out of range")
-        return loads_add(self._loads, index)
+        return 0 if self._loads is None else loads_add_checked(self._loads, index)
 
     def _active_counts(self):
         """Active connections by endpoint address (with balance_factor; tests, stats)."""

@@ -182,19 +182,12 @@ class HashBalancer(Balancer):
     def release(self, endpoint: Endpoint) -> None:
         """A connection picked earlier has ended: counted with ``balance_factor``, else
         a no-op."""
-        loads = self._loads
-        if loads is not None:
-            index = loads.find(endpoint)
-            if index >= 0:
-                loads.remove(index)
+        if self._loads is not None:
+            self._loads.release(endpoint)
 
     def _count(self, index: int) -> None:
-        loads = self._loads
-        if loads is None:
-            return
-        if not 0 <= index < len(loads.endpoints):
-            raise IndexError(f"endpoint index {index} out of range")
-        loads.add(index)
+        if self._loads is not None:
+            self._loads.add_checked(index)
 
     def _active_counts(self) -> dict[tuple[str, int], int]:
         """Active connections by endpoint address (with ``balance_factor``; tests, stats)."""

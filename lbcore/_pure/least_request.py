@@ -279,16 +279,10 @@ class LeastRequest(Balancer):
 
         An endpoint no longer in the set, or with no active connection, is ignored.
         """
-        loads = self._loads
-        index = loads.find(endpoint)
-        if index >= 0:
-            loads.remove(index)
+        self._loads.release(endpoint)
 
     def _count(self, index: int) -> None:
-        loads = self._loads
-        if not 0 <= index < len(loads.endpoints):
-            raise IndexError(f"endpoint index {index} out of range")
-        loads.add(index)
+        self._loads.add_checked(index)
 
     def _active_counts(self) -> dict[tuple[str, int], int]:
         """Active connections by endpoint address (for tests and stats)."""

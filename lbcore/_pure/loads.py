@@ -102,6 +102,19 @@ class Loads:
             if self.share[index]:
                 self.total -= 1
 
+    def release(self, endpoint: Endpoint) -> None:
+        """A balancer's ``release(endpoint)``: one connection less on it; an endpoint no
+        longer in the set is ignored.  O(1)."""
+        index = self.find(endpoint)
+        if index >= 0:
+            self.remove(index)
+
+    def add_checked(self, index: int) -> None:
+        """`add` for an index from outside (Affinity's sessions): IndexError if out of range."""
+        if not 0 <= index < len(self.endpoints):
+            raise IndexError(f"endpoint index {index} out of range")
+        self.add(index)
+
     def has_room(self, index: int, percent: int) -> bool:
         """Whether ``endpoints[index]`` (pickable) is below its bound for a factor of
         ``percent`` / 100 (see the module docstring); O(1)."""
