@@ -45,6 +45,24 @@ def run_async(kind: str, coro: Any) -> Any:
         loop.close()
 
 
+def until_or_exit(process: subprocess.Popen, condition: Any, timeout: float = 10.0) -> Any:
+    """Poll ``condition`` (OSError counts as not yet) until it returns something true, and
+    return that; fail at once, with its stderr, if the ``lbcore forward`` process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = condition()
+            if result:
+                return result
+        except OSError:
+            pass
+        if process.poll() is not None:
+            raise AssertionError(f"lbcore forward exited with {process.returncode}: {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
 async def eventually(predicate: Any, timeout: float = 5.0) -> None:
     """Wait until ``predicate()`` holds, giving the loop turns (sockets move in real time).
 

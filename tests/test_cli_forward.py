@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import fields
 
 import pytest
-from forwarder_support import free_port
+from forwarder_support import free_port, until_or_exit
 
 from lbcore.cli import _FORWARD_OPTIONS
 from lbcore.forwarder import Options, run
@@ -73,23 +73,6 @@ def _ask(port: int) -> bytes:
     return reply
 
 
-def _until(process: subprocess.Popen, condition, timeout: float = 10.0):
-    """Poll ``condition`` until true; fail at once, with its stderr, if lbcore exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-            if result:
-                return result
-        except OSError:
-            pass
-        if process.poll() is not None:
-            raise AssertionError(f"lbcore forward exited with {process.returncode}: {process.stderr.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
 def test_forward_serves_reloads_on_sighup_and_exits_on_sigterm(backends, tmp_path):
     a, b = backends
     port = free_port()
@@ -106,14 +89,14 @@ def test_forward_serves_reloads_on_sighup_and_exits_on_sigterm(backends, tmp_pat
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
-        assert _until(process, lambda: _ask(port)) == b"a:hi"
+        assert until_or_exit(process, lambda: _ask(port)) == b"a:hi"
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
             assert b"lbcore_forwarder_" in response.read()
         assert {_ask(port) for _ in range(5)} == {b"a:hi"}
 
         _config(config, port, b.port)  # the endpoint moves: new connections follow on SIGHUP
         process.send_signal(signal.SIGHUP)
-        _until(process, lambda: _ask(port) == b"b:hi")
+        until_or_exit(process, lambda: _ask(port) == b"b:hi")
         assert {_ask(port) for _ in range(5)} == {b"b:hi"}
 
         config.write_text("services:\n  - {name: web, vip: 127.0.0.1, port: 0}\n")  # bad: refused
@@ -141,7 +124,7 @@ def test_forward_retries_a_dead_endpoint(backends, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "lbcore", "forward", str(config), "--tries", "2"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        _until(process, lambda: _ask(port))
+        until_or_exit(process, lambda: _ask(port))
         assert [_ask(port) for _ in range(10)] == [b"a:hi"] * 10
     finally:
         process.terminate()
@@ -169,7 +152,7 @@ def test_forward_reads_its_files_once_at_start(backends, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "lbcore", "forward", str(fifo)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        assert _until(process, lambda: _ask(port)) == b"a:hi"
+        assert until_or_exit(process, lambda: _ask(port)) == b"a:hi"
         writer.join(timeout=5)
         assert not writer.is_alive()
     finally:

@@ -19,7 +19,7 @@ from lbcore import Endpoint, HealthCheck
 from lbcore.forwarder import Forwarder, format_stats
 
 from forwarder_support import (
-    LOOPS, ROOT, backends, free_port, open_client, refused_or_read, run_async, service, who,
+    LOOPS, ROOT, backends, free_port, open_client, refused_or_read, run_async, service, until_or_exit, who,
 )
 from health_support import CheckedServer
 
@@ -279,9 +279,9 @@ def test_lbcore_forward_checks_a_yaml_services_endpoints_and_exports_them(tmp_pa
     endpoint = f'endpoint="127.0.0.1:{health.port}",service="web"'
     try:
         scrape = lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        up = wait_for(process, lambda: (body := scrape()) and f"lbcore_forwarder_endpoint_last_check_passed{{{endpoint}}} 1.0" in body and body)
+        up = until_or_exit(process, lambda: (body := scrape()) and f"lbcore_forwarder_endpoint_last_check_passed{{{endpoint}}} 1.0" in body and body)
         health.status = 500
-        down = wait_for(process, lambda: (body := scrape()) and f"lbcore_forwarder_endpoint_healthy{{{endpoint}}} 0.0" in body and body)
+        down = until_or_exit(process, lambda: (body := scrape()) and f"lbcore_forwarder_endpoint_healthy{{{endpoint}}} 0.0" in body and body)
         process.send_signal(signal.SIGUSR1)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=10)
@@ -299,22 +299,6 @@ def test_lbcore_forward_checks_a_yaml_services_endpoints_and_exports_them(tmp_pa
     assert "unhealthy (last check failed in " in out and "status 500)" in out
     assert "is unhealthy: status 500" in err
     assert "GET /healthz HTTP/1.1" in health.requests[0]
-
-
-def wait_for(process: subprocess.Popen, condition, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-            if result:
-                return result
-        except OSError:
-            pass
-        if process.poll() is not None:
-            raise AssertionError(f"lbcore forward exited with {process.returncode}: {process.stderr.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 class CheckedServerThread:
