@@ -9,6 +9,7 @@ addresses so hash schedulers see many clients.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -61,6 +62,16 @@ def until_or_exit(process: subprocess.Popen, condition: Any, timeout: float = 10
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+def read_lines(stream: Any, count: int, timeout: float = 10.0) -> str:
+    """``count`` lines from a child's text pipe, failing after ``timeout`` instead of
+    blocking the run (the reading thread ends when the child does)."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(lambda: "".join(stream.readline() for _ in range(count))).result(timeout)
+    finally:
+        pool.shutdown(wait=False)
 
 
 async def eventually(predicate: Any, timeout: float = 5.0) -> None:
