@@ -483,6 +483,31 @@ def test_the_poller_unwatches_and_dispatches_both_directions(loop_kind, make_pol
     assert run_async(loop_kind, main()) == (True, True, True, True, True)
 
 
+def test_a_forgotten_descriptor_leaves_the_epoll_set_when_it_closes(loop_kind):
+    """`Poller.forget` makes no EPOLL_CTL_DEL: close(2) itself takes the socket out of the
+    set.  The kernel's list of the set's descriptors (/proc/self/fdinfo) shows it."""
+
+    def in_set(poller: Any, fd: int) -> bool:
+        info = open(f"/proc/self/fdinfo/{poller.epoll.fileno()}").read()
+        return f"tfd: {fd:8d} " in info
+
+    async def main():
+        poller = poller_module.Poller(asyncio.get_running_loop())
+        a, b = socket.socketpair()
+        fd = a.fileno()
+        poller.watch(fd, poller_module.READ, lambda: None)
+        watched = in_set(poller, fd)
+        poller.forget(fd)
+        still_in_set = in_set(poller, fd)  # forgotten by us, not yet by the kernel
+        a.close()
+        after_close = in_set(poller, fd)
+        poller.close()
+        b.close()
+        return watched, still_in_set, after_close
+
+    assert run_async(loop_kind, main()) == (True, True, False)
+
+
 class Borrower:
     """What the copier and the splice pump are to a stream: it borrows the socket's
     readiness, and lets go (``take_back``) when told to close."""

@@ -39,7 +39,7 @@ from errno import EINPROGRESS, EINTR, ENOTCONN
 from typing import Any
 
 from ..models import Endpoint, join_host_port
-from .poller import READ, WRITE
+from .._shared.poll_events import READ, WRITE
 
 __all__ = ["Stream", "dial", "accepted"]
 
@@ -379,7 +379,7 @@ class Stream:
                 lent[0].close()  # the borrower lets go before the descriptor closes
         assert self.reader is None and self.writer is None, "a borrower kept the socket"
         self.reading = self.writing = False
-        self.poller.watch(self.fd, 0)
+        self.poller.forget(self.fd)
         self.sock.close()
 
     def _lost(self, exc: OSError | None) -> None:
