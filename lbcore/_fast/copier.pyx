@@ -45,8 +45,8 @@ cdef class Copier:
         self.relay = relay
         self.client = client
         self.upstream = upstream
-        self.client_fd = client.get_extra_info("socket").fileno()
-        self.upstream_fd = upstream.get_extra_info("socket").fileno()
+        self.client_fd = client.fd
+        self.upstream_fd = upstream.fd
         self.bulk_hands_back = bulk_hands_back
 
     def send(self, bytes data):

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..models import join_host_port
 from .clock import Clock
-from .stream import accepted
+from .stream import accept, accepted
 from .tcp import Relay
 from .udp import ListenerProtocol
 
@@ -124,7 +124,7 @@ class Listener:
         family = sock.family
         for _ in range(MAX_ACCEPT):
             try:
-                fd, address = sock._accept()  # the descriptor: `stream.accepted` wraps it
+                fd, address = accept(sock)  # the descriptor: `stream.accepted` wraps it
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:

@@ -61,8 +61,8 @@ class Pump:
         self.side = side
         self.source = side.transport
         self.destination = side.peer.transport
-        self.src = self.source.get_extra_info("socket").fileno()
-        self.dst = self.destination.get_extra_info("socket").fileno()
+        self.src = self.source.fd
+        self.dst = self.destination.fd
         self.pipe_r, self.pipe_w, self.size = _pipe()
         self.pending = 0  # bytes in the pipe
         self.waiting = False  # for the destination to become writable

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import struct
 from typing import TYPE_CHECKING, Any
 
 from .._twins import twin
@@ -50,29 +48,14 @@ if TYPE_CHECKING:
 else:
     Copier = twin("copier").Copier
 
-__all__ = ["Relay", "reset", "REPLAY_LIMIT"]
+__all__ = ["Relay", "REPLAY_LIMIT"]
 
 log = logging.getLogger("lbcore.forwarder")
 
 #: Client bytes held for a replay until the endpoint's first byte arrives.
 REPLAY_LIMIT = 64 * 1024
 
-_LINGER_RESET = struct.pack("ii", 1, 0)
 _BULK_READ = splice.BULK_READ
-
-
-def reset(transport: asyncio.BaseTransport) -> None:
-    """Close with a TCP RST, as iptables ``-j REJECT --reject-with tcp-reset`` would.
-
-    A client told "reset" knows it was turned away; a FIN would read as a finished reply.
-    """
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        except OSError:  # already gone
-            pass
-    transport.abort()
 
 
 class _Side(asyncio.Protocol):
@@ -201,7 +184,7 @@ class Relay:
         # is counted; and it costs an accept and a close, no buffer.
         if len(stats.live) >= runtime.max_connections:
             stats.refused += 1
-            reset(self.client.transport)
+            self.client.transport.reset()  # a RST, as iptables' REJECT --reject-with tcp-reset
             return
         stats.admitted(self)
         if runtime.wants_key:
@@ -217,7 +200,7 @@ class Relay:
             runtime.stats.unavailable += 1
             log.warning("%s: connection from %s refused: %s", runtime.name,
                         self.client.transport.get_extra_info("peername"), exc)
-            reset(self.client.transport)
+            self.client.transport.reset()  # turned away: a FIN would read as a finished reply
             return
         self.balancer, self.endpoint, self.endpoint_stats, transport, self.tries = placed
         if unsent:
