@@ -303,9 +303,10 @@ cdef class Stream:
         if self.closing:
             return
         self.closing = True
-        self._watch_reads()
         if not self.size or self.error is not None:
-            self._close_now(self.error)
+            self._close_now(self.error)  # no EPOLL_CTL_MOD first: the close ends the watch
+        else:  # the writer closes once the buffer is empty; reads stop now
+            self._watch_reads()
 
     def abort(self):
         """Close now, dropping queued bytes (asyncio's ``abort``)."""
@@ -379,9 +380,11 @@ cdef class Stream:
             self.protocol.data_received(PyBytes_FromStringAndSize(_buffer, n))
             return
         self.at_eof = True
-        self._watch_reads()
         if not self.protocol.eof_received():
             self.close()
+        # Reads stop after the protocol has heard: when the end closes the connection
+        # (the second FIN of a relay), the close ends the watch with no EPOLL_CTL_DEL.
+        self._watch_reads()
 
     def _writable(self):
         cdef ssize_t sent

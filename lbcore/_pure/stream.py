@@ -222,12 +222,13 @@ class Stream:
         if self.closing:
             return
         self.closing = True
-        self._watch_reads()
         if not self.size or self.error is not None:
             # A connect refused meanwhile (a send met it) is reported, as the writer
-            # would report it had the send waited for the handshake instead.
+            # would report it had the send waited for the handshake instead.  No
+            # watching changes first: the descriptor's close ends it (`Poller.forget`).
             self._close_now(self.error)
-        # else: the writer closes once the buffer is empty
+        else:  # the writer closes once the buffer is empty; reads stop now
+            self._watch_reads()
 
     def abort(self) -> None:
         """Close now, dropping queued bytes (asyncio's ``abort``)."""
@@ -314,9 +315,11 @@ class Stream:
             self.protocol.data_received(data)
             return
         self.at_eof = True
-        self._watch_reads()
         if not self.protocol.eof_received():
             self.close()
+        # Reads stop after the protocol has heard: when the end closes the connection
+        # (the second FIN of a relay), the close ends the watch with no EPOLL_CTL_DEL.
+        self._watch_reads()
 
     def _writable(self) -> None:
         if self.dialing:
