@@ -18,7 +18,9 @@ from lbcore import ConfigError, Endpoint
 from lbcore.forwarder import Forwarder, ManualClock, Options
 from lbcore.forwarder import forwarder as forwarder_module
 from lbcore.forwarder import splice as splice_module
+from lbcore._twins import twin
 from lbcore.forwarder import listener as listener_module
+from lbcore.forwarder import retry as retry_module
 from lbcore.forwarder.listener import ACCEPT_RETRY_DELAY
 
 from forwarder_support import (
@@ -45,7 +47,7 @@ async def through_the_hole(fw, clock, hole, request):
 
 
 @pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
-def test_bulk_both_ways_byte_exact_and_counted(loop_kind, splice, monkeypatch):
+def test_bulk_both_ways_byte_exact_and_counted(loop_kind, splice, request):
     pumps = []
 
     class CountedPump(splice_module.Pump):  # the real pump, counted
@@ -55,7 +57,11 @@ def test_bulk_both_ways_byte_exact_and_counted(loop_kind, splice, monkeypatch):
             super().__init__(*args)
             pumps.append(self)
 
-    monkeypatch.setattr(splice_module, "Pump", CountedPump)
+    # The relay holds the pump class it was wired with (lbcore.forwarder.tcp): rewire it.
+    relay = twin("relay")
+    relay.wire(retry_module.place, retry_module.failed, CountedPump, splice_module.BULK_READ)
+    request.addfinalizer(lambda: relay.wire(
+        retry_module.place, retry_module.failed, splice_module.Pump, splice_module.BULK_READ))
 
     async def main():
         (a,) = await backends("a")
