@@ -96,7 +96,8 @@ cdef class Poller:
 
         The kernel hears only of a change of ``events``: handing a direction to another
         callback (a stream lending its readiness to the copier) costs no system call.
-        An OSError from the kernel leaves the entry as it was."""
+        An OSError from adding or changing leaves the entry as it was; stopping drops
+        it whatever the kernel says (a descriptor it does not know is not watched)."""
         cdef _Entry entry
         found = self.watched.get(fd)
         if found is None:

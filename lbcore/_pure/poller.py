@@ -4,8 +4,8 @@ Why: every descriptor the loop watches costs at both ends under uvloop (libuv ch
 descriptor with an epoll add and delete, sets it non-blocking again, and deletes it up to
 three times when the watch ends: seven system calls per socket, traced with strace; see
 bench/README.md, "Owning the sockets").  Here a socket is added once, changed
-when it must wait for writability, and deleted once; the loop wakes us when any of
-them is ready, and one epoll_wait(0) fetches them all.
+when it must wait for writability, and leaves the set with its close(2) (`forget`); the
+loop wakes us when any of them is ready, and one epoll_wait(0) fetches them all.
 
 Each watched descriptor has one callback per direction, so a socket's readiness can be
 lent to another handler without a second registration: a `stream.Stream` lends its
@@ -66,7 +66,8 @@ class Poller:
 
         The kernel hears only of a change of ``events``: handing a direction to another
         callback (a stream lending its readiness to the copier) costs no system call.
-        An OSError from the kernel leaves the entry as it was."""
+        An OSError from adding or changing leaves the entry as it was; stopping drops
+        it whatever the kernel says (a descriptor it does not know is not watched)."""
         entry = self.watched.get(fd)
         if entry is None:
             if events:
