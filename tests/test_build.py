@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import subprocess
@@ -42,10 +43,16 @@ def test_compiled_twins_loaded():
         value = getattr(balancers, name)
         if isinstance(value, type):
             assert value.__module__.startswith("lbcore._fast."), name
-    from lbcore.forwarder import tcp
+    from lbcore.forwarder import poller, tcp
     from lbcore.render import iptables
 
     assert tcp.Copier.__module__ == "lbcore._fast.copier"
+    assert poller.Poller.__module__ == "lbcore._fast.poller"
+    loop = asyncio.new_event_loop()
+    made = poller.make_poller(loop)  # what the forwarder watches its sockets with
+    made.close()
+    loop.close()
+    assert type(made) is poller.Poller
     assert iptables.join_payload.__module__ == "lbcore._fast.iptables_chains"
 
 

@@ -123,7 +123,7 @@ def test_a_copied_connection_holds_one_descriptor_per_socket(loop_kind, ending):
         fw = Forwarder([service("web", [endpoint(server)])],
                        idle_timeout=0.3 if ending == "idle timeout" else 60)
         await fw.start()
-        poller_epoll = fw._poller.epoll.fileno()
+        poller_epoll = fw._poller.fileno()
         baseline = open_files()
         reader, writer = await asyncio.open_connection(*fw.addresses["web"])
         writer.write(b"ping\n")
@@ -167,7 +167,7 @@ def test_a_spliced_connection_holds_one_descriptor_per_socket_and_a_pipe(loop_ki
         server, ended = await line_server(big)
         fw = Forwarder([service("web", [endpoint(server)])])
         await fw.start()
-        poller_epoll = fw._poller.epoll.fileno()
+        poller_epoll = fw._poller.fileno()
         baseline = open_files()
         reader, writer = await asyncio.open_connection(*fw.addresses["web"], limit=1 << 22)
         writer.write(b"ping\n")

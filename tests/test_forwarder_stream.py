@@ -488,7 +488,7 @@ def test_a_forgotten_descriptor_leaves_the_epoll_set_when_it_closes(loop_kind):
     set.  The kernel's list of the set's descriptors (/proc/self/fdinfo) shows it."""
 
     def in_set(poller: Any, fd: int) -> bool:
-        info = open(f"/proc/self/fdinfo/{poller.epoll.fileno()}").read()
+        info = open(f"/proc/self/fdinfo/{poller.fileno()}").read()
         return f"tfd: {fd:8d} " in info
 
     async def main():
