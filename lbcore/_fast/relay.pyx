@@ -340,6 +340,7 @@ cdef class Relay:
         self.abort()
 
     cdef _maybe_finish(self):
+        cdef Side side
         if self.finished or not self.client.done:
             return
         if self.upstream is not None and not self.upstream.done:
@@ -347,9 +348,15 @@ cdef class Relay:
         self.finished = True
         self._stop_copier()  # ended by copier_left or abort before now; this makes sure
         for side in (self.client, self.upstream):
-            if side is not None and (<Side>side).pump is not None:
-                (<Side>side).pump.close()
+            if side is not None and side.pump is not None:
+                side.pump.close()
         if self.endpoint is not None:
             self.balancer.release(self.endpoint)  # the one release of this connection's pick
         self.runtime.stats.closed(self, self.endpoint_stats)
         self.runtime.ended()
+        # Nothing calls a side once both are lost: undo the references between the
+        # relay's objects, so that reference counting frees them now and the cycle
+        # collector never has to (it cost about 2 us per connection: bench/README.md).
+        for side in (self.client, self.upstream):
+            if side is not None:
+                side.relay = side.peer = side.pump = None

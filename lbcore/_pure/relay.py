@@ -395,3 +395,9 @@ class Relay:
             self.balancer.release(self.endpoint)  # the one release of this connection's pick
         self.runtime.stats.closed(self, self.endpoint_stats)
         self.runtime.ended()
+        # Nothing calls a side once both are lost: undo the references between the
+        # relay's objects, so that reference counting frees them now and the cycle
+        # collector never has to (it cost about 2 us per connection: bench/README.md).
+        for side in (self.client, self.upstream):
+            if side is not None:
+                side.relay = side.peer = side.pump = None
