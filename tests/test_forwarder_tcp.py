@@ -91,9 +91,8 @@ def test_bulk_both_ways_byte_exact_and_counted(loop_kind, splice, request):
 
     # The relay holds the pump class it was wired with (lbcore.forwarder.tcp): rewire it.
     relay = twin("relay")
-    relay.wire(retry_module.place, retry_module.failed, CountedPump, splice_module.BULK_READ)
-    request.addfinalizer(lambda: relay.wire(
-        retry_module.place, retry_module.failed, splice_module.Pump, splice_module.BULK_READ))
+    relay.wire(retry_module.failed, CountedPump, splice_module.BULK_READ)
+    request.addfinalizer(lambda: relay.wire(retry_module.failed, splice_module.Pump, splice_module.BULK_READ))
 
     async def main():
         (a,) = await backends("a")

@@ -6,10 +6,12 @@ and end (admit, pick, dial, the first bytes each way, the FINs, the one release)
 C calls instead of interpreted ones.
 """
 
+import errno
 import logging
 
 from ..errors import NoEndpointsError
 from .copier import Copier
+from .stream import dial
 
 __all__ = ["Relay", "Side", "ClientSide", "UpstreamSide", "REPLAY_LIMIT", "wire"]
 
@@ -19,19 +21,22 @@ log = logging.getLogger("lbcore.forwarder")
 REPLAY_LIMIT = 64 * 1024
 cdef Py_ssize_t _REPLAY_LIMIT = REPLAY_LIMIT
 
+#: socket() errors that say this process is short of something: no endpoint is to blame.
+_NO_SOCKET = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
 # The relay's collaborators above this layer, handed down once by lbcore.forwarder.tcp
 # (`wire`): compiled code imports nothing above it.
-cdef object _pick_and_dial = None
 cdef object _endpoint_failed = None
 cdef object _Pump = None
 cdef Py_ssize_t _bulk_read = 64 * 1024
 
 
-def wire(place, failed, pump, Py_ssize_t bulk_read):
-    """Hand the relay the forwarder's retry policy (``place``, ``failed``), the splice
-    pump class (None where splice is unavailable) and the read size that means bulk."""
-    global _pick_and_dial, _endpoint_failed, _Pump, _bulk_read
-    _pick_and_dial, _endpoint_failed, _Pump, _bulk_read = place, failed, pump, bulk_read
+def wire(failed, pump, Py_ssize_t bulk_read):
+    """Hand the relay the forwarder's passive-health verdict (``failed``: count an
+    endpoint's failure and cool it down), the splice pump class (None where splice is
+    unavailable) and the read size that means bulk."""
+    global _endpoint_failed, _Pump, _bulk_read
+    _endpoint_failed, _Pump, _bulk_read = failed, pump, bulk_read
 
 
 cdef class Relay
@@ -170,18 +175,54 @@ cdef class Relay:
         """Pick and start connecting; write ``unsent`` (and ``eof``) for the endpoint."""
         runtime = self.runtime
         try:
-            placed = _pick_and_dial(runtime, self.key, UpstreamSide(self), self.tries, self.tried)
+            transport = self._connect(UpstreamSide(self))
         except NoEndpointsError as exc:
             runtime.stats.unavailable += 1
             log.warning("%s: connection from %s refused: %s", runtime.name,
                         self.client.transport.get_extra_info("peername"), exc)
             self.client.transport.reset()  # turned away: a FIN would read as a finished reply
             return
-        self.balancer, self.endpoint, self.endpoint_stats, transport, self.tries = placed
         if unsent:
             transport.write(unsent)
         if eof:
             transport.write_eof()
+
+    cdef object _connect(self, UpstreamSide protocol):
+        """The pure twin's `_connect`; sets ``balancer``, ``endpoint``,
+        ``endpoint_stats`` and ``tries`` itself and returns the transport."""
+        cdef int attempt
+        runtime = self.runtime
+        options = runtime.options
+        health = runtime.health
+        stats = runtime.stats
+        tried = self.tried
+        for attempt in range(self.tries, options.tries):
+            balancer = runtime.balancer
+            endpoint = health.pick(balancer, self.key, attempt == 0)
+            while endpoint in tried:
+                # Back from a cool-down shorter than this connection's tries: cool it
+                # down again and pick past it (the pure twin says why this ends).
+                balancer.release(endpoint)
+                health.failed(balancer, endpoint, stats.endpoint(endpoint))
+                endpoint = health.pick(balancer, self.key, False)
+            endpoint_stats = stats.endpoint(endpoint)
+            try:
+                transport = dial(runtime.loop, runtime.poller, endpoint, protocol)
+            except OSError as exc:
+                balancer.release(endpoint)
+                if exc.errno in _NO_SOCKET:  # our shortage, not the endpoint's fault
+                    raise NoEndpointsError(f"{runtime.name}: no socket to connect with: {exc}")
+                _endpoint_failed(runtime, balancer, endpoint, endpoint_stats, exc)  # unreachable
+                tried.append(endpoint)
+                continue
+            except BaseException:
+                balancer.release(endpoint)
+                raise
+            transport.deadline = runtime.deadlines.add(transport, options.try_timeout(attempt))
+            self.balancer, self.endpoint, self.endpoint_stats, self.tries = (
+                balancer, endpoint, endpoint_stats, attempt)
+            return transport
+        raise NoEndpointsError(f"{runtime.name}: {options.tries} tries failed")
 
     cdef opened(self):
         """The endpoint took the connection."""

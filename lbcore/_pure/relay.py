@@ -2,7 +2,7 @@
 the pure-Python twin of ``lbcore/_fast/relay.pyx``.
 
 Per connection (DESIGN.md "Forwarder"): admit under the service's limit → pick and
-start connecting (the forwarder's ``retry.place``, `stream.dial`: no task; the outcome arrives as a call
+start connecting (`Relay._connect`, `stream.dial`: no task; the outcome arrives as a call
 on the upstream side) → on a failed connect, the next pick, with every byte the client
 sent meanwhile → copy both ways with backpressure both ways → pass half-closes through
 → `release()` the endpoint exactly once when both sides are gone.  Both sides are
@@ -35,11 +35,13 @@ bulk read (see `Relay.copier_left`).  A one-request connection never pays for it
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from typing import Any
 
 from ..errors import NoEndpointsError
 from .copier import Copier
+from .stream import dial
 
 __all__ = ["Relay", "Side", "ClientSide", "UpstreamSide", "REPLAY_LIMIT", "wire"]
 
@@ -48,19 +50,22 @@ log = logging.getLogger("lbcore.forwarder")
 #: Client bytes held for a replay until the endpoint's first byte arrives.
 REPLAY_LIMIT = 64 * 1024
 
+#: socket() errors that say this process is short of something: no endpoint is to blame.
+_NO_SOCKET = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
 # The relay's collaborators above this layer, handed down once by lbcore.forwarder.tcp
 # (`wire`): the twins import nothing above them.
-_pick_and_dial: Any = None
 _endpoint_failed: Any = None
 _Pump: Any = None
 _bulk_read = 64 * 1024
 
 
-def wire(place: Any, failed: Any, pump: Any, bulk_read: int) -> None:
-    """Hand the relay the forwarder's retry policy (``place``, ``failed``), the splice
-    pump class (None where splice is unavailable) and the read size that means bulk."""
-    global _pick_and_dial, _endpoint_failed, _Pump, _bulk_read
-    _pick_and_dial, _endpoint_failed, _Pump, _bulk_read = place, failed, pump, bulk_read
+def wire(failed: Any, pump: Any, bulk_read: int) -> None:
+    """Hand the relay the forwarder's passive-health verdict (``failed``: count an
+    endpoint's failure and cool it down), the splice pump class (None where splice is
+    unavailable) and the read size that means bulk."""
+    global _endpoint_failed, _Pump, _bulk_read
+    _endpoint_failed, _Pump, _bulk_read = failed, pump, bulk_read
 
 
 class Side(asyncio.Protocol):
@@ -200,18 +205,62 @@ class Relay:
         """Pick and start connecting; write ``unsent`` (and ``eof``) for the endpoint."""
         runtime = self.runtime
         try:
-            placed = _pick_and_dial(runtime, self.key, UpstreamSide(self), self.tries, self.tried)
+            transport = self._connect(UpstreamSide(self))
         except NoEndpointsError as exc:
             runtime.stats.unavailable += 1
             log.warning("%s: connection from %s refused: %s", runtime.name,
                         self.client.transport.get_extra_info("peername"), exc)
             self.client.transport.reset()  # turned away: a FIN would read as a finished reply
             return
-        self.balancer, self.endpoint, self.endpoint_stats, transport, self.tries = placed
         if unsent:
             transport.write(unsent)
         if eof:
             transport.write_eof()
+
+    def _connect(self, protocol: UpstreamSide) -> Any:
+        """Pick and start connecting, on the next pick while a connect fails at once.
+
+        Tries from ``tries`` (those this connection used) up to the service's limit,
+        never an endpoint in ``tried`` (those that failed it; added to here).
+        ``protocol`` hears the connect that gets under way (one that fails at once never
+        calls it, so one serves every try).  Sets ``balancer``, ``endpoint``,
+        ``endpoint_stats`` and ``tries`` and returns the transport: the connect is under
+        way, its deadline set, and the relay owns one `release` of the endpoint.  Raises NoEndpointsError when no
+        endpoint is usable, every try is used, or the process has no socket to connect
+        with (that marks no endpoint failed).  Every other pick is released here.
+        """
+        runtime = self.runtime
+        options = runtime.options
+        health = runtime.health
+        tried = self.tried
+        for attempt in range(self.tries, options.tries):
+            balancer = runtime.balancer
+            endpoint = health.pick(balancer, self.key, attempt == 0)
+            while endpoint in tried:
+                # Back from a cool-down shorter than this connection's tries: it failed
+                # this connection moments ago, so cool it down again and pick past it.
+                # Each turn takes one tried endpoint out, so the loop ends.
+                balancer.release(endpoint)
+                health.failed(balancer, endpoint, runtime.stats.endpoint(endpoint))
+                endpoint = health.pick(balancer, self.key, False)
+            endpoint_stats = runtime.stats.endpoint(endpoint)
+            try:
+                transport = dial(runtime.loop, runtime.poller, endpoint, protocol)
+            except OSError as exc:
+                balancer.release(endpoint)
+                if exc.errno in _NO_SOCKET:  # our shortage, not the endpoint's fault
+                    raise NoEndpointsError(f"{runtime.name}: no socket to connect with: {exc}")
+                _endpoint_failed(runtime, balancer, endpoint, endpoint_stats, exc)  # unreachable
+                tried.append(endpoint)
+                continue
+            except BaseException:
+                balancer.release(endpoint)
+                raise
+            transport.deadline = runtime.deadlines.add(transport, options.try_timeout(attempt))
+            self.balancer, self.endpoint, self.endpoint_stats, self.tries = (
+                balancer, endpoint, endpoint_stats, attempt)
+            return transport
+        raise NoEndpointsError(f"{runtime.name}: {options.tries} tries failed")
 
     def opened(self) -> None:
         """The endpoint took the connection."""

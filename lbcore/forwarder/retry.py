@@ -5,12 +5,11 @@ timeouts (250 ms to 2 s, 4 tries) and bypassed affinity after a failure (referen
 kube-proxy.md §3.2).  Here a failed endpoint is marked failed on the balancer, which also
 drops its sticky sessions, so the retry's pick goes elsewhere; it is marked healthy again
 after the cool-down.  A connection never retries an endpoint that failed it, even one
-back from a cool-down shorter than the connection's tries (`place`).
+back from a cool-down shorter than the connection's tries (the relay's ``_connect``).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 from typing import Any
 
@@ -18,14 +17,10 @@ from ..errors import NoEndpointsError
 from ..models import Endpoint
 from .clock import Clock
 from .stats import EndpointStats
-from .stream import Stream, dial
 
-__all__ = ["PassiveHealth", "failed", "place"]
+__all__ = ["PassiveHealth", "failed"]
 
 log = logging.getLogger("lbcore.forwarder")
-
-#: socket() errors that say this process is short of something: no endpoint is to blame.
-_NO_SOCKET = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class PassiveHealth:
@@ -88,47 +83,3 @@ def failed(
     if runtime.checker is not None:  # counts toward its checks' fall (forwarder/health.py)
         runtime.checker.passive_failure(endpoint, str(why))
     log.warning("%s: %s failed (%s); cooling it down", runtime.name, endpoint.address, why)
-
-
-def place(
-    runtime: Any, key: Any, protocol: Any, first_try: int, tried: list[Endpoint],
-) -> tuple[Any, Endpoint, EndpointStats, Stream, int]:
-    """Pick and start connecting, on the next pick while a connect fails at once.
-
-    ``first_try`` counts tries the connection already used; ``tried`` holds the
-    endpoints that failed it (added to here).  ``protocol`` hears the connect that gets
-    under way (a connect that fails at once never calls it, so one serves every try).
-    Returns (balancer, endpoint, endpoint stats, transport, try number): the connect is
-    under way, its deadline set; the caller owns one `release` of the endpoint on that
-    balancer.  Raises NoEndpointsError when no endpoint is usable, every try is used, or
-    the process has no socket to connect with (that marks no endpoint failed).  Every
-    pick that does not end in a returned connection is released here.
-    """
-    options = runtime.options
-    health = runtime.health
-    for attempt in range(first_try, options.tries):
-        balancer = runtime.balancer
-        endpoint = health.pick(balancer, key, attempt == 0)
-        while endpoint in tried:
-            # Back from a cool-down shorter than this connection's tries: it failed this
-            # connection moments ago, so cool it down again and pick past it.  Each turn
-            # takes one tried endpoint out, so the loop ends (NoEndpointsError at worst).
-            balancer.release(endpoint)
-            health.failed(balancer, endpoint, runtime.stats.endpoint(endpoint))
-            endpoint = health.pick(balancer, key, False)
-        endpoint_stats = runtime.stats.endpoint(endpoint)
-        try:
-            transport = dial(runtime.loop, runtime.poller, endpoint, protocol)
-        except OSError as exc:
-            balancer.release(endpoint)
-            if exc.errno in _NO_SOCKET:  # our shortage, not the endpoint's fault
-                raise NoEndpointsError(f"{runtime.name}: no socket to connect with: {exc}")
-            failed(runtime, balancer, endpoint, endpoint_stats, exc)  # unreachable, say
-            tried.append(endpoint)
-            continue
-        except BaseException:
-            balancer.release(endpoint)
-            raise
-        transport.deadline = runtime.deadlines.add(transport, options.try_timeout(attempt))
-        return balancer, endpoint, endpoint_stats, transport, attempt
-    raise NoEndpointsError(f"{runtime.name}: {options.tries} tries failed")

@@ -1,5 +1,5 @@
-"""The TCP relay (`Relay`) from the twin in use, wired to the forwarder's retry policy and
-splice pump.  lbcore/_pure/relay.py holds the rules (admit, pick, replay, copy, release);
+"""The TCP relay (`Relay`) from the twin in use, wired to the forwarder's passive health
+and splice pump.  lbcore/_pure/relay.py holds the rules (admit, pick, replay, copy, release);
 lbcore/_fast/relay.pyx is the same relay compiled, so that a connection's set-up and end
 cost C calls."""
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .._twins import twin
 from . import splice
-from .retry import failed, place
+from .retry import failed
 
 if TYPE_CHECKING:
     from .._pure.copier import Copier
@@ -18,6 +18,6 @@ else:
     _relay = twin("relay")
     Relay, REPLAY_LIMIT = _relay.Relay, _relay.REPLAY_LIMIT
     Copier = twin("copier").Copier
-    _relay.wire(place, failed, splice.Pump if splice.AVAILABLE else None, splice.BULK_READ)
+    _relay.wire(failed, splice.Pump if splice.AVAILABLE else None, splice.BULK_READ)
 
 __all__ = ["Relay", "REPLAY_LIMIT", "Copier"]
