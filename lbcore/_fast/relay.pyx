@@ -1,3 +1,6 @@
+# cython: nonecheck=True
+# (A finished relay lets go of its sides: a call that reached one anyway raises, never
+# dereferences None.)
 # Compiled twin of lbcore/_pure/relay.py (read its docstring for the rules).
 """The TCP relay: a client connection, its upstream connection, and the bytes between.
 
