@@ -43,10 +43,13 @@ def test_compiled_twins_loaded():
         value = getattr(balancers, name)
         if isinstance(value, type):
             assert value.__module__.startswith("lbcore._fast."), name
-    from lbcore.forwarder import poller, tcp
+    from lbcore.forwarder import poller, stream, tcp
     from lbcore.render import iptables
 
     assert tcp.Copier.__module__ == "lbcore._fast.copier"
+    # A connection's set-up and end run compiled: the relay and its sockets' transport.
+    assert tcp.Relay.__module__ == "lbcore._fast.relay"
+    assert stream.Stream.__module__ == stream.dial.__module__ == "lbcore._fast.stream"
     assert poller.Poller.__module__ == "lbcore._fast.poller"
     loop = asyncio.new_event_loop()
     made = poller.make_poller(loop)  # what the forwarder watches its sockets with
