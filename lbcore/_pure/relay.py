@@ -6,7 +6,8 @@ start connecting (`Relay._connect`, `stream.dial`: no task; the outcome arrives 
 on the upstream side) → on a failed connect, the next pick, with every byte the client
 sent meanwhile → copy both ways with backpressure both ways → pass half-closes through
 → `release()` the endpoint exactly once when both sides are gone.  Both sides are
-asyncio protocols over `stream.Stream` transports (the module says why not asyncio's).
+asyncio protocols over `stream.Stream` transports (lbcore/_pure/stream.py says why not
+asyncio's).
 
 Backpressure: when one side's transport buffers more than its high-water mark, it
 calls that side's ``pause_writing`` and the relay stops reading the *other* side, whose
@@ -225,9 +226,10 @@ class Relay:
         ``protocol`` hears the connect that gets under way (one that fails at once never
         calls it, so one serves every try).  Sets ``balancer``, ``endpoint``,
         ``endpoint_stats`` and ``tries`` and returns the transport: the connect is under
-        way, its deadline set, and the relay owns one `release` of the endpoint.  Raises NoEndpointsError when no
-        endpoint is usable, every try is used, or the process has no socket to connect
-        with (that marks no endpoint failed).  Every other pick is released here.
+        way, its deadline set, and the relay owns one `release` of the endpoint.  Raises
+        NoEndpointsError when no endpoint is usable, every try is used, or the process
+        has no socket to connect with (that marks no endpoint failed).  Every other pick
+        is released here.
         """
         runtime = self.runtime
         options = runtime.options
