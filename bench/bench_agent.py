@@ -35,8 +35,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,15 +45,10 @@ import urllib.request
 from pathlib import Path
 
 import _results  # bench/, beside this script
+from _processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "/lbcore/services"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def b64(text: str) -> str:
@@ -185,11 +178,7 @@ def one_round(args: argparse.Namespace, rng: random.Random) -> dict:
             }
         finally:
             if agent is not None and agent.poll() is None:
-                agent.send_signal(signal.SIGTERM)
-                try:
-                    agent.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    agent.kill()
+                stop(agent, timeout=60)
             etcd.close()
             log.close()
 
