@@ -75,8 +75,8 @@ class Listener:
     UDP listener keeps relaying replies of its existing flows and closes after them.
     """
 
-    __slots__ = ("protocol", "configured", "sock", "address", "runtime", "loop", "clock",
-                 "flows", "closed", "starting", "udp", "retry")
+    __slots__ = ("protocol", "configured", "sock", "family", "address", "runtime", "loop",
+                 "clock", "flows", "closed", "starting", "udp", "retry")
 
     def __init__(self, protocol: str, configured: tuple[str, int], field: str) -> None:
         try:
@@ -88,6 +88,8 @@ class Listener:
             ) from None
         self.protocol = protocol
         self.configured = configured
+        # Read once: ``sock.family`` builds an AddressFamily enum on every access.
+        self.family = int(self.sock.family)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.runtime: Any = None
         self.loop: Any = None  # serving TCP on this loop
@@ -120,8 +122,7 @@ class Listener:
             self.close()
 
     def _accept(self) -> None:
-        sock = self.sock
-        family = sock.family
+        sock, family = self.sock, self.family
         for _ in range(MAX_ACCEPT):
             try:
                 fd, address = accept(sock)  # the descriptor: `stream.accepted` wraps it
