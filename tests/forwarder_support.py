@@ -64,6 +64,15 @@ def until_or_exit(process: subprocess.Popen, condition: Any, timeout: float = 10
         time.sleep(0.05)
 
 
+def poll_entry(poller: Any, fd: int) -> tuple[int, Any, Any]:
+    """(events, on_readable, on_writable) of ``fd`` in a poller: the pure pollers keep a
+    list per descriptor, the compiled one an entry with those names."""
+    entry = poller.watched[fd]
+    if isinstance(entry, list):
+        return entry[0], entry[1], entry[2]
+    return entry.events, entry.on_readable, entry.on_writable
+
+
 def read_lines(stream: Any, count: int, timeout: float = 10.0) -> str:
     """``count`` lines from a child's text pipe, failing after ``timeout`` instead of
     blocking the run (the reading thread ends when the child does)."""

@@ -24,7 +24,7 @@ from lbcore.forwarder import poller as poller_module
 from lbcore.forwarder.stream import accepted
 from lbcore._pure import copier as _copier_py
 
-from forwarder_support import LOOPS, digest, payload, run_async, service
+from forwarder_support import LOOPS, digest, payload, poll_entry, run_async, service
 
 try:
     from lbcore._fast import copier as _copier_compiled
@@ -232,7 +232,7 @@ def test_close_gives_both_sockets_back_to_their_transports_once(twin, make_polle
         rig.copier.close()  # idempotent
         for fd in rig.fds:
             os.fstat(fd)  # still open: only the transport closes it
-        assert {fd: rig.poller.watched[fd][1] for fd in rig.fds} == {
+        assert {fd: poll_entry(rig.poller, fd)[1] for fd in rig.fds} == {
             stream.fd: stream._readable for stream in rig.streams
         }
         rig.client_peer.sendall(b"after close")

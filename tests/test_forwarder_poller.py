@@ -19,7 +19,7 @@ import pytest
 
 from lbcore._shared.poll_events import READ, WRITE
 
-from forwarder_support import LOOPS, eventually, run_async
+from forwarder_support import LOOPS, eventually, poll_entry, run_async
 
 
 def _dispatches(poller_class: Any) -> list[tuple[str, list[str], int]]:
@@ -161,8 +161,7 @@ def test_the_kernel_refusing_a_change_leaves_the_entry_as_it_was(impl):
         with pytest.raises(OSError) as caught:
             reading.watch(b_fd, WRITE, None, print)
         refused.append((type(caught.value), caught.value.errno))
-        entry = reading.watched[b_fd]
-        kept = (entry[0], entry[1], entry[2])
+        kept = poll_entry(reading, b_fd)
         reading.close()
     finally:
         poller.close()

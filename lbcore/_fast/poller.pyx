@@ -49,15 +49,10 @@ cdef object _error(int err):
 
 @cython.final
 cdef class _Entry:
-    """What a watched descriptor waits for, and whom each direction wakes.
+    """What a watched descriptor waits for, and whom each direction wakes."""
 
-    Indexable like the pure twin's ``[events, on_readable, on_writable]`` list, for tests."""
-
-    cdef int events
-    cdef object on_readable, on_writable
-
-    def __getitem__(self, int index):
-        return (self.events, self.on_readable, self.on_writable)[index]
+    cdef readonly int events
+    cdef readonly object on_readable, on_writable
 
 
 @cython.final
